@@ -1,0 +1,1 @@
+"""wallet: a digital wallet backend served as a GraphQL API."""

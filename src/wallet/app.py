@@ -1,0 +1,112 @@
+"""create_app(settings) -> the Starlette application serving GraphQL on /graphql."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+
+from wallet.config import Settings
+from wallet.domain import services
+from wallet.domain.model import Transaction
+from wallet.persistence.database import create_engine
+from wallet.persistence.queries import SqlHistoryQuery
+from wallet.persistence.unit_of_work import SqlUnitOfWork
+from wallet.resolvers.mutations import Mutation
+from wallet.resolvers.queries import Query
+from wallet.schema.context import Context, Dispatch
+from wallet.schema.types import PublicError
+
+log = logging.getLogger("wallet")
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    # Errors without a path come from parsing, validation or variable coercion: they describe
+    # the client's document and carry no internals. Inside execution only PublicError is shown.
+    if error.path is None or error.original_error is None:
+        return False
+    return not isinstance(error.original_error, PublicError)
+
+
+def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
+    extensions: list[Any] = [ParserCache(maxsize=1024), ValidationCache(maxsize=1024)]
+    if mask_errors:
+        extensions.append(
+            MaskErrors(should_mask_error=_should_mask, error_message="Internal error.")
+        )
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+
+
+@dataclass(slots=True)
+class Resources:
+    """What the process opens once and shares between requests."""
+
+    uow_factory: services.UnitOfWorkFactory
+    reads: SqlHistoryQuery
+    dispatch: Dispatch
+
+
+class WalletGraphQL(GraphQL[Context, None]):
+    """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(),
+            allowed_origins=settings.allowed_origins,
+            graphql_ide="graphiql",
+        )
+        self.resources: Resources | None = None
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        assert self.resources is not None, "the lifespan has not started"
+        return Context(
+            uow_factory=self.resources.uow_factory,
+            reads=self.resources.reads,
+            dispatch=self.resources.dispatch,
+            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    graphql = WalletGraphQL(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+
+        def uow_factory() -> SqlUnitOfWork:
+            return SqlUnitOfWork(engine)
+
+        async def settle_now(transaction: Transaction) -> Transaction:
+            settled = await services.settle(uow_factory, transaction.id)
+            return settled or transaction
+
+        graphql.resources = Resources(
+            uow_factory=uow_factory, reads=SqlHistoryQuery(engine), dispatch=settle_now
+        )
+        try:
+            yield
+        finally:
+            graphql.resources = None
+            await engine.dispose()
+
+    return Starlette(
+        routes=[Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,74 @@
+"""`wallet migrate | serve | export-schema`: the service's one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from wallet.config import Settings
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from wallet.persistence.database import migrate
+
+    settings = Settings()
+    asyncio.run(migrate(settings.database_url))
+    print("database is at the newest schema")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "wallet.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _export_schema(args: argparse.Namespace) -> int:
+    from wallet.app import build_schema
+
+    text = build_schema().as_str() + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wallet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    migrate = commands.add_parser("migrate", help="create the database and apply migrations")
+    migrate.set_defaults(run=_migrate)
+
+    serve = commands.add_parser("serve", help="serve the GraphQL API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    export = commands.add_parser("export-schema", help="print the served GraphQL schema")
+    export.add_argument("--output", default="-", help="a file, or - for standard output")
+    export.set_defaults(run=_export_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Settings, read from the environment once, at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/wallet",
+        validation_alias=AliasChoices("DATABASE_URL", "WALLET_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "WALLET_REDIS_URL"),
+    )
+    # Prefixes every Redis key and channel, so that several deployments (or test runs)
+    # can share one Redis without seeing each other.
+    redis_prefix: str = "wallet"
+    environment: Literal["development", "production"] = "development"
+    # Connections per process to PostgreSQL.
+    database_pool_size: int = 10
+    # Pages on these origins may open a subscription WebSocket ("*" for any).
+    allowed_origins: list[str] = Field(default_factory=list)
+    introspection: bool = True
+    # Apply withdrawals and transfers inside the request instead of queueing them for a
+    # worker. For tests and tools that run no worker; a deployment leaves it off.
+    settle_inline: bool = False
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"

@@ -1,0 +1,80 @@
+"""Expected failures of the domain, each with the public code it is reported under.
+
+    WalletError
+    ├── InvalidInput              INVALID_INPUT
+    ├── InvalidAmount             INVALID_AMOUNT
+    ├── UnsupportedCurrency       UNSUPPORTED_CURRENCY
+    ├── CurrencyMismatch          CURRENCY_MISMATCH
+    ├── WalletNotFound            WALLET_NOT_FOUND
+    ├── SameWallet                SAME_WALLET
+    ├── InsufficientFunds         INSUFFICIENT_FUNDS
+    └── IdempotencyKeyReused      IDEMPOTENCY_KEY_REUSED
+
+    ConcurrencyConflict           a deadlock or serialization failure; retried, never shown
+
+Anything else that escapes is a bug: it is logged and reported as INTERNAL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    UNSUPPORTED_CURRENCY = "UNSUPPORTED_CURRENCY"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    WALLET_NOT_FOUND = "WALLET_NOT_FOUND"
+    SAME_WALLET = "SAME_WALLET"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL = "INTERNAL"
+
+
+class WalletError(Exception):
+    """A request the rules refuse. `field` names the input at fault, when one is."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(WalletError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class InvalidAmount(WalletError):
+    code = ErrorCode.INVALID_AMOUNT
+
+
+class UnsupportedCurrency(WalletError):
+    code = ErrorCode.UNSUPPORTED_CURRENCY
+
+
+class CurrencyMismatch(WalletError):
+    code = ErrorCode.CURRENCY_MISMATCH
+
+
+class WalletNotFound(WalletError):
+    code = ErrorCode.WALLET_NOT_FOUND
+
+
+class SameWallet(WalletError):
+    code = ErrorCode.SAME_WALLET
+
+
+class InsufficientFunds(WalletError):
+    code = ErrorCode.INSUFFICIENT_FUNDS
+
+
+class IdempotencyKeyReused(WalletError):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+class ConcurrencyConflict(Exception):
+    """The database aborted a transaction to break a deadlock or a serialization conflict."""

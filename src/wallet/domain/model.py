@@ -1,0 +1,178 @@
+"""Wallets, the transactions that move money between them, and the ledger entries that explain
+every balance."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from wallet.domain.errors import (
+    CurrencyMismatch,
+    ErrorCode,
+    InsufficientFunds,
+    InvalidAmount,
+)
+from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
+
+
+class TransactionType(StrEnum):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+    TRANSFER = "TRANSFER"
+
+
+class TransactionStatus(StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+FINAL_STATUSES = frozenset({TransactionStatus.COMPLETED, TransactionStatus.FAILED})
+
+
+@dataclass(slots=True)
+class Wallet:
+    id: UUID
+    currency: Currency
+    balance: Money
+    # Bumped on every change of the row, so that a cached copy can tell which is newer.
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def credit(self, amount: Money) -> None:
+        self._check_currency(amount)
+        if self.balance.minor + amount.minor > MAX_BALANCE_MINOR:
+            raise InvalidAmount(
+                "the balance would exceed the largest amount a wallet can hold", field="amount"
+            )
+        self.balance = Money(self.balance.minor + amount.minor, self.currency)
+
+    def debit(self, amount: Money) -> None:
+        self._check_currency(amount)
+        if amount.minor > self.balance.minor:
+            raise InsufficientFunds(
+                f"wallet {self.id} holds {self.balance} {self.currency.code}, "
+                f"less than {amount} {self.currency.code}",
+                field="amount",
+            )
+        self.balance = Money(self.balance.minor - amount.minor, self.currency)
+
+    def _check_currency(self, amount: Money) -> None:
+        if amount.currency != self.currency:
+            raise CurrencyMismatch(
+                f"wallet {self.id} holds {self.currency.code}, not {amount.currency.code}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One wallet's side of a completed transaction."""
+
+    transaction_id: UUID
+    wallet_id: UUID
+    delta: int
+    balance_after: int
+
+
+@dataclass(slots=True)
+class Transaction:
+    id: UUID
+    type: TransactionType
+    status: TransactionStatus
+    amount: Money
+    sender_wallet_id: UUID | None
+    receiver_wallet_id: UUID | None
+    client_transaction_id: str | None
+    failure_code: ErrorCode | None = None
+    error_message: str | None = None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def wallet_ids(self) -> tuple[UUID, ...]:
+        """The wallets this transaction touches, in the order their rows must be locked."""
+        ids = {i for i in (self.sender_wallet_id, self.receiver_wallet_id) if i is not None}
+        return tuple(sorted(ids))
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def apply(self, wallets: dict[UUID, Wallet]) -> list[LedgerEntry]:
+        """Move the money between the locked wallets and mark this COMPLETED.
+
+        Raises the domain error that makes it fail; the wallets are then left untouched.
+        """
+        sender = wallets[self.sender_wallet_id] if self.sender_wallet_id else None
+        receiver = wallets[self.receiver_wallet_id] if self.receiver_wallet_id else None
+        # Check everything before changing anything, so a refusal leaves no half-move behind.
+        trial = {w.id: replace(w) for w in (sender, receiver) if w is not None}
+        if sender is not None:
+            trial[sender.id].debit(self.amount)
+        if receiver is not None:
+            trial[receiver.id].credit(self.amount)
+        entries = []
+        if sender is not None:
+            sender.balance = trial[sender.id].balance
+            entries.append(
+                LedgerEntry(self.id, sender.id, -self.amount.minor, sender.balance.minor)
+            )
+        if receiver is not None:
+            receiver.balance = trial[receiver.id].balance
+            entries.append(
+                LedgerEntry(self.id, receiver.id, self.amount.minor, receiver.balance.minor)
+            )
+        self.status = TransactionStatus.COMPLETED
+        return entries
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        self.status = TransactionStatus.FAILED
+        self.failure_code = code
+        self.error_message = message
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What a clientTransactionId was first used for, and what it produced."""
+
+    key: str
+    operation: str
+    fingerprint: str
+    transaction_id: UUID | None = None
+    wallet_id: UUID | None = None
+
+
+def fingerprint(operation: str, **params: object) -> str:
+    """A digest of the normalized request, so a replay can be told from a different request."""
+    canonical = "|".join([operation, *(f"{k}={params[k]}" for k in sorted(params))])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """Which slice of a wallet's history to read, newest first.
+
+    `after` and `before` are (created_at, id) positions: `first` transactions older than
+    `after`, or the `last` transactions newer than `before`.
+    """
+
+    wallet_id: UUID
+    limit: int
+    after: tuple[datetime, UUID] | None = None
+    before: tuple[datetime, UUID] | None = None
+    backward: bool = False
+    types: frozenset[TransactionType] | None = None
+    statuses: frozenset[TransactionStatus] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A slice of a wallet's history, newest first."""
+
+    transactions: list[Transaction] = field(default_factory=list)
+    has_next: bool = False
+    has_previous: bool = False

@@ -1,0 +1,86 @@
+"""What the domain needs from the outside world, as Protocols that adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+from uuid import UUID
+
+from wallet.domain.model import (
+    HistoryRequest,
+    IdempotencyRecord,
+    LedgerEntry,
+    Page,
+    Transaction,
+    Wallet,
+)
+
+
+class WalletRepository(Protocol):
+    async def add(self, wallet: Wallet) -> Wallet: ...
+
+    async def get(self, wallet_id: UUID) -> Wallet | None: ...
+
+    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        """Lock the rows that exist, in ascending id order, and return them."""
+        ...
+
+    async def save(self, wallets: Sequence[Wallet]) -> None:
+        """Store new balances (and bump each row's version)."""
+        ...
+
+
+class TransactionRepository(Protocol):
+    async def add(self, transaction: Transaction) -> Transaction: ...
+
+    async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None: ...
+
+    async def save(self, transaction: Transaction) -> Transaction:
+        """Store a change of status; the stored row (with completed_at) is returned."""
+        ...
+
+    async def add_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
+
+
+class IdempotencyKeys(Protocol):
+    async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Record the key, or return what it was first recorded for.
+
+        When another transaction holds the same key uncommitted, this waits for it to end.
+        """
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Leaving it without commit() rolls everything back."""
+
+    wallets: WalletRepository
+    transactions: TransactionRepository
+    idempotency_keys: IdempotencyKeys
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class HistoryQuery(Protocol):
+    """Read-only access for the API: no locks, nothing written."""
+
+    async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
+        """The wallets in the order asked, None for those that do not exist."""
+        ...
+
+    async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]: ...
+
+    async def history(self, request: HistoryRequest) -> Page: ...

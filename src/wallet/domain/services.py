@@ -1,0 +1,358 @@
+"""The use cases: create a wallet, deposit, withdraw, transfer, and settle what was submitted.
+
+Every write runs in one unit of work. Lock order is always the same: wallet rows in
+ascending id order, then the idempotency key, then the transaction row, so two units
+of work can wait for each other but never in a cycle. PostgreSQL may still abort one
+(a deadlock or a serialization failure); the whole unit of work is then run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+from wallet.domain.errors import (
+    ConcurrencyConflict,
+    CurrencyMismatch,
+    IdempotencyKeyReused,
+    InvalidInput,
+    SameWallet,
+    WalletError,
+    WalletNotFound,
+)
+from wallet.domain.model import (
+    IdempotencyRecord,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+    fingerprint,
+)
+from wallet.domain.money import Currency, Money, parse_positive_amount
+from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
+
+MAX_KEY_LENGTH = 255
+MAX_ATTEMPTS = 8
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateWallet:
+    currency: str = "USD"
+    initial_balance: str = "0"
+    client_transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    wallet_id: str
+    amount: str
+    client_transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    wallet_id: str
+    amount: str
+    client_transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: str
+    client_transaction_id: str
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], *, attempts: int = MAX_ATTEMPTS) -> T:
+    """Run a unit of work again when the database aborted it to break a conflict.
+
+    The backoff is jittered so that the transactions that collided do not collide again.
+    """
+    for n in range(attempts):
+        try:
+            return await attempt()
+        except ConcurrencyConflict:
+            if n == attempts - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**n))
+    raise AssertionError("unreachable")
+
+
+def parse_wallet_id(text: str, field: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a wallet id (a UUID)", field=field) from None
+
+
+def check_key(key: str | None, field: str = "clientTransactionId") -> str | None:
+    if key is None:
+        return None
+    if not key or key.strip() != key:
+        raise InvalidInput(
+            "clientTransactionId must be non-empty, without surrounding spaces", field=field
+        )
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(
+            f"clientTransactionId may have at most {MAX_KEY_LENGTH} characters", field=field
+        )
+    return key
+
+
+async def _replay_or_claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
+    """Claim the key for this request; return the earlier record when this is a replay."""
+    earlier = await uow.idempotency_keys.claim(record)
+    if earlier is None:
+        return None
+    if earlier.operation != record.operation or earlier.fingerprint != record.fingerprint:
+        raise IdempotencyKeyReused(
+            f"clientTransactionId {record.key!r} was already used for a different request",
+            field="clientTransactionId",
+        )
+    return earlier
+
+
+async def _recorded_transaction(uow: UnitOfWork, record: IdempotencyRecord) -> Transaction:
+    assert record.transaction_id is not None
+    transaction = await uow.transactions.get(record.transaction_id)
+    assert transaction is not None, "an idempotency key points at its transaction"
+    return transaction
+
+
+async def create_wallet(uow_factory: UnitOfWorkFactory, command: CreateWallet) -> Wallet:
+    key = check_key(command.client_transaction_id)
+    currency = Currency.of(command.currency)
+    initial = Money.parse(command.initial_balance, currency, field="initialBalance")
+    if initial.minor > 0:
+        initial = parse_positive_amount(command.initial_balance, currency, field="initialBalance")
+
+    async def attempt() -> Wallet:
+        async with uow_factory() as uow:
+            wallet_id = uuid4()
+            if key is not None:
+                record = IdempotencyRecord(
+                    key,
+                    "createWallet",
+                    fingerprint("createWallet", currency=currency.code, initial=initial.minor),
+                    wallet_id=wallet_id,
+                )
+                earlier = await _replay_or_claim(uow, record)
+                if earlier is not None:
+                    assert earlier.wallet_id is not None
+                    wallet = await uow.wallets.get(earlier.wallet_id)
+                    assert wallet is not None
+                    return wallet
+            wallet = await uow.wallets.add(Wallet(wallet_id, currency, Money(0, currency)))
+            if initial.minor > 0:
+                await _record_deposit(
+                    uow,
+                    Transaction(
+                        uuid4(),
+                        TransactionType.DEPOSIT,
+                        TransactionStatus.PENDING,
+                        initial,
+                        None,
+                        wallet.id,
+                        key,
+                    ),
+                    wallet,
+                )
+            await uow.commit()
+            return wallet
+
+    return await retrying(attempt)
+
+
+async def deposit(uow_factory: UnitOfWorkFactory, command: Deposit) -> Transaction:
+    """Deposits are applied at once: there is nothing they can wait for."""
+    wallet_id = parse_wallet_id(command.wallet_id, "walletId")
+    key = check_key(command.client_transaction_id)
+
+    async def attempt() -> Transaction:
+        async with uow_factory() as uow:
+            wallet = (await uow.wallets.lock([wallet_id])).get(wallet_id)
+            if wallet is None:
+                raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
+            amount = parse_positive_amount(command.amount, wallet.currency)
+            transaction = Transaction(
+                uuid4(),
+                TransactionType.DEPOSIT,
+                TransactionStatus.PENDING,
+                amount,
+                None,
+                wallet_id,
+                key,
+            )
+            if key is not None:
+                record = IdempotencyRecord(
+                    key,
+                    "deposit",
+                    fingerprint("deposit", wallet=wallet_id, amount=amount.minor),
+                    transaction_id=transaction.id,
+                )
+                earlier = await _replay_or_claim(uow, record)
+                if earlier is not None:
+                    return await _recorded_transaction(uow, earlier)
+            transaction = await _record_deposit(uow, transaction, wallet)
+            await uow.commit()
+            return transaction
+
+    return await retrying(attempt)
+
+
+async def _record_deposit(uow: UnitOfWork, transaction: Transaction, wallet: Wallet) -> Transaction:
+    # A deposit the wallet cannot take is refused and recorded nowhere, not recorded as FAILED:
+    # nothing outside this request was waiting on it.
+    entries = transaction.apply({wallet.id: wallet})
+    transaction = await uow.transactions.add(transaction)
+    await uow.wallets.save([wallet])
+    await uow.transactions.add_entries(entries)
+    return transaction
+
+
+async def submit_withdrawal(uow_factory: UnitOfWorkFactory, command: Withdraw) -> Transaction:
+    """Record a PENDING withdrawal; settle() decides it under the wallet's lock."""
+    wallet_id = parse_wallet_id(command.wallet_id, "walletId")
+    key = check_key(command.client_transaction_id)
+
+    async def attempt() -> Transaction:
+        async with uow_factory() as uow:
+            wallet = await uow.wallets.get(wallet_id)
+            if wallet is None:
+                raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
+            amount = parse_positive_amount(command.amount, wallet.currency)
+            transaction = Transaction(
+                uuid4(),
+                TransactionType.WITHDRAWAL,
+                TransactionStatus.PENDING,
+                amount,
+                wallet_id,
+                None,
+                key,
+            )
+            return await _record_submission(
+                uow,
+                transaction,
+                fingerprint("withdraw", wallet=wallet_id, amount=amount.minor),
+                "withdraw",
+            )
+
+    return await retrying(attempt)
+
+
+async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> Transaction:
+    """Record a PENDING transfer; settle() decides it under both wallets' locks."""
+    sender_id = parse_wallet_id(command.from_wallet_id, "fromWalletId")
+    receiver_id = parse_wallet_id(command.to_wallet_id, "toWalletId")
+    key = check_key(command.client_transaction_id)
+    if sender_id == receiver_id:
+        raise SameWallet("a transfer needs two different wallets", field="toWalletId")
+
+    async def attempt() -> Transaction:
+        async with uow_factory() as uow:
+            sender = await uow.wallets.get(sender_id)
+            if sender is None:
+                raise WalletNotFound(f"there is no wallet {sender_id}", field="fromWalletId")
+            receiver = await uow.wallets.get(receiver_id)
+            if receiver is None:
+                raise WalletNotFound(f"there is no wallet {receiver_id}", field="toWalletId")
+            if sender.currency != receiver.currency:
+                raise CurrencyMismatch(
+                    f"wallet {sender_id} holds {sender.currency.code} and wallet "
+                    f"{receiver_id} holds {receiver.currency.code}",
+                    field="toWalletId",
+                )
+            amount = parse_positive_amount(command.amount, sender.currency)
+            transaction = Transaction(
+                uuid4(),
+                TransactionType.TRANSFER,
+                TransactionStatus.PENDING,
+                amount,
+                sender_id,
+                receiver_id,
+                key,
+            )
+            return await _record_submission(
+                uow,
+                transaction,
+                fingerprint("transfer", sender=sender_id, receiver=receiver_id, amount=amount.minor),
+                "transfer",
+            )
+
+    return await retrying(attempt)
+
+
+async def _record_submission(
+    uow: UnitOfWork, transaction: Transaction, digest: str, operation: str
+) -> Transaction:
+    key = transaction.client_transaction_id
+    if key is not None:
+        record = IdempotencyRecord(key, operation, digest, transaction_id=transaction.id)
+        earlier = await _replay_or_claim(uow, record)
+        if earlier is not None:
+            return await _recorded_transaction(uow, earlier)
+    transaction = await uow.transactions.add(transaction)
+    await uow.commit()
+    return transaction
+
+
+async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transaction | None:
+    """Apply a PENDING transaction, or fail it, exactly once however often it is asked to.
+
+    Returns the transaction as stored afterwards, or None when there is no such transaction.
+    """
+
+    async def attempt() -> Transaction | None:
+        async with uow_factory() as uow:
+            transaction = await uow.transactions.get(transaction_id)
+            if transaction is None or transaction.is_final:
+                return transaction
+            wallets = await uow.wallets.lock(transaction.wallet_ids)
+            # Re-read under the locks: another worker may have settled it meanwhile.
+            transaction = await uow.transactions.get(transaction_id, lock=True)
+            assert transaction is not None
+            if transaction.is_final:
+                return transaction
+            transaction = await _settle_locked(uow, transaction, wallets)
+            await uow.commit()
+            return transaction
+
+    return await retrying(attempt)
+
+
+async def fail_pending(
+    uow_factory: UnitOfWorkFactory, transaction_id: UUID, error: WalletError
+) -> Transaction | None:
+    """Give up on a transaction that could not be settled; a final one is left as it is."""
+
+    async def attempt() -> Transaction | None:
+        async with uow_factory() as uow:
+            transaction = await uow.transactions.get(transaction_id, lock=True)
+            if transaction is None or transaction.is_final:
+                return transaction
+            transaction.fail(error.code, error.message)
+            transaction = await uow.transactions.save(transaction)
+            await uow.commit()
+            return transaction
+
+    return await retrying(attempt)
+
+
+async def _settle_locked(
+    uow: UnitOfWork, transaction: Transaction, wallets: dict[UUID, Wallet]
+) -> Transaction:
+    try:
+        entries = transaction.apply(wallets)
+    except WalletError as refusal:
+        transaction.fail(refusal.code, refusal.message)
+    else:
+        await uow.wallets.save([wallets[i] for i in transaction.wallet_ids])
+        await uow.transactions.add_entries(entries)
+    return await uow.transactions.save(transaction)

@@ -1,0 +1,98 @@
+"""Engines, and the `migrate` step that creates the database and brings it to the newest schema."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# Two `wallet migrate` started at once (one per container, say) take turns on this lock.
+_MIGRATION_LOCK = 7_220_011
+
+
+def async_url(database_url: str) -> str:
+    """postgresql://... as given by the user, in the form SQLAlchemy's asyncpg dialect takes."""
+    url = make_url(database_url)
+    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}://")
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        async_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Statements are prepared once per connection by asyncpg and reused.
+        connect_args={"statement_cache_size": 512},
+    )
+
+
+def _dsn(database_url: str, database: str | None = None) -> str:
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def create_database(database_url: str) -> bool:
+    """Create the URL's database when it is missing. Returns whether it was created."""
+    name = make_url(database_url).database
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
+    conn = await asyncpg.connect(_dsn(database_url, "postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # another migrate created it meanwhile
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(database_url: str) -> None:
+    name = make_url(database_url).database
+    assert name
+    conn = await asyncpg.connect(_dsn(database_url, "postgres"))
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    script_location = resources.files("wallet.persistence").joinpath("migrations")
+    config.set_main_option("script_location", str(script_location))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    # Held until the migration's transaction ends.
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def migrate(database_url: str) -> None:
+    """Create the database if needed and apply every migration not applied yet."""
+    await create_database(database_url)
+    engine = create_async_engine(async_url(database_url), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_upgrade)
+            await connection.commit()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,72 @@
+"""Reads for the API: wallets and transactions by id in one statement each, and history pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from sqlalchemy import Select, select, tuple_, union_all
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.persistence.tables import transactions, wallets
+from wallet.persistence.unit_of_work import transaction_from_row, wallet_from_row
+
+
+class SqlHistoryQuery:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(wallets).where(wallets.c.id.in_(wallet_ids)))
+            found = {row["id"]: wallet_from_row(row) for row in result.mappings()}
+        return [found.get(i) for i in wallet_ids]
+
+    async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                select(transactions).where(transactions.c.id.in_(transaction_ids))
+            )
+            found = {row["id"]: transaction_from_row(row) for row in result.mappings()}
+        return [found.get(i) for i in transaction_ids]
+
+    async def history(self, request: HistoryRequest) -> Page:
+        # One index scan per side of the wallet (sent, received), merged: an OR across the two
+        # columns could not walk an index in order.
+        position = tuple_(transactions.c.created_at, transactions.c.id)
+        newest_first = (transactions.c.created_at.desc(), transactions.c.id.desc())
+        oldest_first = (transactions.c.created_at.asc(), transactions.c.id.asc())
+        order = oldest_first if request.backward else newest_first
+
+        def side(column: object) -> Select[tuple[object, ...]]:
+            query = select(transactions).where(column == request.wallet_id)  # type: ignore[operator]
+            if request.after is not None:
+                query = query.where(position < tuple_(*request.after))
+            if request.before is not None:
+                query = query.where(position > tuple_(*request.before))
+            if request.types:
+                query = query.where(transactions.c.type.in_([t.value for t in request.types]))
+            if request.statuses:
+                query = query.where(
+                    transactions.c.status.in_([s.value for s in request.statuses])
+                )
+            return query.order_by(*order).limit(request.limit + 1)
+
+        both = union_all(
+            side(transactions.c.sender_wallet_id), side(transactions.c.receiver_wallet_id)
+        ).subquery()
+        merged_order = (
+            (both.c.created_at.asc(), both.c.id.asc())
+            if request.backward
+            else (both.c.created_at.desc(), both.c.id.desc())
+        )
+        query = select(both).order_by(*merged_order).limit(request.limit + 1)
+        async with self._engine.connect() as connection:
+            rows = [transaction_from_row(r) for r in (await connection.execute(query)).mappings()]
+        more = len(rows) > request.limit
+        rows = rows[: request.limit]
+        if request.backward:
+            rows.reverse()
+            return Page(rows, has_next=request.before is not None, has_previous=more)
+        return Page(rows, has_next=more, has_previous=request.after is not None)

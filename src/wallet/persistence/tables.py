@@ -1,0 +1,112 @@
+"""The tables, declared once with SQLModel; the migrations add the CHECK constraints that
+PostgreSQL enforces whatever the code does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, Text, text
+from sqlmodel import Field, SQLModel
+
+NOW = text("clock_timestamp()")
+
+
+class WalletRow(SQLModel, table=True):
+    __tablename__ = "wallets"
+
+    id: UUID = Field(primary_key=True)
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    balance: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+    updated_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+
+
+class TransactionRow(SQLModel, table=True):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        Index(
+            "transactions_sender_history",
+            "sender_wallet_id",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("sender_wallet_id IS NOT NULL"),
+        ),
+        Index(
+            "transactions_receiver_history",
+            "receiver_wallet_id",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("receiver_wallet_id IS NOT NULL"),
+        ),
+        Index(
+            "transactions_pending",
+            "created_at",
+            postgresql_where=text("status = 'PENDING'"),
+        ),
+    )
+
+    id: UUID = Field(primary_key=True)
+    type: str = Field(sa_column=Column(String(16), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    sender_wallet_id: UUID | None = Field(default=None, foreign_key="wallets.id")
+    receiver_wallet_id: UUID | None = Field(default=None, foreign_key="wallets.id")
+    client_transaction_id: str | None = Field(default=None, sa_column=Column(Text))
+    failure_code: str | None = Field(default=None, sa_column=Column(String(32)))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+    completed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class LedgerEntryRow(SQLModel, table=True):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ledger_entries_by_wallet", "wallet_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    transaction_id: UUID = Field(foreign_key="transactions.id")
+    wallet_id: UUID = Field(foreign_key="wallets.id")
+    delta: int = Field(sa_column=Column(BigInteger, nullable=False))
+    balance_after: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+
+
+class IdempotencyKeyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(sa_column=Column(Text, primary_key=True))
+    operation: str = Field(sa_column=Column(String(32), nullable=False))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    transaction_id: UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            ForeignKey("transactions.id", deferrable=True, initially="DEFERRED"), nullable=True
+        ),
+    )
+    wallet_id: UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            ForeignKey("wallets.id", deferrable=True, initially="DEFERRED"), nullable=True
+        ),
+    )
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+
+
+wallets = WalletRow.__table__  # type: ignore[attr-defined]
+transactions = TransactionRow.__table__  # type: ignore[attr-defined]
+ledger_entries = LedgerEntryRow.__table__  # type: ignore[attr-defined]
+idempotency_keys = IdempotencyKeyRow.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from wallet.domain import services
+from wallet.domain.errors import WalletError
+from wallet.domain.model import Transaction as DomainTransaction
+from wallet.schema.context import Context
+from wallet.schema.types import (
+    CreateWalletInput,
+    CreateWalletPayload,
+    DepositInput,
+    Transaction,
+    TransactionPayload,
+    TransferInput,
+    UserError,
+    Wallet,
+    WithdrawInput,
+)
+
+
+def _accepted(info: Info[Context, None], transaction: DomainTransaction) -> TransactionPayload:
+    info.context.forget(transaction.wallet_ids)
+    return TransactionPayload(transaction=Transaction.from_domain(transaction), errors=[])
+
+
+def _rejected(error: WalletError) -> TransactionPayload:
+    return TransactionPayload(transaction=None, errors=[UserError.from_domain(error)])
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_wallet(
+        self, info: Info[Context, None], input: CreateWalletInput  # noqa: A002
+    ) -> CreateWalletPayload:
+        command = services.CreateWallet(
+            currency=input.currency,
+            initial_balance=input.initial_balance,
+            client_transaction_id=input.client_transaction_id,
+        )
+        try:
+            wallet = await services.create_wallet(info.context.uow_factory, command)
+        except WalletError as error:
+            return CreateWalletPayload(wallet=None, errors=[UserError.from_domain(error)])
+        return CreateWalletPayload(wallet=Wallet.from_domain(wallet), errors=[])
+
+    @strawberry.mutation
+    async def deposit(
+        self, info: Info[Context, None], input: DepositInput  # noqa: A002
+    ) -> TransactionPayload:
+        command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
+        try:
+            transaction = await services.deposit(info.context.uow_factory, command)
+        except WalletError as error:
+            return _rejected(error)
+        return _accepted(info, transaction)
+
+    @strawberry.mutation
+    async def withdraw(
+        self, info: Info[Context, None], input: WithdrawInput  # noqa: A002
+    ) -> TransactionPayload:
+        command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
+        try:
+            transaction = await services.submit_withdrawal(info.context.uow_factory, command)
+        except WalletError as error:
+            return _rejected(error)
+        return _accepted(info, await info.context.dispatch(transaction))
+
+    @strawberry.mutation
+    async def transfer(
+        self, info: Info[Context, None], input: TransferInput  # noqa: A002
+    ) -> TransactionPayload:
+        command = services.Transfer(
+            input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
+        )
+        try:
+            transaction = await services.submit_transfer(info.context.uow_factory, command)
+        except WalletError as error:
+            return _rejected(error)
+        return _accepted(info, await info.context.dispatch(transaction))

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+import strawberry
+from strawberry.types import Info
+
+from wallet.schema.context import Context
+from wallet.schema.types import Transaction, Wallet
+
+
+def _uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The wallet with this id, or null when there is none.")
+    async def wallet(self, info: Info[Context, None], id: strawberry.ID) -> Wallet | None:  # noqa: A002
+        wallet_id = _uuid(id)
+        if wallet_id is None:
+            return None
+        wallet = await info.context.wallet_loader.load(wallet_id)
+        return Wallet.from_domain(wallet) if wallet is not None else None
+
+    @strawberry.field(description="The transaction with this id, or null when there is none.")
+    async def transaction(
+        self,
+        info: Info[Context, None],
+        id: strawberry.ID,  # noqa: A002
+    ) -> Transaction | None:
+        transaction_id = _uuid(id)
+        if transaction_id is None:
+            return None
+        transaction = await info.context.transaction_loader.load(transaction_id)
+        return Transaction.from_domain(transaction) if transaction is not None else None

@@ -1,0 +1,38 @@
+"""What every resolver can reach: the use cases' dependencies and this request's loaders."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from strawberry.dataloader import DataLoader
+
+from wallet.domain.model import Transaction, Wallet
+from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
+
+# Hands a PENDING transaction on to be settled; returns it as it stands afterwards
+# (settled at once when run inline, still PENDING when queued for a worker).
+Dispatch = Callable[[Transaction], Awaitable[Transaction]]
+
+
+@dataclass(slots=True)
+class Context:
+    uow_factory: UnitOfWorkFactory
+    reads: HistoryQuery
+    dispatch: Dispatch
+    request_id: str = ""
+    wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)
+    transaction_loader: DataLoader[UUID, Transaction | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One set of loaders per request: nothing cached outlives the request that read it.
+        self.wallet_loader = DataLoader(load_fn=self.reads.wallets)
+        self.transaction_loader = DataLoader(load_fn=self.reads.transactions)
+
+    def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
+        """Drop loaded wallets after this request changed them."""
+        for wallet_id in wallet_ids:
+            with contextlib.suppress(KeyError):  # it was never loaded
+                self.wallet_loader.clear(wallet_id)

@@ -1,0 +1,39 @@
+"""The contract's `Decimal`: an exact amount written as a string.
+
+The value is kept as the client's text; the domain reads it against the wallet's currency,
+so "12.505" for USD is refused with INVALID_AMOUNT in the payload instead of being rounded.
+A JSON or GraphQL float is refused outright: a float never touches money.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NewType
+
+import strawberry
+from graphql import IntValueNode, StringValueNode, ValueNode
+
+DecimalText = NewType("DecimalText", str)
+
+
+def _parse_value(value: Any) -> DecimalText:
+    if isinstance(value, str):
+        return DecimalText(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return DecimalText(str(value))
+    raise ValueError('Decimal values are written as strings, e.g. "12.50"')
+
+
+def _parse_literal(node: ValueNode, _variables: dict[str, Any] | None = None) -> DecimalText:
+    if isinstance(node, StringValueNode | IntValueNode):
+        return DecimalText(node.value)
+    raise ValueError('Decimal values are written as strings, e.g. "12.50"')
+
+
+Decimal = strawberry.scalar(
+    DecimalText,
+    name="Decimal",
+    description='An exact decimal number written as a string, e.g. "12.50".',
+    serialize=str,
+    parse_value=_parse_value,
+    parse_literal=_parse_literal,
+)

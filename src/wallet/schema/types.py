@@ -1,0 +1,258 @@
+"""The contract's object types, payloads and inputs, mapped from the domain's objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import strawberry
+from strawberry.types import Info
+
+from wallet.domain import errors as domain_errors
+from wallet.domain import model
+from wallet.domain.model import HistoryRequest
+from wallet.schema.context import Context
+from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
+from wallet.schema.scalars import Decimal, DecimalText
+
+MAX_PAGE_SIZE = 100
+
+ErrorCode = strawberry.enum(domain_errors.ErrorCode, name="ErrorCode")
+TransactionType = strawberry.enum(model.TransactionType, name="TransactionType")
+TransactionStatus = strawberry.enum(model.TransactionStatus, name="TransactionStatus")
+
+
+class PublicError(Exception):
+    """A GraphQL error whose message is meant for the client, never masked."""
+
+
+@strawberry.input
+class TransactionFilter:
+    types: list[TransactionType] | None = None
+    statuses: list[TransactionStatus] | None = None
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class TransactionEdge:
+    cursor: str = strawberry.field(
+        description="Opaque; pass it as `after` to get the transactions that follow."
+    )
+    node: Transaction
+
+
+@strawberry.type
+class TransactionConnection:
+    edges: list[TransactionEdge]
+    page_info: PageInfo
+
+
+def _position(cursor: str | None, argument: str) -> tuple[datetime, UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except InvalidCursor as error:
+        raise PublicError(f"`{argument}`: {error}") from None
+
+
+@strawberry.type
+class Wallet:
+    id: strawberry.ID
+    currency: str = strawberry.field(description='ISO 4217 currency code, e.g. "USD".')
+    balance: Decimal = strawberry.field(
+        description="What the wallet holds now: every COMPLETED transaction, nothing else."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_domain(cls, wallet: model.Wallet) -> Wallet:
+        assert wallet.created_at is not None and wallet.updated_at is not None
+        return cls(
+            id=strawberry.ID(str(wallet.id)),
+            currency=wallet.currency.code,
+            balance=DecimalText(str(wallet.balance)),
+            created_at=wallet.created_at,
+            updated_at=wallet.updated_at,
+        )
+
+    @strawberry.field(description="Every transaction that touches this wallet, newest first.")
+    async def transactions(
+        self,
+        info: Info[Context, None],
+        first: int | None = 20,
+        after: str | None = None,
+        filter: TransactionFilter | None = None,  # noqa: A002 - the contract's name
+        last: Annotated[
+            int | None,
+            strawberry.argument(description="With `before`: the transactions just newer."),
+        ] = None,
+        before: Annotated[
+            str | None,
+            strawberry.argument(description="A cursor; page backward from it with `last`."),
+        ] = None,
+    ) -> TransactionConnection:
+        backward = last is not None or before is not None
+        if backward and (after is not None):
+            raise PublicError("page forward with first/after or backward with last/before")
+        size = (last if last is not None else 20) if backward else first
+        if size is None or size < 0:
+            raise PublicError("`first` and `last` must be zero or more")
+        request = HistoryRequest(
+            wallet_id=UUID(self.id),
+            limit=min(size, MAX_PAGE_SIZE),
+            after=_position(after, "after"),
+            before=_position(before, "before"),
+            backward=backward,
+            types=frozenset(filter.types) if filter and filter.types else None,
+            statuses=frozenset(filter.statuses) if filter and filter.statuses else None,
+        )
+        page = await info.context.reads.history(request)
+        loader = info.context.transaction_loader
+        edges = []
+        for transaction in page.transactions:
+            loader.prime(transaction.id, transaction)
+            assert transaction.created_at is not None
+            edges.append(
+                TransactionEdge(
+                    cursor=encode_cursor(transaction.created_at, transaction.id),
+                    node=Transaction.from_domain(transaction),
+                )
+            )
+        return TransactionConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=page.has_previous,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+
+async def _wallet(info: Info[Context, None], wallet_id: UUID | None) -> Wallet | None:
+    if wallet_id is None:
+        return None
+    wallet = await info.context.wallet_loader.load(wallet_id)
+    return Wallet.from_domain(wallet) if wallet is not None else None
+
+
+@strawberry.type
+class Transaction:
+    id: strawberry.ID
+    type: TransactionType
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    client_transaction_id: str | None
+    failure_code: ErrorCode | None = strawberry.field(
+        description="Why it failed; null unless status is FAILED."
+    )
+    error_message: str | None
+    created_at: datetime
+    completed_at: datetime | None = strawberry.field(
+        description="When it became COMPLETED or FAILED; null while PENDING."
+    )
+    sender_wallet_id: strawberry.Private[UUID | None]
+    receiver_wallet_id: strawberry.Private[UUID | None]
+
+    @classmethod
+    def from_domain(cls, transaction: model.Transaction) -> Transaction:
+        assert transaction.created_at is not None
+        return cls(
+            id=strawberry.ID(str(transaction.id)),
+            type=transaction.type,
+            status=transaction.status,
+            amount=DecimalText(str(transaction.amount)),
+            currency=transaction.amount.currency.code,
+            client_transaction_id=transaction.client_transaction_id,
+            failure_code=transaction.failure_code,
+            error_message=transaction.error_message,
+            created_at=transaction.created_at,
+            completed_at=transaction.completed_at,
+            sender_wallet_id=transaction.sender_wallet_id,
+            receiver_wallet_id=transaction.receiver_wallet_id,
+        )
+
+    @strawberry.field(description="Null for a deposit.")
+    async def sender_wallet(self, info: Info[Context, None]) -> Wallet | None:
+        return await _wallet(info, self.sender_wallet_id)
+
+    @strawberry.field(description="Null for a withdrawal.")
+    async def receiver_wallet(self, info: Info[Context, None]) -> Wallet | None:
+        return await _wallet(info, self.receiver_wallet_id)
+
+
+@strawberry.type
+class UserError:
+    code: ErrorCode
+    message: str
+    field: list[str] | None = strawberry.field(
+        description=(
+            'Path to the input field at fault, e.g. ["input", "amount"]; '
+            "null when no one field is."
+        )
+    )
+
+    @classmethod
+    def from_domain(cls, error: domain_errors.WalletError) -> UserError:
+        return cls(
+            code=error.code,
+            message=error.message,
+            field=["input", error.field] if error.field else None,
+        )
+
+
+@strawberry.type
+class CreateWalletPayload:
+    wallet: Wallet | None
+    errors: list[UserError]
+
+
+@strawberry.type
+class TransactionPayload:
+    transaction: Transaction | None
+    errors: list[UserError]
+
+
+@strawberry.input
+class CreateWalletInput:
+    currency: str = "USD"
+    initial_balance: Decimal = strawberry.field(
+        default=DecimalText("0"), description="Recorded as a COMPLETED deposit when above zero."
+    )
+    client_transaction_id: str | None = strawberry.field(
+        default=None,
+        description="Optional idempotency key: the same key returns the same wallet.",
+    )
+
+
+@strawberry.input
+class DepositInput:
+    wallet_id: strawberry.ID
+    amount: Decimal
+    client_transaction_id: str
+
+
+@strawberry.input
+class WithdrawInput:
+    wallet_id: strawberry.ID
+    amount: Decimal
+    client_transaction_id: str
+
+
+@strawberry.input
+class TransferInput:
+    from_wallet_id: strawberry.ID
+    to_wallet_id: strawberry.ID
+    amount: Decimal
+    client_transaction_id: str
