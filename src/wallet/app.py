@@ -22,12 +22,14 @@ from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.model import Transaction
+from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
 from wallet.persistence.database import create_engine
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.schema.context import Context, Dispatch
+from wallet.schema.scalars import DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 
 log = logging.getLogger("wallet")
@@ -47,14 +49,19 @@ def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
         extensions.append(
             MaskErrors(should_mask_error=_should_mask, error_message="Internal error.")
         )
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        scalar_overrides={DecimalText: DECIMAL},
+    )
 
 
 @dataclass(slots=True)
 class Resources:
     """What the process opens once and shares between requests."""
 
-    uow_factory: services.UnitOfWorkFactory
+    uow_factory: UnitOfWorkFactory
     reads: SqlHistoryQuery
     dispatch: Dispatch
 
@@ -90,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
 
-        def uow_factory() -> SqlUnitOfWork:
+        def uow_factory() -> UnitOfWork:
             return SqlUnitOfWork(engine)
 
         async def settle_now(transaction: Transaction) -> Transaction:

@@ -77,9 +77,7 @@ class Money:
         if match is None and text.startswith("-"):
             raise InvalidAmount("an amount is never negative", field=field)
         if match is None:
-            raise InvalidAmount(
-                f"{text!r} is not a decimal amount such as \"12.50\"", field=field
-            )
+            raise InvalidAmount(f'{text!r} is not a decimal amount such as "12.50"', field=field)
         fraction = (match["fraction"] or "").rstrip("0")
         if len(fraction) > currency.exponent:
             raise InvalidAmount(

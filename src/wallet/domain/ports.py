@@ -55,9 +55,14 @@ class IdempotencyKeys(Protocol):
 class UnitOfWork(Protocol):
     """One database transaction. Leaving it without commit() rolls everything back."""
 
-    wallets: WalletRepository
-    transactions: TransactionRepository
-    idempotency_keys: IdempotencyKeys
+    @property
+    def wallets(self) -> WalletRepository: ...
+
+    @property
+    def transactions(self) -> TransactionRepository: ...
+
+    @property
+    def idempotency_keys(self) -> IdempotencyKeys: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -282,7 +282,9 @@ async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> 
             return await _record_submission(
                 uow,
                 transaction,
-                fingerprint("transfer", sender=sender_id, receiver=receiver_id, amount=amount.minor),
+                fingerprint(
+                    "transfer", sender=sender_id, receiver=receiver_id, amount=amount.minor
+                ),
                 "transfer",
             )
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, select, tuple_, union_all
+from sqlalchemy import ColumnElement, Select, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
@@ -39,8 +40,8 @@ class SqlHistoryQuery:
         oldest_first = (transactions.c.created_at.asc(), transactions.c.id.asc())
         order = oldest_first if request.backward else newest_first
 
-        def side(column: object) -> Select[tuple[object, ...]]:
-            query = select(transactions).where(column == request.wallet_id)  # type: ignore[operator]
+        def side(column: ColumnElement[UUID]) -> Select[Any]:
+            query = select(transactions).where(column == request.wallet_id)
             if request.after is not None:
                 query = query.where(position < tuple_(*request.after))
             if request.before is not None:
@@ -48,9 +49,7 @@ class SqlHistoryQuery:
             if request.types:
                 query = query.where(transactions.c.type.in_([t.value for t in request.types]))
             if request.statuses:
-                query = query.where(
-                    transactions.c.status.in_([s.value for s in request.statuses])
-                )
+                query = query.where(transactions.c.status.in_([s.value for s in request.statuses]))
             return query.order_by(*order).limit(request.limit + 1)
 
         both = union_all(

@@ -33,7 +33,7 @@ def _rejected(error: WalletError) -> TransactionPayload:
 class Mutation:
     @strawberry.mutation
     async def create_wallet(
-        self, info: Info[Context, None], input: CreateWalletInput  # noqa: A002
+        self, info: Info[Context, None], input: CreateWalletInput
     ) -> CreateWalletPayload:
         command = services.CreateWallet(
             currency=input.currency,
@@ -47,9 +47,7 @@ class Mutation:
         return CreateWalletPayload(wallet=Wallet.from_domain(wallet), errors=[])
 
     @strawberry.mutation
-    async def deposit(
-        self, info: Info[Context, None], input: DepositInput  # noqa: A002
-    ) -> TransactionPayload:
+    async def deposit(self, info: Info[Context, None], input: DepositInput) -> TransactionPayload:
         command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
         try:
             transaction = await services.deposit(info.context.uow_factory, command)
@@ -58,9 +56,7 @@ class Mutation:
         return _accepted(info, transaction)
 
     @strawberry.mutation
-    async def withdraw(
-        self, info: Info[Context, None], input: WithdrawInput  # noqa: A002
-    ) -> TransactionPayload:
+    async def withdraw(self, info: Info[Context, None], input: WithdrawInput) -> TransactionPayload:
         command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
         try:
             transaction = await services.submit_withdrawal(info.context.uow_factory, command)
@@ -69,9 +65,7 @@ class Mutation:
         return _accepted(info, await info.context.dispatch(transaction))
 
     @strawberry.mutation
-    async def transfer(
-        self, info: Info[Context, None], input: TransferInput  # noqa: A002
-    ) -> TransactionPayload:
+    async def transfer(self, info: Info[Context, None], input: TransferInput) -> TransactionPayload:
         command = services.Transfer(
             input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
         )

@@ -19,7 +19,7 @@ def _uuid(text: str) -> UUID | None:
 @strawberry.type
 class Query:
     @strawberry.field(description="The wallet with this id, or null when there is none.")
-    async def wallet(self, info: Info[Context, None], id: strawberry.ID) -> Wallet | None:  # noqa: A002
+    async def wallet(self, info: Info[Context, None], id: strawberry.ID) -> Wallet | None:
         wallet_id = _uuid(id)
         if wallet_id is None:
             return None
@@ -30,7 +30,7 @@ class Query:
     async def transaction(
         self,
         info: Info[Context, None],
-        id: strawberry.ID,  # noqa: A002
+        id: strawberry.ID,
     ) -> Transaction | None:
         transaction_id = _uuid(id)
         if transaction_id is None:

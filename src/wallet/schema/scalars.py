@@ -29,8 +29,8 @@ def _parse_literal(node: ValueNode, _variables: dict[str, Any] | None = None) ->
     raise ValueError('Decimal values are written as strings, e.g. "12.50"')
 
 
-Decimal = strawberry.scalar(
-    DecimalText,
+# Handed to the Schema as a scalar override, so that fields can be annotated with DecimalText.
+DECIMAL = strawberry.scalar(
     name="Decimal",
     description='An exact decimal number written as a string, e.g. "12.50".',
     serialize=str,

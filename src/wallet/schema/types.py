@@ -14,13 +14,17 @@ from wallet.domain import model
 from wallet.domain.model import HistoryRequest
 from wallet.schema.context import Context
 from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
-from wallet.schema.scalars import Decimal, DecimalText
+from wallet.schema.scalars import DecimalText
 
 MAX_PAGE_SIZE = 100
 
-ErrorCode = strawberry.enum(domain_errors.ErrorCode, name="ErrorCode")
-TransactionType = strawberry.enum(model.TransactionType, name="TransactionType")
-TransactionStatus = strawberry.enum(model.TransactionStatus, name="TransactionStatus")
+# The domain's enums are the contract's: registered with Strawberry here, not decorated there.
+strawberry.enum(domain_errors.ErrorCode)
+strawberry.enum(model.TransactionType)
+strawberry.enum(model.TransactionStatus)
+ErrorCode = domain_errors.ErrorCode
+TransactionType = model.TransactionType
+TransactionStatus = model.TransactionStatus
 
 
 class PublicError(Exception):
@@ -68,7 +72,7 @@ def _position(cursor: str | None, argument: str) -> tuple[datetime, UUID] | None
 class Wallet:
     id: strawberry.ID
     currency: str = strawberry.field(description='ISO 4217 currency code, e.g. "USD".')
-    balance: Decimal = strawberry.field(
+    balance: DecimalText = strawberry.field(
         description="What the wallet holds now: every COMPLETED transaction, nothing else."
     )
     created_at: datetime
@@ -76,7 +80,8 @@ class Wallet:
 
     @classmethod
     def from_domain(cls, wallet: model.Wallet) -> Wallet:
-        assert wallet.created_at is not None and wallet.updated_at is not None
+        assert wallet.created_at is not None
+        assert wallet.updated_at is not None
         return cls(
             id=strawberry.ID(str(wallet.id)),
             currency=wallet.currency.code,
@@ -91,7 +96,7 @@ class Wallet:
         info: Info[Context, None],
         first: int | None = 20,
         after: str | None = None,
-        filter: TransactionFilter | None = None,  # noqa: A002 - the contract's name
+        filter: TransactionFilter | None = None,
         last: Annotated[
             int | None,
             strawberry.argument(description="With `before`: the transactions just newer."),
@@ -151,7 +156,7 @@ class Transaction:
     id: strawberry.ID
     type: TransactionType
     status: TransactionStatus
-    amount: Decimal
+    amount: DecimalText
     currency: str
     client_transaction_id: str | None
     failure_code: ErrorCode | None = strawberry.field(
@@ -198,8 +203,7 @@ class UserError:
     message: str
     field: list[str] | None = strawberry.field(
         description=(
-            'Path to the input field at fault, e.g. ["input", "amount"]; '
-            "null when no one field is."
+            'Path to the input field at fault, e.g. ["input", "amount"]; null when no one field is.'
         )
     )
 
@@ -227,7 +231,7 @@ class TransactionPayload:
 @strawberry.input
 class CreateWalletInput:
     currency: str = "USD"
-    initial_balance: Decimal = strawberry.field(
+    initial_balance: DecimalText = strawberry.field(
         default=DecimalText("0"), description="Recorded as a COMPLETED deposit when above zero."
     )
     client_transaction_id: str | None = strawberry.field(
@@ -239,14 +243,14 @@ class CreateWalletInput:
 @strawberry.input
 class DepositInput:
     wallet_id: strawberry.ID
-    amount: Decimal
+    amount: DecimalText
     client_transaction_id: str
 
 
 @strawberry.input
 class WithdrawInput:
     wallet_id: strawberry.ID
-    amount: Decimal
+    amount: DecimalText
     client_transaction_id: str
 
 
@@ -254,5 +258,5 @@ class WithdrawInput:
 class TransferInput:
     from_wallet_id: strawberry.ID
     to_wallet_id: strawberry.ID
-    amount: Decimal
+    amount: DecimalText
     client_transaction_id: str
