@@ -6,7 +6,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -22,12 +21,10 @@ from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.model import Transaction
-from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
-from wallet.persistence.database import create_engine
 from wallet.persistence.queries import SqlHistoryQuery
-from wallet.persistence.unit_of_work import SqlUnitOfWork
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
+from wallet.resources import Resources, open_resources
 from wallet.schema.context import Context, Dispatch
 from wallet.schema.scalars import DECIMAL, DecimalText
 from wallet.schema.types import PublicError
@@ -57,15 +54,6 @@ def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
     )
 
 
-@dataclass(slots=True)
-class Resources:
-    """What the process opens once and shares between requests."""
-
-    uow_factory: UnitOfWorkFactory
-    reads: SqlHistoryQuery
-    dispatch: Dispatch
-
-
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
 
@@ -76,17 +64,27 @@ class WalletGraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql",
         )
         self.resources: Resources | None = None
+        self.dispatch: Dispatch | None = None
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         assert self.resources is not None, "the lifespan has not started"
+        assert self.dispatch is not None
         return Context(
-            uow_factory=self.resources.uow_factory,
-            reads=self.resources.reads,
-            dispatch=self.resources.dispatch,
+            uow_factory=self.resources.unit_of_work,
+            reads=SqlHistoryQuery(self.resources.engine),
+            dispatch=self.dispatch,
             request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
         )
+
+
+def inline_dispatch(resources: Resources) -> Dispatch:
+    async def settle_now(transaction: Transaction) -> Transaction:
+        settled = await services.settle(resources.unit_of_work, transaction.id)
+        return settled or transaction
+
+    return settle_now
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -95,23 +93,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-
-        def uow_factory() -> UnitOfWork:
-            return SqlUnitOfWork(engine)
-
-        async def settle_now(transaction: Transaction) -> Transaction:
-            settled = await services.settle(uow_factory, transaction.id)
-            return settled or transaction
-
-        graphql.resources = Resources(
-            uow_factory=uow_factory, reads=SqlHistoryQuery(engine), dispatch=settle_now
-        )
-        try:
-            yield
-        finally:
-            graphql.resources = None
-            await engine.dispose()
+        async with open_resources(settings) as resources:
+            graphql.resources = resources
+            graphql.dispatch = inline_dispatch(resources)
+            try:
+                yield
+            finally:
+                graphql.resources = None
 
     return Starlette(
         routes=[Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)],

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # Prefixes every Redis key and channel, so that several deployments (or test runs)
     # can share one Redis without seeing each other.
     redis_prefix: str = "wallet"
+    # Seconds to wait on Redis before treating it as down (reads then go to PostgreSQL).
+    redis_timeout: float = 0.5
     environment: Literal["development", "production"] = "development"
     # Connections per process to PostgreSQL.
     database_pool_size: int = 10

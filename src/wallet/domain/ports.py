@@ -79,6 +79,18 @@ class UnitOfWork(Protocol):
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
+class CommitListener(Protocol):
+    """Told what a unit of work changed, once its commit has succeeded.
+
+    Listeners keep derived state in step (the balance cache) and tell the world (live
+    subscriptions). They must not raise: the money has moved whatever they do.
+    """
+
+    async def __call__(
+        self, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
+    ) -> None: ...
+
+
 class HistoryQuery(Protocol):
     """Read-only access for the API: no locks, nothing written."""
 

@@ -22,6 +22,7 @@ from wallet.domain.model import (
     Wallet,
 )
 from wallet.domain.money import Currency, Money
+from wallet.domain.ports import CommitListener
 from wallet.persistence.tables import idempotency_keys, ledger_entries, transactions, wallets
 
 # deadlock_detected and serialization_failure: PostgreSQL aborted us to let another through.
@@ -81,6 +82,7 @@ def _transaction_values(transaction: Transaction) -> dict[str, Any]:
 class SqlWallets:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self.changed: dict[UUID, Wallet] = {}
 
     async def add(self, wallet: Wallet) -> Wallet:
         result = await self._connection.execute(
@@ -88,7 +90,9 @@ class SqlWallets:
             .values(id=wallet.id, currency=wallet.currency.code, balance=wallet.balance.minor)
             .returning(*wallets.c)
         )
-        return wallet_from_row(result.mappings().one())
+        added = wallet_from_row(result.mappings().one())
+        self.changed[added.id] = added
+        return added
 
     async def get(self, wallet_id: UUID) -> Wallet | None:
         result = await self._connection.execute(select(wallets).where(wallets.c.id == wallet_id))
@@ -116,11 +120,13 @@ class SqlWallets:
                 .returning(wallets.c.version, wallets.c.updated_at)
             )
             wallet.version, wallet.updated_at = result.one()
+            self.changed[wallet.id] = wallet
 
 
 class SqlTransactions:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self.changed: dict[UUID, Transaction] = {}
 
     async def add(self, transaction: Transaction) -> Transaction:
         values = _transaction_values(transaction)
@@ -129,7 +135,9 @@ class SqlTransactions:
         result = await self._connection.execute(
             insert(transactions).values(**values).returning(*transactions.c)
         )
-        return transaction_from_row(result.mappings().one())
+        added = transaction_from_row(result.mappings().one())
+        self.changed[added.id] = added
+        return added
 
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
         query = select(transactions).where(transactions.c.id == transaction_id)
@@ -154,7 +162,9 @@ class SqlTransactions:
             .values(**values)
             .returning(*transactions.c)
         )
-        return transaction_from_row(result.mappings().one())
+        saved = transaction_from_row(result.mappings().one())
+        self.changed[saved.id] = saved
+        return saved
 
     async def add_entries(self, entries: Sequence[LedgerEntry]) -> None:
         if not entries:
@@ -220,8 +230,9 @@ class SqlUnitOfWork:
     transactions: SqlTransactions
     idempotency_keys: SqlIdempotencyKeys
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, listeners: Sequence[CommitListener] = ()) -> None:
         self._engine = engine
+        self._listeners = listeners
         self._connection: AsyncConnection | None = None
 
     async def __aenter__(self) -> Self:
@@ -253,3 +264,7 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._connection is not None
         await self._connection.commit()
+        wallets_changed = list(self.wallets.changed.values())
+        transactions_changed = list(self.transactions.changed.values())
+        for listener in self._listeners:
+            await listener(wallets_changed, transactions_changed)
