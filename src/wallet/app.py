@@ -24,6 +24,7 @@ from wallet.domain.model import Transaction
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
+from wallet.resolvers.subscriptions import Subscription
 from wallet.resources import Resources, open_resources
 from wallet.schema.context import Context, Dispatch
 from wallet.schema.scalars import DECIMAL, DecimalText
@@ -49,6 +50,7 @@ def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         scalar_overrides={DecimalText: DECIMAL},
     )
@@ -75,6 +77,7 @@ class WalletGraphQL(GraphQL[Context, None]):
             uow_factory=self.resources.unit_of_work,
             reads=SqlHistoryQuery(self.resources.engine),
             dispatch=self.dispatch,
+            feed=self.resources.feed,
             request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
         )
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wallet.config import Settings
 from wallet.domain.ports import CommitListener, UnitOfWork
 from wallet.persistence.database import create_engine
+from wallet.persistence.events import RedisTransactionFeed
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 
@@ -24,6 +25,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     redis: Redis
+    feed: RedisTransactionFeed
     listeners: list[CommitListener] = field(default_factory=list)
 
     def unit_of_work(self) -> UnitOfWork:
@@ -43,8 +45,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
     )
+    feed = RedisTransactionFeed(redis, settings.redis_prefix)
     try:
-        yield Resources(settings=settings, engine=engine, redis=redis)
+        yield Resources(settings=settings, engine=engine, redis=redis, feed=feed, listeners=[feed])
     finally:
+        await feed.close()
         await redis.aclose()
         await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -101,3 +102,21 @@ class HistoryQuery(Protocol):
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]: ...
 
     async def history(self, request: HistoryRequest) -> Page: ...
+
+
+class TransactionFeed(Protocol):
+    """Live changes of transactions, as they are committed by any process."""
+
+    def transaction(self, transaction_id: UUID) -> AbstractAsyncContextManager[Changes]:
+        """Changes of one transaction, from the moment the context is entered."""
+        ...
+
+    def wallet(self, wallet_id: UUID) -> AbstractAsyncContextManager[Changes]:
+        """Every transaction touching the wallet, as it is recorded and as it changes."""
+        ...
+
+
+class Changes(Protocol):
+    async def next(self, timeout: float) -> Transaction | None:
+        """The next change, or None when none came within `timeout` seconds."""
+        ...

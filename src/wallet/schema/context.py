@@ -10,7 +10,7 @@ from uuid import UUID
 from strawberry.dataloader import DataLoader
 
 from wallet.domain.model import Transaction, Wallet
-from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
+from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 
 # Hands a PENDING transaction on to be settled; returns it as it stands afterwards
 # (settled at once when run inline, still PENDING when queued for a worker).
@@ -22,6 +22,7 @@ class Context:
     uow_factory: UnitOfWorkFactory
     reads: HistoryQuery
     dispatch: Dispatch
+    feed: TransactionFeed
     request_id: str = ""
     wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)
     transaction_loader: DataLoader[UUID, Transaction | None] = field(init=False)

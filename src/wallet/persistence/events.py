@@ -1,0 +1,199 @@
+"""Transaction changes over Redis pub/sub, so any API process hears what any worker committed.
+
+Publishing is a CommitListener: it runs after the commit, and a Redis failure there is logged,
+not raised (the money has moved; subscribers also re-read PostgreSQL when they hear nothing).
+Each process holds one pub/sub connection, shared by all of its subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from wallet.domain.errors import ErrorCode
+from wallet.domain.model import Transaction, TransactionStatus, TransactionType, Wallet
+from wallet.domain.money import Currency, Money
+
+log = logging.getLogger(__name__)
+
+
+def transaction_to_json(transaction: Transaction) -> str:
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return json.dumps(
+        {
+            "id": str(transaction.id),
+            "type": transaction.type.value,
+            "status": transaction.status.value,
+            "amount": transaction.amount.minor,
+            "currency": transaction.amount.currency.code,
+            "sender_wallet_id": _text(transaction.sender_wallet_id),
+            "receiver_wallet_id": _text(transaction.receiver_wallet_id),
+            "client_transaction_id": transaction.client_transaction_id,
+            "failure_code": transaction.failure_code.value if transaction.failure_code else None,
+            "error_message": transaction.error_message,
+            "created_at": when(transaction.created_at),
+            "completed_at": when(transaction.completed_at),
+        }
+    )
+
+
+def transaction_from_json(text: str | bytes) -> Transaction:
+    data: dict[str, Any] = json.loads(text)
+
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value is not None else None
+
+    return Transaction(
+        id=UUID(data["id"]),
+        type=TransactionType(data["type"]),
+        status=TransactionStatus(data["status"]),
+        amount=Money(data["amount"], Currency.of(data["currency"])),
+        sender_wallet_id=_uuid(data["sender_wallet_id"]),
+        receiver_wallet_id=_uuid(data["receiver_wallet_id"]),
+        client_transaction_id=data["client_transaction_id"],
+        failure_code=ErrorCode(data["failure_code"]) if data["failure_code"] else None,
+        error_message=data["error_message"],
+        created_at=when(data["created_at"]),
+        completed_at=when(data["completed_at"]),
+    )
+
+
+def _text(value: UUID | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _uuid(value: str | None) -> UUID | None:
+    return UUID(value) if value is not None else None
+
+
+class _Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Transaction] = asyncio.Queue(maxsize=1000)
+
+    async def next(self, timeout: float) -> Transaction | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class RedisTransactionFeed:
+    """Publishes committed transactions and fans them out to this process's subscribers."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._subscribers: dict[str, set[_Subscription]] = defaultdict(set)
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def _transaction_channel(self, transaction_id: UUID) -> str:
+        return f"{self._prefix}:events:transaction:{transaction_id}"
+
+    def _wallet_channel(self, wallet_id: UUID) -> str:
+        return f"{self._prefix}:events:wallet:{wallet_id}"
+
+    async def __call__(
+        self, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
+    ) -> None:
+        if not transactions:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for transaction in transactions:
+                    message = transaction_to_json(transaction)
+                    pipe.publish(self._transaction_channel(transaction.id), message)
+                    for wallet_id in transaction.wallet_ids:
+                        pipe.publish(self._wallet_channel(wallet_id), message)
+                await pipe.execute()
+        except (RedisError, OSError):
+            log.warning("could not publish %d transaction changes", len(transactions))
+
+    def transaction(self, transaction_id: UUID) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._listen(self._transaction_channel(transaction_id))
+
+    def wallet(self, wallet_id: UUID) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._listen(self._wallet_channel(wallet_id))
+
+    @contextlib.asynccontextmanager
+    async def _listen(self, channel: str) -> AsyncIterator[_Subscription]:
+        subscription = _Subscription()
+        async with self._lock:
+            first = not self._subscribers[channel]
+            self._subscribers[channel].add(subscription)
+            if first:
+                await self._subscribe(channel)
+        try:
+            yield subscription
+        finally:
+            async with self._lock:
+                self._subscribers[channel].discard(subscription)
+                if not self._subscribers[channel]:
+                    del self._subscribers[channel]
+                    if self._pubsub is not None:
+                        with contextlib.suppress(RedisError, OSError):
+                            await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, channel: str) -> None:
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._pubsub.subscribe(channel)
+        except (RedisError, OSError):
+            # The reader resubscribes when Redis is back; until then subscribers poll.
+            log.warning("could not subscribe to %s", channel)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="transaction-feed")
+
+    async def _read(self) -> None:
+        # Runs until close(): stopping when the last subscriber leaves would race a new one.
+        while True:
+            pubsub = self._pubsub
+            assert pubsub is not None
+            if not self._subscribers:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                if not pubsub.subscribed:
+                    async with self._lock:
+                        channels = list(self._subscribers)
+                    if channels:
+                        await pubsub.subscribe(*channels)
+                message = await pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError):
+                log.warning("transaction feed lost Redis; retrying")
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.reset()
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            transaction = transaction_from_json(message["data"])
+            for subscription in list(self._subscribers.get(channel, ())):
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.put_nowait(transaction)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
