@@ -117,6 +117,6 @@ class TransactionFeed(Protocol):
 
 
 class Changes(Protocol):
-    async def next(self, timeout: float) -> Transaction | None:
-        """The next change, or None when none came within `timeout` seconds."""
+    async def next(self, wait: float) -> Transaction | None:
+        """The next change, or None when none came within `wait` seconds."""
         ...

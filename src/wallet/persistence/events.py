@@ -83,9 +83,9 @@ class _Subscription:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Transaction] = asyncio.Queue(maxsize=1000)
 
-    async def next(self, timeout: float) -> Transaction | None:
+    async def next(self, wait: float) -> Transaction | None:
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return await asyncio.wait_for(self.queue.get(), wait)
         except TimeoutError:
             return None
 
