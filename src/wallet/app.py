@@ -10,6 +10,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,10 +26,11 @@ from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
-from wallet.resources import Resources, open_resources
+from wallet.resources import Resources, open_resources, queue_client
 from wallet.schema.context import Context, Dispatch
 from wallet.schema.scalars import DECIMAL, DecimalText
 from wallet.schema.types import PublicError
+from wallet.tasks.settlement import settle_transaction
 
 log = logging.getLogger("wallet")
 
@@ -90,15 +92,29 @@ def inline_dispatch(resources: Resources) -> Dispatch:
     return settle_now
 
 
+def queue_dispatch() -> Dispatch:
+    async def enqueue(transaction: Transaction) -> Transaction:
+        try:
+            await settle_transaction.kiq(str(transaction.id))
+        except (RedisError, OSError):
+            # The transaction is recorded; a worker's sweeper queues it once Redis is back.
+            log.warning("could not queue %s; the sweeper will", transaction.id)
+        return transaction
+
+    return enqueue
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     graphql = WalletGraphQL(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
+        async with open_resources(settings) as resources, queue_client(settings):
             graphql.resources = resources
-            graphql.dispatch = inline_dispatch(resources)
+            graphql.dispatch = (
+                inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
+            )
             try:
                 yield
             finally:

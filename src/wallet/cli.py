@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from wallet.worker import run_worker
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(run_worker(Settings(), args.concurrency))
+    return 0
+
+
 def _export_schema(args: argparse.Namespace) -> int:
     from wallet.app import build_schema
 
@@ -58,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="API processes")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="settle queued withdrawals and transfers")
+    worker.add_argument("--concurrency", type=int, default=16, help="jobs run at once")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(run=_worker)
 
     export = commands.add_parser("export-schema", help="print the served GraphQL schema")
     export.add_argument("--output", default="-", help="a file, or - for standard output")

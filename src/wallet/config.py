@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # Pages on these origins may open a subscription WebSocket ("*" for any).
     allowed_origins: list[str] = Field(default_factory=list)
     introspection: bool = True
+    # A PENDING transaction untouched this long is queued again by the worker's sweeper.
+    sweep_after_seconds: float = 5.0
+    sweep_interval_seconds: float = 1.0
+    # The stream hands a dead consumer's unacknowledged job to another after this long.
+    redeliver_after_ms: int = 60_000
+    # Seconds a stopping worker gives its running jobs before it exits.
+    shutdown_grace_seconds: float = 7.0
     # Apply withdrawals and transfers inside the request instead of queueing them for a
     # worker. For tests and tools that run no worker; a deployment leaves it off.
     settle_inline: bool = False

@@ -7,17 +7,23 @@ either process keeps the cache in step and reaches every subscriber.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from taskiq import async_shared_broker
+from taskiq_redis import RedisStreamBroker
 
 from wallet.config import Settings
 from wallet.domain.ports import CommitListener, UnitOfWork
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
 from wallet.persistence.unit_of_work import SqlUnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -52,3 +58,40 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         await feed.close()
         await redis.aclose()
         await engine.dispose()
+
+
+def make_broker(settings: Settings) -> RedisStreamBroker:
+    """The settlement queue: a Redis stream, so a job is acknowledged only once it has run."""
+    return RedisStreamBroker(
+        settings.redis_url,
+        queue_name=f"{settings.redis_prefix}:settlements",
+        consumer_group_name=f"{settings.redis_prefix}:workers",
+        # Read the stream from its start when the group is first made, so jobs queued before
+        # any worker ever ran are not skipped.
+        consumer_id="0",
+        # Short blocking reads keep the worker responsive to shutdown.
+        xread_block=1000,
+        # A job a dead worker held is handed to another after this long; the sweeper
+        # (worker.py) usually re-queues it sooner.
+        idle_timeout=settings.redeliver_after_ms,
+        unacknowledged_lock_timeout=5,
+        maxlen=1_000_000,
+        socket_timeout=max(settings.redis_timeout, 2.0),
+        socket_connect_timeout=settings.redis_timeout,
+    )
+
+
+@contextlib.asynccontextmanager
+async def queue_client(settings: Settings) -> AsyncIterator[RedisStreamBroker]:
+    """A broker for kicking jobs from a process that runs none (the API)."""
+    broker = make_broker(settings)
+    async_shared_broker.default_broker(broker)
+    try:
+        await broker.startup()
+    except (RedisError, OSError):
+        # Redis may come back; until then kicks fail and the sweeper queues what they missed.
+        log.warning("could not reach the queue at start-up")
+    try:
+        yield broker
+    finally:
+        await broker.shutdown()

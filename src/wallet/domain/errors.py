@@ -8,7 +8,8 @@
     ├── WalletNotFound            WALLET_NOT_FOUND
     ├── SameWallet                SAME_WALLET
     ├── InsufficientFunds         INSUFFICIENT_FUNDS
-    └── IdempotencyKeyReused      IDEMPOTENCY_KEY_REUSED
+    ├── IdempotencyKeyReused      IDEMPOTENCY_KEY_REUSED
+    └── InternalFailure           INTERNAL (a transaction that could not be settled)
 
     ConcurrencyConflict           a deadlock or serialization failure; retried, never shown
 
@@ -74,6 +75,10 @@ class InsufficientFunds(WalletError):
 
 class IdempotencyKeyReused(WalletError):
     code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+class InternalFailure(WalletError):
+    code = ErrorCode.INTERNAL
 
 
 class ConcurrencyConflict(Exception):

@@ -67,6 +67,10 @@ class TransactionRow(SQLModel, table=True):
     completed_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # When the sweeper last re-queued it; see persistence/sweeper.py.
+    swept_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class LedgerEntryRow(SQLModel, table=True):

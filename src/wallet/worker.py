@@ -1,0 +1,82 @@
+"""`wallet worker`: settles queued withdrawals and transfers, and sweeps up stalled ones.
+
+It runs taskiq's Receiver in this process (no process manager): SIGTERM and SIGINT set the
+finish event, the receiver stops taking jobs, running ones get `shutdown_grace_seconds`, and
+whatever was not acknowledged stays in the stream for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from taskiq import async_shared_broker
+from taskiq.acks import AcknowledgeType
+from taskiq.receiver import Receiver
+
+from wallet.config import Settings
+from wallet.persistence.sweeper import claim_stalled
+from wallet.resources import Resources, make_broker, open_resources
+from wallet.tasks.settlement import TaskDeps, settle_transaction
+
+log = logging.getLogger("wallet.worker")
+
+
+async def sweep_forever(resources: Resources) -> None:
+    """Queue again the PENDING transactions that no job is settling.
+
+    Runs in every worker; SKIP LOCKED keeps two sweepers from handing out the same row.
+    """
+    settings = resources.settings
+    after = timedelta(seconds=settings.sweep_after_seconds)
+    while True:
+        try:
+            stalled = await claim_stalled(resources.engine, after=after)
+            for transaction_id in stalled:
+                await settle_transaction.kiq(str(transaction_id))
+            if stalled:
+                log.info("re-queued %d stalled transactions", len(stalled))
+        except (SQLAlchemyError, RedisError, OSError):
+            log.warning("sweep failed; trying again", exc_info=True)
+        await asyncio.sleep(settings.sweep_interval_seconds)
+
+
+async def run_worker(settings: Settings, concurrency: int) -> None:
+    broker = make_broker(settings)
+    broker.is_worker_process = True
+    async_shared_broker.default_broker(broker)
+    finish = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, finish.set)
+
+    async with open_resources(settings) as resources:
+        broker.state.deps = TaskDeps(
+            uow_factory=resources.unit_of_work, redis=resources.redis, prefix=settings.redis_prefix
+        )
+        await broker.startup()
+        receiver = Receiver(
+            broker,
+            max_async_tasks=concurrency,
+            max_prefetch=0,
+            run_startup=False,
+            # Acknowledged once it has run: a job whose worker dies is delivered again.
+            ack_type=AcknowledgeType.WHEN_EXECUTED,
+            wait_tasks_timeout=settings.shutdown_grace_seconds,
+            propagate_exceptions=False,
+        )
+        sweeper = asyncio.create_task(sweep_forever(resources), name="sweeper")
+        log.info("worker started with concurrency %d", concurrency)
+        try:
+            await receiver.listen(finish)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await broker.shutdown()
+            log.info("worker stopped")
