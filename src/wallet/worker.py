@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
-from taskiq import async_shared_broker
+from taskiq import AsyncBroker, async_shared_broker
 from taskiq.acks import AcknowledgeType
 from taskiq.receiver import Receiver
 
@@ -46,6 +46,19 @@ async def sweep_forever(resources: Resources) -> None:
         await asyncio.sleep(settings.sweep_interval_seconds)
 
 
+def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Receiver:
+    return Receiver(
+        broker,
+        max_async_tasks=concurrency,
+        max_prefetch=0,
+        run_startup=False,
+        # Acknowledged once it has run: a job whose worker dies is delivered again.
+        ack_type=AcknowledgeType.WHEN_EXECUTED,
+        wait_tasks_timeout=settings.shutdown_grace_seconds,
+        propagate_exceptions=False,
+    )
+
+
 async def run_worker(settings: Settings, concurrency: int) -> None:
     broker = make_broker(settings)
     broker.is_worker_process = True
@@ -59,24 +72,24 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         broker.state.deps = TaskDeps(
             uow_factory=resources.unit_of_work, redis=resources.redis, prefix=settings.redis_prefix
         )
-        await broker.startup()
-        receiver = Receiver(
-            broker,
-            max_async_tasks=concurrency,
-            max_prefetch=0,
-            run_startup=False,
-            # Acknowledged once it has run: a job whose worker dies is delivered again.
-            ack_type=AcknowledgeType.WHEN_EXECUTED,
-            wait_tasks_timeout=settings.shutdown_grace_seconds,
-            propagate_exceptions=False,
-        )
         sweeper = asyncio.create_task(sweep_forever(resources), name="sweeper")
         log.info("worker started with concurrency %d", concurrency)
         try:
-            await receiver.listen(finish)
+            while not finish.is_set():
+                try:
+                    # Again after an outage too: a Redis that kept nothing lost the group.
+                    await broker.startup()
+                    await _receiver(broker, settings, concurrency).listen(finish)
+                except (RedisError, OSError):
+                    # Redis went away: what was running has finished or stays unacknowledged
+                    # for redelivery. Listen again once it answers.
+                    log.warning("lost the queue; listening again shortly", exc_info=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(finish.wait(), 1.0)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await broker.shutdown()
+            with contextlib.suppress(RedisError, OSError):
+                await broker.shutdown()
             log.info("worker stopped")
