@@ -18,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from taskiq.exceptions import SendTaskError
 
 from wallet.config import Settings
 from wallet.domain import services
@@ -96,7 +97,7 @@ def queue_dispatch() -> Dispatch:
     async def enqueue(transaction: Transaction) -> Transaction:
         try:
             await settle_transaction.kiq(str(transaction.id))
-        except (RedisError, OSError):
+        except (SendTaskError, RedisError, OSError):
             # The transaction is recorded; a worker's sweeper queues it once Redis is back.
             log.warning("could not queue %s; the sweeper will", transaction.id)
         return transaction

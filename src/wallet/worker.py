@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from taskiq import AsyncBroker, async_shared_broker
 from taskiq.acks import AcknowledgeType
+from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 
 from wallet.config import Settings
@@ -41,9 +42,14 @@ async def sweep_forever(resources: Resources) -> None:
                 await settle_transaction.kiq(str(transaction_id))
             if stalled:
                 log.info("re-queued %d stalled transactions", len(stalled))
-        except (SQLAlchemyError, RedisError, OSError):
+        except (SQLAlchemyError, SendTaskError, RedisError, OSError):
             log.warning("sweep failed; trying again", exc_info=True)
         await asyncio.sleep(settings.sweep_interval_seconds)
+
+
+async def _pause(finish: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finish.wait(), seconds)
 
 
 def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Receiver:
@@ -80,12 +86,11 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
                     # Again after an outage too: a Redis that kept nothing lost the group.
                     await broker.startup()
                     await _receiver(broker, settings, concurrency).listen(finish)
-                except (RedisError, OSError):
-                    # Redis went away: what was running has finished or stays unacknowledged
-                    # for redelivery. Listen again once it answers.
-                    log.warning("lost the queue; listening again shortly", exc_info=True)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(finish.wait(), 1.0)
+                except* (RedisError, OSError):
+                    # Redis went away (the receiver's task group raises it in a group): what
+                    # was running has finished or stays unacknowledged for redelivery.
+                    log.warning("lost the queue; listening again shortly")
+                await _pause(finish, 1.0)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

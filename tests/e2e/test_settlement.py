@@ -1,0 +1,194 @@
+"""Withdrawals and transfers settled by real workers: nothing lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.e2e.graphql_client import (
+    TRANSFER,
+    WITHDRAW,
+    create_wallet,
+    execute,
+    wait_final,
+)
+from tests.e2e.ledger_checks import assert_ledger_consistent, statuses, total_balance
+from tests.processes import api_server, private_redis, worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The run's environment, with a Redis prefix (so a queue) of this test's own."""
+    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
+    yield {
+        **service_env,
+        "WALLET_REDIS_PREFIX": prefix,
+        "WALLET_SWEEP_AFTER_SECONDS": "2",
+        "WALLET_SHUTDOWN_GRACE_SECONDS": "5",
+    }
+
+
+async def _submit_transfers(
+    client: httpx.AsyncClient, url: str, wallets: list[str], count: int
+) -> list[str]:
+    rng = random.Random(7)
+
+    async def one(n: int) -> str:
+        sender, receiver = rng.sample(wallets, 2)
+        data = await execute(
+            client,
+            url,
+            TRANSFER,
+            input={
+                "fromWalletId": sender,
+                "toWalletId": receiver,
+                "amount": f"{rng.randint(1, 4000) / 100:.2f}",
+                "clientTransactionId": f"t-{uuid.uuid4()}",
+            },
+        )
+        assert data["transfer"]["errors"] == []
+        return str(data["transfer"]["transaction"]["id"])
+
+    ids = []
+    for start in range(0, count, 50):  # 50 requests in flight at a time
+        ids += await asyncio.gather(*(one(n) for n in range(start, min(start + 50, count))))
+    return ids
+
+
+async def _wait_settled(engine: AsyncEngine, ids: list[str], timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await statuses(engine, ids)
+        if "PENDING" not in counts or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)
+
+
+async def test_a_transfer_stays_pending_until_a_worker_runs(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    with api_server(env) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            a = await create_wallet(client, api.url, "10.00")
+            b = await create_wallet(client, api.url)
+            data = await execute(
+                client,
+                api.url,
+                TRANSFER,
+                input={
+                    "fromWalletId": a,
+                    "toWalletId": b,
+                    "amount": "2.50",
+                    "clientTransactionId": str(uuid.uuid4()),
+                },
+            )
+            transaction = data["transfer"]["transaction"]
+            assert transaction["status"] == "PENDING"
+            await asyncio.sleep(1.5)
+            still = await wait_final(client, api.url, transaction["id"], timeout=0)
+            assert still["status"] == "PENDING"
+            with worker(env):
+                settled = await wait_final(client, api.url, transaction["id"])
+            assert settled["status"] == "COMPLETED"
+            await assert_ledger_consistent(engine, [a, b])
+
+
+async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    with api_server(env) as api:
+        async with httpx.AsyncClient(timeout=60) as client:
+            wallets = [await create_wallet(client, api.url, "500.00") for _ in range(10)]
+            before = await total_balance(engine, wallets)
+            first = worker(env, concurrency=4)
+            doomed = first.__enter__()
+            try:
+                ids = await _submit_transfers(client, api.url, wallets, 300)
+                # Kill it while it is busy: some settled, many still queued or running.
+                deadline = time.monotonic() + 30
+                while (await statuses(engine, ids)).get("PENDING", 0) > 200:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                assert (await statuses(engine, ids)).get("PENDING", 0) > 0
+                doomed.stop(signal.SIGKILL)
+            finally:
+                first.__exit__(None, None, None)
+            with worker(env):
+                counts = await _wait_settled(engine, ids, timeout=90)
+    assert "PENDING" not in counts, counts
+    assert sum(counts.values()) == 300
+    await assert_ledger_consistent(engine, wallets)
+    assert await total_balance(engine, wallets) == before
+
+
+async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    with api_server(env) as api:
+        async with httpx.AsyncClient(timeout=60) as client:
+            wallets = [await create_wallet(client, api.url, "500.00") for _ in range(6)]
+            before = await total_balance(engine, wallets)
+            ids = await _submit_transfers(client, api.url, wallets, 200)
+            with worker(env, concurrency=8) as busy:
+                deadline = time.monotonic() + 30
+                while (await statuses(engine, ids)).get("PENDING", 0) > 150:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                took = busy.stop(signal.SIGTERM, timeout=15)
+            assert took < 10, f"worker took {took:.1f} s to stop"
+            assert busy.popen.returncode == 0, busy.output()
+            with worker(env):
+                counts = await _wait_settled(engine, ids, timeout=90)
+    assert "PENDING" not in counts, counts
+    await assert_ledger_consistent(engine, wallets)
+    assert await total_balance(engine, wallets) == before
+
+
+async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    with private_redis() as redis:
+        own = {**env, "REDIS_URL": redis.url}
+        with api_server(own) as api, worker(own):
+            async with httpx.AsyncClient(timeout=30) as client:
+                wallet = await create_wallet(client, api.url, "100.00")
+                redis.stop(signal.SIGKILL)
+                started = time.monotonic()
+                data = await execute(
+                    client,
+                    api.url,
+                    WITHDRAW,
+                    input={
+                        "walletId": wallet,
+                        "amount": "40.00",
+                        "clientTransactionId": str(uuid.uuid4()),
+                    },
+                )
+                assert time.monotonic() - started < 5, "a Redis outage must not hang a request"
+                payload = data["withdraw"]
+                if payload["errors"]:  # refused outright: then nothing may have been recorded
+                    assert payload["transaction"] is None
+                    return
+                transaction = payload["transaction"]
+                assert transaction["status"] == "PENDING"
+                # Redis comes back empty, as a Redis that keeps nothing on disk does.
+                import subprocess
+
+                redis.popen = subprocess.Popen(
+                    redis.extra["args"].split(" "),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                settled = await wait_final(client, api.url, transaction["id"], timeout=30)
+                assert settled["status"] == "COMPLETED"
+    await assert_ledger_consistent(engine, [wallet])
