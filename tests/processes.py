@@ -58,6 +58,15 @@ class Process:
                 raise
         return time.monotonic() - started
 
+    def restart(self) -> None:
+        """Start the same command again (after stop())."""
+        self.popen = subprocess.Popen(
+            self.popen.args,  # type: ignore[arg-type]
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -129,7 +138,6 @@ def private_redis() -> Iterator[Process]:
     ]
     process = _spawn(args, dict(os.environ), "redis")
     process.url = f"redis://127.0.0.1:{port}/0"
-    process.extra["args"] = " ".join(args)
 
     def pings() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:

@@ -15,7 +15,8 @@ async def assert_ledger_consistent(engine: AsyncEngine, wallet_ids: list[str]) -
                 text(
                     """
                     SELECT w.id, w.balance,
-                      (SELECT coalesce(sum(delta), 0) FROM ledger_entries e WHERE e.wallet_id = w.id),
+                      (SELECT coalesce(sum(delta), 0) FROM ledger_entries e
+                       WHERE e.wallet_id = w.id),
                       (SELECT coalesce(sum(CASE WHEN t.receiver_wallet_id = w.id THEN t.amount
                                                 ELSE -t.amount END), 0)
                        FROM transactions t
@@ -57,7 +58,7 @@ async def statuses(engine: AsyncEngine, transaction_ids: list[str]) -> dict[str,
             ),
             {"ids": transaction_ids},
         )
-        return {status: count for status, count in rows}
+        return dict(rows)
 
 
 async def total_balance(engine: AsyncEngine, wallet_ids: list[str]) -> int:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """The run's environment, with a Redis prefix (so a queue) of this test's own."""
     prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
-    yield {
+    return {
         **service_env,
         "WALLET_REDIS_PREFIX": prefix,
         "WALLET_SWEEP_AFTER_SECONDS": "2",
@@ -182,13 +182,7 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
                 transaction = payload["transaction"]
                 assert transaction["status"] == "PENDING"
                 # Redis comes back empty, as a Redis that keeps nothing on disk does.
-                import subprocess
-
-                redis.popen = subprocess.Popen(
-                    redis.extra["args"].split(" "),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                redis.restart()
                 settled = await wait_final(client, api.url, transaction["id"], timeout=30)
                 assert settled["status"] == "COMPLETED"
     await assert_ledger_consistent(engine, [wallet])
