@@ -1,0 +1,137 @@
+"""Live status over WebSocket, fed by Redis pub/sub across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.graphql_client import TRANSFER, Subscriber, create_wallet, execute
+from tests.processes import api_server, worker
+
+pytestmark = pytest.mark.slow
+
+ACTIVITY = "subscription { walletActivity(walletId: %s) { id type status amount } }"
+UPDATED = "subscription { transactionUpdated(id: %s) { id status completedAt } }"
+
+
+@pytest.fixture
+def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
+    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
+    return {**service_env, "WALLET_REDIS_PREFIX": prefix}
+
+
+def _quoted(value: str) -> str:
+    return f'"{value}"'
+
+
+async def _transfer(client: httpx.AsyncClient, url: str, sender: str, receiver: str) -> str:
+    data = await execute(
+        client,
+        url,
+        TRANSFER,
+        input={
+            "fromWalletId": sender,
+            "toWalletId": receiver,
+            "amount": "1.25",
+            "clientTransactionId": str(uuid.uuid4()),
+        },
+    )
+    assert data["transfer"]["errors"] == []
+    return str(data["transfer"]["transaction"]["id"])
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_a_subscriber_on_one_api_sees_a_transfer_made_through_another(
+    env: dict[str, str], protocol: str
+) -> None:
+    with api_server(env) as watched, api_server(env) as used, worker(env):
+        async with httpx.AsyncClient(timeout=30) as client:
+            sender = await create_wallet(client, used.url, "10.00")
+            receiver = await create_wallet(client, used.url)
+            query = ACTIVITY % _quoted(receiver)
+            async with Subscriber(watched.url, query, protocol) as activity:
+                await asyncio.sleep(0.3)  # let the subscription reach Redis
+                transaction_id = await _transfer(client, used.url, sender, receiver)
+                first = await activity.next()
+                second = await activity.next()
+    assert first is not None
+    assert second is not None
+    assert first["walletActivity"]["id"] == transaction_id
+    assert first["walletActivity"]["status"] == "PENDING"
+    assert second["walletActivity"]["id"] == transaction_id
+    assert second["walletActivity"]["status"] == "COMPLETED"
+
+
+async def test_transaction_updated_shows_the_current_state_then_each_change_then_ends(
+    env: dict[str, str],
+) -> None:
+    with api_server(env) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            sender = await create_wallet(client, api.url, "10.00")
+            receiver = await create_wallet(client, api.url)
+            transaction_id = await _transfer(client, api.url, sender, receiver)
+            async with Subscriber(api.url, UPDATED % _quoted(transaction_id)) as updates:
+                now = await updates.next()
+                assert now == {
+                    "transactionUpdated": {
+                        "id": transaction_id,
+                        "status": "PENDING",
+                        "completedAt": None,
+                    }
+                }
+                with worker(env):
+                    done = await updates.next()
+                    end = await updates.next()
+            assert done is not None
+            assert done["transactionUpdated"]["status"] == "COMPLETED"
+            assert done["transactionUpdated"]["completedAt"] is not None
+            assert end is None, "the subscription completes once the status is final"
+
+            # Subscribing after completion still shows it, then ends at once.
+            async with Subscriber(api.url, UPDATED % _quoted(transaction_id)) as late:
+                seen = await late.next()
+                assert seen is not None
+                assert seen["transactionUpdated"]["status"] == "COMPLETED"
+                assert await late.next() is None
+
+
+async def test_subscribing_to_something_that_does_not_exist_is_a_clean_error(
+    env: dict[str, str],
+) -> None:
+    with api_server(env) as api:
+        socket_url = api.url.replace("http://", "ws://")
+        async with websockets.connect(socket_url, subprotocols=["graphql-transport-ws"]) as ws:
+            await ws.send('{"type": "connection_init"}')
+            assert "connection_ack" in await ws.recv()
+            missing = UPDATED % _quoted(str(uuid.uuid4()))
+            await ws.send(
+                json.dumps({"id": "1", "type": "subscribe", "payload": {"query": missing}})
+            )
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["type"] in ("next", "error"), message
+    errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+    assert "there is no transaction" in errors[0]["message"]
+
+
+async def test_websocket_origins_are_checked_against_the_allowed_list(
+    env: dict[str, str],
+) -> None:
+    allowed = {**env, "WALLET_ALLOWED_ORIGINS": '["https://app.example"]'}
+    with api_server(allowed) as api:
+        socket_url = api.url.replace("http://", "ws://")
+        async with websockets.connect(
+            socket_url, subprotocols=["graphql-transport-ws"], origin="https://app.example"
+        ) as ws:
+            await ws.send('{"type": "connection_init"}')
+            assert "connection_ack" in await ws.recv()
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(
+                socket_url, subprotocols=["graphql-transport-ws"], origin="https://evil.example"
+            ):
+                pass
+        assert refused.value.response.status_code == 403
