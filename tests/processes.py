@@ -83,10 +83,10 @@ def _spawn(args: list[str], env: dict[str, str], name: str) -> Process:
 
 
 @contextmanager
-def api_server(env: dict[str, str], **settings: str) -> Iterator[Process]:
+def api_server(env: dict[str, str], workers: int = 1, **settings: str) -> Iterator[Process]:
     port = free_port()
     process = _spawn(
-        [WALLET, "serve", "--port", str(port), "--log-level", "warning"],
+        [WALLET, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
         {**env, **settings},
         "api",
     )

@@ -60,7 +60,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         await engine.dispose()
 
 
-def make_broker(settings: Settings) -> RedisStreamBroker:
+def make_broker(settings: Settings, *, read_count: int = 1) -> RedisStreamBroker:
     """The settlement queue: a Redis stream, so a job is acknowledged only once it has run."""
     return RedisStreamBroker(
         settings.redis_url,
@@ -69,8 +69,12 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
         # Read the stream from its start when the group is first made, so jobs queued before
         # any worker ever ran are not skipped.
         consumer_id="0",
-        # Short blocking reads keep the worker responsive to shutdown.
+        # Short blocking reads keep the worker responsive to shutdown, and stay under the
+        # socket timeout (redis-py would otherwise drop the connection mid-read).
         xread_block=1000,
+        # Take only as many jobs as can run at once: the default (100) lets one worker hoard
+        # the queue while another idles, and strands them all if it dies.
+        xread_count=read_count,
         # A job a dead worker held is handed to another after this long; the sweeper
         # (worker.py) usually re-queues it sooner.
         idle_timeout=settings.redeliver_after_ms,

@@ -66,7 +66,7 @@ def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Rece
 
 
 async def run_worker(settings: Settings, concurrency: int) -> None:
-    broker = make_broker(settings)
+    broker = make_broker(settings, read_count=concurrency)
     broker.is_worker_process = True
     async_shared_broker.default_broker(broker)
     finish = asyncio.Event()

@@ -1,0 +1,66 @@
+"""Start the whole stack for a benchmark: a fresh database, N API processes, M workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
+
+from tests.processes import Process, api_server, worker
+from wallet.persistence.database import drop_database, migrate
+
+BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/wallet")
+
+
+@dataclass
+class Stack:
+    database_url: str
+    env: dict[str, str]
+    apis: list[Process] = field(default_factory=list)
+    workers: list[Process] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.apis[0].url
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    name = f"wallet_bench_{uuid.uuid4().hex[:8]}"
+    url = make_url(BASE_URL).set(database=name).render_as_string(hide_password=False)
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@contextmanager
+def running(database_url: str, *, apis: int = 1, api_workers: int = 1, workers: int = 1,
+            concurrency: int = 16, **settings: str) -> Iterator[Stack]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WALLET_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        **settings,
+    }
+    stack = Stack(database_url, env)
+    with ExitStack() as stack_of_processes:
+        for _ in range(apis):
+            stack.apis.append(
+                stack_of_processes.enter_context(api_server(env, workers=api_workers))
+            )
+        for _ in range(workers):
+            stack.workers.append(
+                stack_of_processes.enter_context(worker(env, concurrency=concurrency))
+            )
+        yield stack
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
