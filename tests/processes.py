@@ -85,9 +85,11 @@ def _spawn(args: list[str], env: dict[str, str], name: str) -> Process:
 @contextmanager
 def api_server(env: dict[str, str], workers: int = 1, **settings: str) -> Iterator[Process]:
     port = free_port()
+    # Tests hammer one server from one address: limits are off unless a test sets them.
+    defaults = {"WALLET_RATE_LIMITS_ENABLED": "false"}
     process = _spawn(
         [WALLET, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        {**env, **settings},
+        {**defaults, **env, **settings},
         "api",
     )
     process.url = f"http://127.0.0.1:{port}/graphql"

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from limits.aio.storage import RedisStorage
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from taskiq.exceptions import SendTaskError
 
 from wallet.config import Settings
@@ -32,6 +41,9 @@ from wallet.schema.context import Context, Dispatch
 from wallet.schema.scalars import DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
+from wallet.web.logs import configure_logging, request_id
+from wallet.web.middleware import EdgeMiddleware, RateLimits
+from wallet.web.operations import Metrics, healthz, metrics_response, readiness
 
 log = logging.getLogger("wallet")
 
@@ -44,12 +56,22 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(error.original_error, PublicError)
 
 
-def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
-    extensions: list[Any] = [ParserCache(maxsize=1024), ValidationCache(maxsize=1024)]
-    if mask_errors:
-        extensions.append(
-            MaskErrors(should_mask_error=_should_mask, error_message="Internal error.")
-        )
+def build_schema(
+    settings: Settings | None = None, metrics: Metrics | None = None
+) -> strawberry.Schema:
+    settings = settings or Settings()
+    extensions: list[Any] = [
+        ParserCache(maxsize=1024),
+        QueryDepthLimiter(max_depth=settings.max_query_depth),
+        MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        ValidationCache(maxsize=1024),
+        MaskErrors(should_mask_error=_should_mask, error_message="Internal error."),
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection())
+    if metrics is not None:
+        extensions.append(metrics.extension())
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -62,9 +84,9 @@ def build_schema(*, mask_errors: bool = True) -> strawberry.Schema:
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         super().__init__(
-            build_schema(),
+            build_schema(settings, metrics),
             allowed_origins=settings.allowed_origins,
             graphql_ide="graphiql",
         )
@@ -81,7 +103,7 @@ class WalletGraphQL(GraphQL[Context, None]):
             reads=SqlHistoryQuery(self.resources.engine),
             dispatch=self.dispatch,
             feed=self.resources.feed,
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request_id.get(),
         )
 
 
@@ -105,9 +127,18 @@ def queue_dispatch() -> Dispatch:
     return enqueue
 
 
+def _redis_storage_uri(redis_url: str) -> str:
+    if redis_url.startswith("unix://"):
+        return "async+redis+" + redis_url
+    return "async+" + redis_url
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    graphql = WalletGraphQL(settings)
+    if settings.json_logs:
+        configure_logging(settings.log_level)
+    metrics = Metrics()
+    graphql = WalletGraphQL(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -121,7 +152,36 @@ def create_app(settings: Settings | None = None) -> Starlette:
             finally:
                 graphql.resources = None
 
+    def opened() -> Resources:
+        assert graphql.resources is not None, "the lifespan has not started"
+        return graphql.resources
+
+    async def ready(_request: Request) -> Response:
+        return await readiness(opened())
+
+    async def metrics_page(_request: Request) -> Response:
+        return await metrics_response(metrics, opened())
+
+    limits = None
+    if settings.rate_limits_enabled:
+        storage = RedisStorage(
+            _redis_storage_uri(settings.redis_url),
+            implementation="redispy",
+            key_prefix=f"{settings.redis_prefix}:limits",
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+        )
+        limits = RateLimits(storage, settings.rate_limit, settings.mutation_rate_limit)
     return Starlette(
-        routes=[Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)],
+        routes=[
+            Route("/graphql", graphql),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", ready),
+            Route("/metrics", metrics_page),
+        ],
+        middleware=[
+            Middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, limits=limits)
+        ],
         lifespan=lifespan,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +23,9 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    # Read by create_app in every API process, spawned ones included.
+    os.environ["WALLET_JSON_LOGS"] = "true"
+    os.environ["WALLET_LOG_LEVEL"] = args.log_level
     uvicorn.run(
         "wallet.app:create_app",
         factory=True,
@@ -30,17 +33,18 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=None,  # keep the JSON logging configured above
+        access_log=False,  # the edge middleware logs each request, with its id
         proxy_headers=True,
     )
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from wallet.web.logs import configure_logging
     from wallet.worker import run_worker
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(args.log_level)
     asyncio.run(run_worker(Settings(), args.concurrency))
     return 0
 

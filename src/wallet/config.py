@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     # Pages on these origins may open a subscription WebSocket ("*" for any).
     allowed_origins: list[str] = Field(default_factory=list)
     introspection: bool = True
+    # JSON log lines on standard error (set by `wallet serve`).
+    json_logs: bool = False
+    log_level: str = "info"
+    # Per client (API key, else address), over every API process; `limits` notation.
+    rate_limits_enabled: bool = True
+    rate_limit: str = "100/second;3000/minute"
+    mutation_rate_limit: str = "20/second;600/minute"
+    max_body_bytes: int = 64 * 1024
+    max_query_depth: int = 10
+    max_aliases: int = 30
+    max_query_tokens: int = 2000
     # A PENDING transaction untouched this long is queued again by the worker's sweeper.
     sweep_after_seconds: float = 5.0
     sweep_interval_seconds: float = 1.0

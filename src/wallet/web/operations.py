@@ -1,0 +1,155 @@
+"""/healthz, /readyz and /metrics (Prometheus text), and the GraphQL timing extension."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from strawberry.extensions import SchemaExtension
+
+from wallet.persistence.sweeper import pending_stats
+from wallet.resources import Resources
+
+_OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+PROBE_TIMEOUT = 1.0
+
+
+class Metrics:
+    """One registry per application, so several apps (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "wallet_graphql_request_seconds",
+            "Time to execute a GraphQL operation, by operation name.",
+            ["operation", "type"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.errors = Counter(
+            "wallet_graphql_errors_total",
+            "GraphQL operations answered with errors, by operation name.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.transactions = Gauge(
+            "wallet_transactions",
+            "Transactions recorded, by type and status (read from PostgreSQL).",
+            ["type", "status"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "wallet_pending_transactions", "Transactions still PENDING.", registry=self.registry
+        )
+        self.oldest_pending = Gauge(
+            "wallet_oldest_pending_seconds",
+            "Age of the oldest PENDING transaction.",
+            registry=self.registry,
+        )
+        self.queue_waiting = Gauge(
+            "wallet_queue_waiting_jobs",
+            "Settlement jobs not yet delivered to a worker.",
+            registry=self.registry,
+        )
+        self.queue_running = Gauge(
+            "wallet_queue_unacknowledged_jobs",
+            "Settlement jobs delivered to a worker and not yet acknowledged.",
+            registry=self.registry,
+        )
+        self.cache_hits = Gauge(
+            "wallet_cache_hits", "Balance cache hits in this process.", registry=self.registry
+        )
+        self.cache_misses = Gauge(
+            "wallet_cache_misses", "Balance cache misses in this process.", registry=self.registry
+        )
+        # Read at scrape time; set by whoever owns the cache.
+        self.cache_counts: Callable[[], tuple[int, int]] | None = None
+
+    def extension(self) -> type[SchemaExtension]:
+        metrics = self
+
+        class Timing(SchemaExtension):
+            def on_operation(self) -> Iterator[None]:
+                started = time.perf_counter()
+                yield
+                context = self.execution_context
+                name = context.operation_name or "anonymous"
+                if not _OPERATION_NAME.fullmatch(name):
+                    name = "other"
+                try:
+                    kind = context.operation_type.value
+                except RuntimeError:  # the document did not parse
+                    kind = "invalid"
+                metrics.request_seconds.labels(name, kind).observe(time.perf_counter() - started)
+                if context.result is not None and context.result.errors:
+                    metrics.errors.labels(name).inc()
+
+        return Timing
+
+    async def refresh(self, resources: Resources) -> None:
+        async with resources.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT type, status, count(*) FROM transactions GROUP BY type, status")
+            )
+            for kind, status, count in rows:
+                self.transactions.labels(kind, status).set(count)
+        count, age = await pending_stats(resources.engine)
+        self.pending.set(count)
+        self.oldest_pending.set(age)
+        try:
+            groups = await resources.redis.xinfo_groups(
+                f"{resources.settings.redis_prefix}:settlements"
+            )
+            for group in groups:
+                self.queue_waiting.set(group.get("lag") or 0)
+                self.queue_running.set(group.get("pending") or 0)
+        except (RedisError, OSError):
+            pass  # no stream yet, or Redis away: the gauges keep their last value
+        if self.cache_counts is not None:
+            hits, misses = self.cache_counts()
+            self.cache_hits.set(hits)
+            self.cache_misses.set(misses)
+
+
+async def healthz(_request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _postgres_ok(resources: Resources) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT), resources.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+
+
+async def _redis_ok(resources: Resources) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            return bool(await resources.redis.ping())
+    except (RedisError, OSError, TimeoutError):
+        return False
+
+
+async def readiness(resources: Resources) -> Response:
+    postgres, redis = await asyncio.gather(_postgres_ok(resources), _redis_ok(resources))
+    body = {"postgres": "ok" if postgres else "down", "redis": "ok" if redis else "down"}
+    return JSONResponse(body, status_code=200 if postgres and redis else 503)
+
+
+async def metrics_response(metrics: Metrics, resources: Resources) -> Response:
+    # When PostgreSQL is away the request histograms are still worth serving.
+    with contextlib.suppress(SQLAlchemyError, OSError):
+        await metrics.refresh(resources)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
