@@ -86,6 +86,7 @@ async def test_a_body_over_the_cap_is_refused_with_413(env: dict[str, str]) -> N
         async with httpx.AsyncClient(timeout=10) as client:
             big = {"query": "{ __typename }", "variables": {"pad": "x" * 5000}}
             response = await client.post(api.url, json=big)
+
             async def chunks() -> AsyncIterator[bytes]:  # no content-length: sent chunked
                 for chunk in (b'{"query": "', b"a" * 5000, b'"}'):
                     yield chunk
