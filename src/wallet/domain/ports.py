@@ -37,9 +37,17 @@ class TransactionRepository(Protocol):
 
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None: ...
 
+    async def pending(
+        self, transaction_ids: Sequence[UUID], *, lock: bool = False
+    ) -> list[Transaction]:
+        """Those of the transactions still PENDING, oldest first (locked when asked)."""
+        ...
+
     async def save(self, transaction: Transaction) -> Transaction:
         """Store a change of status; the stored row (with completed_at) is returned."""
         ...
+
+    async def save_many(self, transactions: Sequence[Transaction]) -> list[Transaction]: ...
 
     async def add_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -26,6 +26,7 @@ from wallet.domain.errors import (
 )
 from wallet.domain.model import (
     IdempotencyRecord,
+    LedgerEntry,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -310,21 +311,45 @@ async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transa
 
     Returns the transaction as stored afterwards, or None when there is no such transaction.
     """
+    settled = await settle_many(uow_factory, [transaction_id])
+    if settled:
+        return settled[0]
+    async with uow_factory() as uow:
+        return await uow.transactions.get(transaction_id)
 
-    async def attempt() -> Transaction | None:
+
+async def settle_many(
+    uow_factory: UnitOfWorkFactory, transaction_ids: Sequence[UUID]
+) -> list[Transaction]:
+    """Settle many PENDING transactions in one unit of work; returns those it settled.
+
+    Every wallet they touch is locked in one sorted pass, then the transactions are applied
+    one after another in the order they were recorded, so a hot wallet pays for one lock per
+    batch instead of one per transfer. Ones already final (a duplicate job) are skipped.
+    """
+
+    async def attempt() -> list[Transaction]:
         async with uow_factory() as uow:
-            transaction = await uow.transactions.get(transaction_id)
-            if transaction is None or transaction.is_final:
-                return transaction
-            wallets = await uow.wallets.lock(transaction.wallet_ids)
-            # Re-read under the locks: another worker may have settled it meanwhile.
-            transaction = await uow.transactions.get(transaction_id, lock=True)
-            assert transaction is not None
-            if transaction.is_final:
-                return transaction
-            transaction = await _settle_locked(uow, transaction, wallets)
+            unlocked = await uow.transactions.pending(transaction_ids)
+            if not unlocked:
+                return []
+            wallet_ids = {i for t in unlocked for i in t.wallet_ids}
+            wallets = await uow.wallets.lock(wallet_ids)
+            # Re-read under the wallets' locks: another worker may have settled some meanwhile.
+            pending = await uow.transactions.pending(transaction_ids, lock=True)
+            entries: list[LedgerEntry] = []
+            touched: set[UUID] = set()
+            for transaction in pending:
+                try:
+                    entries += transaction.apply(wallets)
+                    touched.update(transaction.wallet_ids)
+                except WalletError as refusal:
+                    transaction.fail(refusal.code, refusal.message)
+            await uow.wallets.save([wallets[i] for i in sorted(touched)])
+            await uow.transactions.add_entries(entries)
+            settled = await uow.transactions.save_many(pending)
             await uow.commit()
-            return transaction
+            return settled
 
     return await retrying(attempt)
 
@@ -345,16 +370,3 @@ async def fail_pending(
             return transaction
 
     return await retrying(attempt)
-
-
-async def _settle_locked(
-    uow: UnitOfWork, transaction: Transaction, wallets: dict[UUID, Wallet]
-) -> Transaction:
-    try:
-        entries = transaction.apply(wallets)
-    except WalletError as refusal:
-        transaction.fail(refusal.code, refusal.message)
-    else:
-        await uow.wallets.save([wallets[i] for i in transaction.wallet_ids])
-        await uow.transactions.add_entries(entries)
-    return await uow.transactions.save(transaction)

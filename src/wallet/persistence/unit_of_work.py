@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-from sqlalchemy import RowMapping, bindparam, func, select, update
+from sqlalchemy import RowMapping, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -79,6 +79,31 @@ def _transaction_values(transaction: Transaction) -> dict[str, Any]:
     }
 
 
+_SAVE_BALANCES = text(
+    """
+    UPDATE wallets AS w
+    SET balance = v.balance, version = w.version + 1, updated_at = clock_timestamp()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:balances AS bigint[])) AS v(id, balance)
+    WHERE w.id = v.id
+    RETURNING w.id, w.version, w.updated_at
+    """
+)
+
+_SAVE_OUTCOMES = text(
+    """
+    UPDATE transactions AS t
+    SET status = v.status, failure_code = v.code, error_message = v.message,
+        completed_at = coalesce(t.completed_at, clock_timestamp())
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+        CAST(:codes AS text[]), CAST(:messages AS text[])
+    ) AS v(id, status, code, message)
+    WHERE t.id = v.id
+    RETURNING t.*
+    """
+).columns(*transactions.c)
+
+
 class SqlWallets:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -108,18 +133,16 @@ class SqlWallets:
         return {row["id"]: wallet_from_row(row) for row in result.mappings()}
 
     async def save(self, changed: Sequence[Wallet]) -> None:
+        if not changed:
+            return
+        # One statement for the whole batch: the new balances travel as two arrays.
+        result = await self._connection.execute(
+            _SAVE_BALANCES,
+            {"ids": [w.id for w in changed], "balances": [w.balance.minor for w in changed]},
+        )
+        stored = {row.id: (row.version, row.updated_at) for row in result}
         for wallet in changed:
-            result = await self._connection.execute(
-                update(wallets)
-                .where(wallets.c.id == wallet.id)
-                .values(
-                    balance=wallet.balance.minor,
-                    version=wallets.c.version + 1,
-                    updated_at=func.clock_timestamp(),
-                )
-                .returning(wallets.c.version, wallets.c.updated_at)
-            )
-            wallet.version, wallet.updated_at = result.one()
+            wallet.version, wallet.updated_at = stored[wallet.id]
             self.changed[wallet.id] = wallet
 
 
@@ -145,6 +168,38 @@ class SqlTransactions:
             query = query.with_for_update()
         row = (await self._connection.execute(query)).mappings().one_or_none()
         return transaction_from_row(row) if row is not None else None
+
+    async def pending(
+        self, transaction_ids: Sequence[UUID], *, lock: bool = False
+    ) -> list[Transaction]:
+        query = (
+            select(transactions)
+            .where(
+                transactions.c.id.in_(transaction_ids),
+                transactions.c.status == TransactionStatus.PENDING.value,
+            )
+            .order_by(transactions.c.created_at, transactions.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        result = await self._connection.execute(query)
+        return [transaction_from_row(row) for row in result.mappings()]
+
+    async def save_many(self, changed: Sequence[Transaction]) -> list[Transaction]:
+        if not changed:
+            return []
+        result = await self._connection.execute(
+            _SAVE_OUTCOMES,
+            {
+                "ids": [t.id for t in changed],
+                "statuses": [t.status.value for t in changed],
+                "codes": [t.failure_code.value if t.failure_code else None for t in changed],
+                "messages": [t.error_message for t in changed],
+            },
+        )
+        saved = {row["id"]: transaction_from_row(row) for row in result.mappings()}
+        self.changed.update(saved)
+        return [saved[t.id] for t in changed]
 
     async def save(self, transaction: Transaction) -> Transaction:
         values: dict[str, Any] = {
