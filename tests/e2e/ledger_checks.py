@@ -58,7 +58,7 @@ async def statuses(engine: AsyncEngine, transaction_ids: list[str]) -> dict[str,
             ),
             {"ids": transaction_ids},
         )
-        return {status: count for status, count in rows.all()}
+        return dict(rows.tuples().all())
 
 
 async def total_balance(engine: AsyncEngine, wallet_ids: list[str]) -> int:
