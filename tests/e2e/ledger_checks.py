@@ -58,7 +58,7 @@ async def statuses(engine: AsyncEngine, transaction_ids: list[str]) -> dict[str,
             ),
             {"ids": transaction_ids},
         )
-        return dict(rows.tuples().all())
+        return {str(status): int(count) for status, count in rows.all()}
 
 
 async def total_balance(engine: AsyncEngine, wallet_ids: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Settle one PENDING withdrawal or transfer.
+"""Settle PENDING withdrawals and transfers, many at a time.
 
 A job may run twice (redelivered after a crash, re-queued by the sweeper, duplicated by a
 retry): settle() does nothing to a transaction that is already final, so that is harmless.
@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -25,6 +28,7 @@ from wallet.domain.errors import ConcurrencyConflict, InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SETTLE_TASK = "wallet.settle"
 # Attempts that may fail (or die) before the transaction is failed with INTERNAL.
@@ -38,6 +42,12 @@ class TaskDeps:
     uow_factory: UnitOfWorkFactory
     redis: Redis
     prefix: str
+    # Jobs that run at the same time in one worker are settled together, up to this many.
+    max_batch: int = 256
+    batcher: SettlementBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batcher", SettlementBatcher(self))
 
     def attempts_key(self, transaction_id: UUID) -> str:
         return f"{self.prefix}:settle-attempts:{transaction_id}"
@@ -49,48 +59,114 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-async def _count_attempt(deps: TaskDeps, transaction_id: UUID) -> int:
-    try:
-        key = deps.attempts_key(transaction_id)
-        async with deps.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 86_400)
-            attempt, _ = await pipe.execute()
-        return int(attempt)
-    except (RedisError, OSError):
-        return 1  # without the count we still settle; the cap just waits for Redis
-
-
-async def _clear_attempts(deps: TaskDeps, transaction_id: UUID) -> None:
-    try:
-        await deps.redis.delete(deps.attempts_key(transaction_id))
-    except (RedisError, OSError):
-        log.warning("could not clear the attempt count of %s", transaction_id)
-
-
-async def settle_with_retries(deps: TaskDeps, transaction_id: UUID) -> None:
-    attempt = await _count_attempt(deps, transaction_id)
-    if attempt > MAX_ATTEMPTS:
-        failure = InternalFailure(
-            f"settlement failed {attempt - 1} times; the transaction was given up on"
-        )
-        await services.fail_pending(deps.uow_factory, transaction_id, failure)
-        log.error("gave up settling %s after %d attempts", transaction_id, attempt - 1)
-        await _clear_attempts(deps, transaction_id)
-        return
+async def _with_transient_retries(attempt: Callable[[], Awaitable[T]]) -> T:
     for tries in range(1, TRANSIENT_TRIES + 1):
         try:
-            await services.settle(deps.uow_factory, transaction_id)
-            break
+            return await attempt()
         except Exception as error:
             if not _transient(error) or tries == TRANSIENT_TRIES:
-                log.exception("attempt %d to settle %s failed", attempt, transaction_id)
                 raise
             await asyncio.sleep(random.uniform(0.05, 0.2) * 2**tries)
-    await _clear_attempts(deps, transaction_id)
+    raise AssertionError("unreachable")
+
+
+async def _count_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> list[int]:
+    try:
+        async with deps.redis.pipeline(transaction=False) as pipe:
+            for transaction_id in ids:
+                pipe.incr(deps.attempts_key(transaction_id))
+                pipe.expire(deps.attempts_key(transaction_id), 86_400)
+            replies = await pipe.execute()
+        return [int(n) for n in replies[::2]]
+    except (RedisError, OSError):
+        return [1] * len(ids)  # without the count we still settle; the cap waits for Redis
+
+
+async def _clear_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> None:
+    try:
+        await deps.redis.delete(*(deps.attempts_key(i) for i in ids))
+    except (RedisError, OSError):
+        log.warning("could not clear the attempt counts of %d transactions", len(ids))
+
+
+async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
+    failure = InternalFailure(
+        f"settlement failed {failures} times; the transaction was given up on"
+    )
+    await services.fail_pending(deps.uow_factory, transaction_id, failure)
+    log.error("gave up settling %s after %d attempts", transaction_id, failures)
+
+
+class SettlementBatcher:
+    """Gathers the jobs running at once in this worker and settles them in one unit of work.
+
+    One batch is in flight at a time: while it talks to PostgreSQL the next one fills up, so
+    batches grow with the load and a lone job waits for nobody.
+    """
+
+    def __init__(self, deps: TaskDeps) -> None:
+        self._deps = deps
+        self._waiting: list[tuple[UUID, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def settle(self, transaction_id: UUID) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((transaction_id, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name="settle-batch")
+        await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let jobs started in this same turn of the loop join in
+        while self._waiting:
+            batch = self._waiting[: self._deps.max_batch]
+            del self._waiting[: self._deps.max_batch]
+            outcomes = await self._settle(list(dict.fromkeys(i for i, _ in batch)))
+            for transaction_id, future in batch:
+                if future.done():
+                    continue
+                error = outcomes.get(transaction_id)
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    async def _settle(self, ids: list[UUID]) -> dict[UUID, BaseException]:
+        """Settle the batch; returns the error of each transaction that could not be."""
+        deps = self._deps
+        attempts = await _count_attempts(deps, ids)
+        errors: dict[UUID, BaseException] = {}
+        ready = []
+        for transaction_id, attempt in zip(ids, attempts, strict=True):
+            if attempt > MAX_ATTEMPTS:
+                try:
+                    await _give_up(deps, transaction_id, attempt - 1)
+                except Exception as error:
+                    errors[transaction_id] = error
+                else:
+                    await _clear_attempts(deps, [transaction_id])
+            else:
+                ready.append(transaction_id)
+        if not ready:
+            return errors
+        try:
+            await _with_transient_retries(lambda: services.settle_many(deps.uow_factory, ready))
+        except Exception:
+            # One bad transaction must not hold the others back: settle each on its own.
+            log.warning("a batch of %d failed; settling one by one", len(ready), exc_info=True)
+            for transaction_id in ready:
+                try:
+                    await _with_transient_retries(
+                        partial(services.settle, deps.uow_factory, transaction_id)
+                    )
+                except Exception as error:
+                    log.exception("settling %s failed", transaction_id)
+                    errors[transaction_id] = error
+        await _clear_attempts(deps, [i for i in ready if i not in errors])
+        return errors
 
 
 @async_shared_broker.task(task_name=SETTLE_TASK)
 async def settle_transaction(transaction_id: str, context: Context = TaskiqDepends()) -> None:
     deps: TaskDeps = context.state.deps
-    await settle_with_retries(deps, UUID(transaction_id))
+    await deps.batcher.settle(UUID(transaction_id))
