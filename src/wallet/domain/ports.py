@@ -23,6 +23,10 @@ class WalletRepository(Protocol):
 
     async def get(self, wallet_id: UUID) -> Wallet | None: ...
 
+    async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        """Those of the wallets that exist, unlocked."""
+        ...
+
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         """Lock the rows that exist, in ascending id order, and return them."""
         ...

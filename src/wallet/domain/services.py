@@ -258,10 +258,10 @@ async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> 
 
     async def attempt() -> Transaction:
         async with uow_factory() as uow:
-            sender = await uow.wallets.get(sender_id)
+            found = await uow.wallets.get_many([sender_id, receiver_id])
+            sender, receiver = found.get(sender_id), found.get(receiver_id)
             if sender is None:
                 raise WalletNotFound(f"there is no wallet {sender_id}", field="fromWalletId")
-            receiver = await uow.wallets.get(receiver_id)
             if receiver is None:
                 raise WalletNotFound(f"there is no wallet {receiver_id}", field="toWalletId")
             if sender.currency != receiver.currency:

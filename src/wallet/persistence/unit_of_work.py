@@ -124,6 +124,12 @@ class SqlWallets:
         row = result.mappings().one_or_none()
         return wallet_from_row(row) if row is not None else None
 
+    async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        result = await self._connection.execute(
+            select(wallets).where(wallets.c.id.in_(list(wallet_ids)))
+        )
+        return {row["id"]: wallet_from_row(row) for row in result.mappings()}
+
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         ids = sorted(set(wallet_ids))
         # LockRows sits above the Sort in the plan, so the rows are locked in id order.
