@@ -27,6 +27,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
 from wallet.config import Settings
@@ -56,6 +57,17 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(error.original_error, PublicError)
 
 
+class WalletSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # The client's own mistakes (bad documents, bad cursors) are answered, not logged as
+        # failures; anything else is a bug, logged with its traceback and the request id.
+        for error in errors:
+            if _should_mask(error):
+                log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+
+
 def build_schema(
     settings: Settings | None = None, metrics: Metrics | None = None
 ) -> strawberry.Schema:
@@ -72,7 +84,7 @@ def build_schema(
         extensions.append(DisableIntrospection())
     if metrics is not None:
         extensions.append(metrics.extension())
-    return strawberry.Schema(
+    return WalletSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

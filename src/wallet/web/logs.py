@@ -11,7 +11,7 @@ from typing import Any
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 
-_STANDARD = frozenset([*vars(logging.makeLogRecord({})), "message", "asctime"])
+_STANDARD = frozenset([*vars(logging.makeLogRecord({})), "message", "asctime", "color_message"])
 
 
 class JsonFormatter(logging.Formatter):
