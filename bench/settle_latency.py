@@ -1,106 +1,110 @@
-"""From a withdraw/transfer mutation's response to COMPLETED: p50 and p99 under load.
+"""Transfers from request to COMPLETED, read from PostgreSQL's own timestamps.
 
-    python -m bench.settle_latency [--clients 32] [--seconds 15] [--workers 1] [--concurrency 16]
+    python -m bench.settle_latency [bench options]   (the transfer phases of `python -m bench`)
 
-Each of the clients sends transfers one after another between random wallets for the given
-time and notes the wall-clock moment each response arrived. Afterwards the completion time
-of every transfer is read from PostgreSQL (completed_at, the same machine's clock): the
-latency is completed_at minus the response time, so no polling or subscription skews it.
+Every transfer a phase sends carries a clientTransactionId starting with the phase's prefix.
+Once none of them is PENDING any more, their rows tell everything, on one clock (the
+database's): created_at is when the API recorded the request, completed_at when a worker
+applied it. Throughput is the number COMPLETED over the time from the first created_at to the
+last completed_at, so a backlog that the workers drain after the load stops counts against
+them; latency is completed_at - created_at of each transfer, queueing included.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import random
-import statistics
+import math
+import sys
 import time
-import uuid
+from dataclasses import dataclass, field
 
-import httpx
-from sqlalchemy import text
-
-from bench.stack import fresh_database, running
-from wallet.persistence.database import create_engine
-
-TRANSFER = (
-    "mutation($i: TransferInput!) { transfer(input: $i) { transaction { id status } "
-    "errors { code } } }"
-)
-CREATE = "mutation { createWallet(input: {initialBalance: \"1000000\"}) { wallet { id } } }"
+import asyncpg
 
 
 def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of `values` (p in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
-async def measure(url: str, database_url: str, clients: int, seconds: float,
-                  wallets: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        ids = []
-        for _ in range(wallets):
-            response = await client.post(url, json={"query": CREATE})
-            ids.append(response.json()["data"]["createWallet"]["wallet"]["id"])
-        responded: dict[str, float] = {}
-        deadline = time.monotonic() + seconds
+@dataclass
+class Settlement:
+    completed: int
+    failed: int
+    pending: int  # still PENDING when the wait gave up
+    seconds: float  # first created_at to last completed_at
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
 
-        async def one_client(seed: int) -> None:
-            rng = random.Random(seed)
-            while time.monotonic() < deadline:
-                sender, receiver = rng.sample(ids, 2)
-                response = await client.post(url, json={"query": TRANSFER, "variables": {"i": {
-                    "fromWalletId": sender, "toWalletId": receiver, "amount": "0.01",
-                    "clientTransactionId": str(uuid.uuid4())}}})
-                now = time.time()
-                transaction = response.json()["data"]["transfer"]["transaction"]
-                responded[transaction["id"]] = now
+    @property
+    def tps(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
 
-        await asyncio.gather(*(one_client(n) for n in range(clients)))
-    engine = create_engine(database_url)
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 99)
+
+
+def _pattern(prefix: str) -> str:
+    assert prefix.replace("-", "").isalnum(), prefix  # no LIKE wildcards in it
+    return prefix + "-%"
+
+
+async def wait_settled(dsn: str, prefix: str, patience: float) -> int:
+    """Wait until no transfer of the phase is PENDING; returns how many still are."""
+    deadline = time.monotonic() + patience
+    conn = await asyncpg.connect(dsn)
     try:
-        for _ in range(120):
-            async with engine.connect() as conn:
-                pending = (await conn.execute(text(
-                    "SELECT count(*) FROM transactions WHERE status = 'PENDING'"))).scalar_one()
-            if pending == 0:
-                break
-            await asyncio.sleep(0.5)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT id::text, extract(epoch FROM completed_at) FROM transactions "
-                "WHERE type = 'TRANSFER' AND status = 'COMPLETED'"))).all()
+        while True:
+            pending: int = await conn.fetchval(
+                "SELECT count(*) FROM transactions"
+                " WHERE status = 'PENDING' AND client_transaction_id LIKE $1",
+                _pattern(prefix),
+            )
+            if pending == 0 or time.monotonic() > deadline:
+                return pending
+            await asyncio.sleep(0.2)
     finally:
-        await engine.dispose()
-    latencies = [(float(done) - responded[i]) * 1000 for i, done in rows if i in responded]
-    return {
-        "transfers": len(responded),
-        "completed": len(latencies),
-        "submit_rps": len(responded) / seconds,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "mean_ms": statistics.fmean(latencies),
-    }
+        await conn.close()
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--wallets", type=int, default=100)
-    parser.add_argument("--apis", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
-    async with fresh_database() as database_url:
-        with running(database_url, apis=args.apis, workers=args.workers,
-                     concurrency=args.concurrency) as stack:
-            figures = await measure(stack.url, database_url, args.clients, args.seconds,
-                                    args.wallets)
-    for name, value in figures.items():
-        print(f"{name:>12}: {value:,.1f}")
+async def settlement(dsn: str, prefix: str, patience: float) -> Settlement:
+    """The phase's figures, once it has settled or `patience` seconds have passed."""
+    pending = await wait_settled(dsn, prefix, patience)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT status, failure_code, extract(epoch FROM created_at)::float8 AS created,"
+            " extract(epoch FROM completed_at)::float8 AS completed"
+            " FROM transactions WHERE client_transaction_id LIKE $1",
+            _pattern(prefix),
+        )
+    finally:
+        await conn.close()
+    done = [r for r in rows if r["status"] == "COMPLETED"]
+    failures: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "FAILED":
+            failures[r["failure_code"]] = failures.get(r["failure_code"], 0) + 1
+    seconds = max(r["completed"] for r in done) - min(r["created"] for r in rows) if done else 0.0
+    return Settlement(
+        completed=len(done),
+        failed=sum(failures.values()),
+        pending=pending,
+        seconds=seconds,
+        latencies_ms=[(r["completed"] - r["created"]) * 1000 for r in done],
+        failures=failures,
+    )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from bench.__main__ import main
+
+    raise SystemExit(main([*sys.argv[1:], "--only", "transfers"]))

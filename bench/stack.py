@@ -10,8 +10,8 @@ from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
-
 from tests.processes import Process, api_server, worker
+
 from wallet.persistence.database import drop_database, migrate
 
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/wallet")
@@ -41,8 +41,15 @@ async def fresh_database() -> AsyncIterator[str]:
 
 
 @contextmanager
-def running(database_url: str, *, apis: int = 1, api_workers: int = 1, workers: int = 1,
-            concurrency: int = 16, **settings: str) -> Iterator[Stack]:
+def running(
+    database_url: str,
+    *,
+    apis: int = 1,
+    api_workers: int = 1,
+    workers: int = 1,
+    concurrency: int = 16,
+    **settings: str,
+) -> Iterator[Stack]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
