@@ -60,7 +60,7 @@ TARGETS = {
     "read_ratio": (">=", 0.8),
 }
 START_BALANCE = "1000000.00"
-CPU_ORDER = ("api", "worker", "postgres", "client", "others", "idle")
+CPU_ORDER = ("api", "worker", "postgres", "redis", "client", "others", "idle")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -164,6 +164,8 @@ class Run:
         self.settled: dict[str, list[float]] = {}
         self.wallets: list[str] = []
         self.problems: list[str] = []
+        # Per phase, the busiest processes that were not ours (other users of the machine).
+        self.crowd: dict[str, list[str]] = {}
 
     # -- phases ------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class Run:
             scratch=self.scripts,
             name=name,
         )
-        cores = meter.stop()
+        cores = self.stop(meter, "pgbench")
         if not result.consistent or result.failed:
             self.problems.append(f"pgbench: {result.failed} failed, consistent={result.consistent}")
         self.figures["pgbench_tps"] = result.tps
@@ -246,7 +248,7 @@ class Run:
             scratch=self.scripts,
             budget=budget,
         )
-        cores = meter.stop()
+        cores = self.stop(meter, mode)
         if not run.clean:
             self.problems.append(
                 f"{mode}: {run.bad} bad responses ({run.non2xx} non-2xx), socket errors "
@@ -297,7 +299,7 @@ class Run:
             budget=budget,
         )
         settled: Settlement = await settlement(stack.database_url, prefix, self.args.drain_timeout)
-        cores = meter.stop()  # submission and drain together
+        cores = self.stop(meter, name)  # submission and drain together
         if settled.failed or settled.pending:
             self.problems.append(
                 f"{name}: {settled.failed} FAILED {settled.failures}, "
@@ -359,6 +361,11 @@ class Run:
             },
             [make_url(stack.database_url).database or ""],
         )
+
+    def stop(self, meter: CpuMeter, phase: str) -> dict[str, float]:
+        cores = meter.stop()
+        self.crowd[phase] = meter.busiest_others
+        return cores
 
     @staticmethod
     def describe(run: LoadRun, cores: dict[str, float]) -> dict[str, Any]:
@@ -472,6 +479,7 @@ class Run:
         self.derive()
         self.figures["seconds"] = round(time.monotonic() - started, 1)
         self.figures["problems"] = self.problems
+        self.figures["busiest_other_processes"] = self.crowd
         return self.figures
 
     def derive(self) -> None:
@@ -553,6 +561,9 @@ def report(figures: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"machine: {m['cpu']}, {m['cores']} cores, load before "
         f"{', '.join(f'{x:.2f}' for x in m['load_before'])}; commit {m['commit']}"
     )
+    for phase, busiest in figures.get("busiest_other_processes", {}).items():
+        if busiest:
+            lines.append(f"others during {phase}: {'; '.join(busiest)}")
     for problem in figures["problems"]:
         lines.append(f"PROBLEM: {problem}")
     return "\n".join(lines)

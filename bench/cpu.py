@@ -6,6 +6,8 @@ sees, the first and the last CPU time it read; a phase's use of a group is the s
 differences (a process born during the phase counts from zero). PostgreSQL is split: backends
 serving the benchmark's own databases, plus the server's shared processes (WAL writer,
 checkpointer, ...), count as "postgres"; backends of other databases count as "others".
+Redis is the machine's one server, counted whole. "others" is the machine's busy time that
+none of these explain; the three busiest such processes are named.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +57,7 @@ class Groups:
     trees: dict[str, list[int]] = field(default_factory=dict)  # group -> root pids
     databases: list[str] = field(default_factory=list)  # PostgreSQL databases of ours
 
-    def classify(self, pid: int, parents: dict[int, int], cmdline: Callable[[int], str]) -> str:
+    def classify(self, pid: int, parents: dict[int, int], line: str) -> str:
         # The nearest listed ancestor wins: the API is a child of the benchmark's process too.
         current: int | None = pid
         while current:
@@ -63,7 +65,8 @@ class Groups:
                 if current in roots:
                     return name
             current = parents.get(current)
-        line = cmdline(pid)
+        if line.startswith("redis-server"):
+            return "redis"  # the machine's one Redis: shared, if others' tests use it too
         if line.startswith("postgres") or "/postgres " in line:
             if "postgres: " not in line:
                 return "postgres"  # the postmaster itself
@@ -83,11 +86,13 @@ class CpuMeter:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._group: dict[int, str] = {}
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._machine_start = (0.0, 0.0)
         self._wall_start = 0.0
         self.result: dict[str, float] = {}
+        self.busiest_others: list[str] = []
 
     def _sample(self, born_now: bool) -> None:
         stats = {}
@@ -99,7 +104,10 @@ class CpuMeter:
         parents = {pid: parent for pid, (parent, _) in stats.items()}
         for pid, (_, seconds) in stats.items():
             if pid not in self._group:
-                self._group[pid] = self.groups.classify(pid, parents, _cmdline)
+                self._names[pid] = " ".join(
+                    _cmdline(pid).split()
+                )  # read once: it may be gone at the end
+                self._group[pid] = self.groups.classify(pid, parents, self._names[pid])
                 # A process already running at the start counts from then; a later one from 0.
                 self._first[pid] = seconds if born_now else 0.0
             self._last[pid] = seconds
@@ -126,10 +134,19 @@ class CpuMeter:
         busy_end, total_end = machine_busy_seconds()
         busy = busy_end - self._machine_start[0]
         total = total_end - self._machine_start[1]
-        cores = dict.fromkeys([*self.groups.trees, "postgres"], 0.0)
+        cores = dict.fromkeys([*self.groups.trees, "postgres", "redis"], 0.0)
+        strangers: list[tuple[float, int]] = []
         for pid, group in self._group.items():
+            used = (self._last[pid] - self._first[pid]) / wall
             if group and group != "others":
-                cores[group] += (self._last[pid] - self._first[pid]) / wall
+                cores[group] += used
+            elif used >= 0.05:
+                strangers.append((used, pid))
+        # Who else was busy, to tell a slow phase from a crowded machine.
+        strangers.sort(reverse=True)
+        self.busiest_others = [
+            f"{used:.2f} {self._names[pid][:80] or pid}" for used, pid in strangers[:3]
+        ]
         ours = sum(cores.values())
         machine_cores = os.cpu_count() or 1
         cores["others"] = max(0.0, busy / wall - ours) if total else 0.0
