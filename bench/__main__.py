@@ -585,7 +585,7 @@ def summary_line(figures: dict[str, Any]) -> str:
     for key in keys:
         value = figures.get(key)
         if isinstance(value, float):
-            value = None if math.isnan(value) else round(value, 3)
+            value = None if math.isnan(value) else float(f"{value:.6g}")
         line[key] = value
     m = figures["machine"]
     line["machine"] = f"{m['cpu']} x{m['cores']}"
