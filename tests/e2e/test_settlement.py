@@ -203,3 +203,45 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
                 settled = await wait_final(client, api.url, transaction["id"], timeout=30)
                 assert settled["status"] == "COMPLETED"
     await assert_ledger_consistent(engine, [wallet])
+
+
+async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_forever(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    # A row no code path writes: its wallet's currency is one the domain refuses to load, so
+    # every attempt to settle it fails the same way.
+    wallet_id, transaction_id = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO wallets (id, currency, balance) VALUES (:id, 'XAU', 100)"),
+            {"id": wallet_id},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO transactions (id, type, status, amount, currency, sender_wallet_id)"
+                " VALUES (:id, 'WITHDRAWAL', 'PENDING', 5, 'USD', :wallet)"
+            ),
+            {"id": transaction_id, "wallet": wallet_id},
+        )
+    with worker({**env, "WALLET_SWEEP_AFTER_SECONDS": "0.5"}) as stubborn:
+        deadline = time.monotonic() + 60
+        while True:
+            async with engine.connect() as conn:
+                status, code, message = (
+                    await conn.execute(
+                        text(
+                            "SELECT status, failure_code, error_message FROM transactions "
+                            "WHERE id = :id"
+                        ),
+                        {"id": transaction_id},
+                    )
+                ).one()
+            if status != "PENDING" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert "gave up settling" in stubborn.output()
+    assert (status, code) == ("FAILED", "INTERNAL")
+    assert "given up" in message
+    async with engine.begin() as conn:  # leave nothing a later sweep would trip over
+        await conn.execute(text("DELETE FROM transactions WHERE id = :id"), {"id": transaction_id})
+        await conn.execute(text("DELETE FROM wallets WHERE id = :id"), {"id": wallet_id})

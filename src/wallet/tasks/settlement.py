@@ -4,7 +4,8 @@ A job may run twice (redelivered after a crash, re-queued by the sweeper, duplic
 retry): settle() does nothing to a transaction that is already final, so that is harmless.
 A job that keeps failing is given up on: its transaction ends FAILED with INTERNAL, never
 PENDING forever. Failures are counted in Redis from the start of each attempt, so an attempt
-whose worker died counts too; a finished attempt clears the count.
+whose worker died counts too; a finished attempt clears the count, and one that failed only
+because PostgreSQL was unreachable takes its count back (an outage fails no transaction).
 """
 
 from __future__ import annotations
@@ -89,6 +90,16 @@ async def _clear_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> None:
         log.warning("could not clear the attempt counts of %d transactions", len(ids))
 
 
+async def _uncount_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> None:
+    try:
+        async with deps.redis.pipeline(transaction=False) as pipe:
+            for transaction_id in ids:
+                pipe.decr(deps.attempts_key(transaction_id))
+            await pipe.execute()
+    except (RedisError, OSError):
+        log.warning("could not uncount the attempts of %d transactions", len(ids))
+
+
 async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
     failure = InternalFailure(
         f"settlement failed {failures} times; the transaction was given up on"
@@ -151,7 +162,13 @@ class SettlementBatcher:
             return errors
         try:
             await _with_transient_retries(lambda: services.settle_many(deps.uow_factory, ready))
-        except Exception:
+        except Exception as error:
+            if _transient(error):
+                # PostgreSQL is away: not these transactions' fault, so it does not count
+                # towards giving up on them. The sweeper queues them again once it is back.
+                await _uncount_attempts(deps, ready)
+                log.warning("PostgreSQL unavailable; %d transactions wait", len(ready))
+                return errors | dict.fromkeys(ready, error)
             # One bad transaction must not hold the others back: settle each on its own.
             log.warning("a batch of %d failed; settling one by one", len(ready), exc_info=True)
             for transaction_id in ready:
@@ -159,9 +176,9 @@ class SettlementBatcher:
                     await _with_transient_retries(
                         partial(services.settle, deps.uow_factory, transaction_id)
                     )
-                except Exception as error:
+                except Exception as single:
                     log.exception("settling %s failed", transaction_id)
-                    errors[transaction_id] = error
+                    errors[transaction_id] = single
         await _clear_attempts(deps, [i for i in ready if i not in errors])
         return errors
 
