@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine, drop_database, migrate
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
@@ -50,7 +51,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-def uow_factory(engine: AsyncEngine) -> object:
+def uow_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
     return lambda: SqlUnitOfWork(engine)
 
 

@@ -1,0 +1,48 @@
+"""Short ways to call the use cases as the API does: each move submitted, then settled."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+from wallet.domain import services
+from wallet.domain.model import Transaction, Wallet
+from wallet.domain.ports import UnitOfWorkFactory
+
+
+async def new_wallet(
+    uow_factory: UnitOfWorkFactory, balance: str = "0", currency: str = "USD"
+) -> Wallet:
+    return await services.create_wallet(
+        uow_factory, services.CreateWallet(currency=currency, initial_balance=balance)
+    )
+
+
+def fresh_key(prefix: str = "key") -> str:
+    return f"{prefix}-{uuid4()}"
+
+
+async def transfer(
+    uow_factory: UnitOfWorkFactory,
+    sender: UUID,
+    receiver: UUID,
+    amount: str,
+    key: str | None = None,
+) -> Transaction:
+    submitted = await services.submit_transfer(
+        uow_factory,
+        services.Transfer(str(sender), str(receiver), amount, key or fresh_key("transfer")),
+    )
+    settled = await services.settle(uow_factory, submitted.id)
+    assert settled is not None
+    return settled
+
+
+async def withdraw(
+    uow_factory: UnitOfWorkFactory, wallet: UUID, amount: str, key: str | None = None
+) -> Transaction:
+    submitted = await services.submit_withdrawal(
+        uow_factory, services.Withdraw(str(wallet), amount, key or fresh_key("withdraw"))
+    )
+    settled = await services.settle(uow_factory, submitted.id)
+    assert settled is not None
+    return settled
