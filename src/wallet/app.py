@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError, OperationType
 from limits.aio.storage import RedisStorage
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -27,6 +30,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
@@ -43,7 +47,7 @@ from wallet.schema.scalars import DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
 from wallet.web.logs import configure_logging, request_id
-from wallet.web.middleware import EdgeMiddleware, RateLimits
+from wallet.web.middleware import EdgeMiddleware, RateLimits, operation_type
 from wallet.web.operations import Metrics, healthz, metrics_response, readiness
 
 log = logging.getLogger("wallet")
@@ -72,16 +76,19 @@ def build_schema(
     settings: Settings | None = None, metrics: Metrics | None = None
 ) -> strawberry.Schema:
     settings = settings or Settings()
+    # Factories, not instances: Strawberry makes one per request, so concurrent requests
+    # never share an extension's state (a shared MaskErrors once masked the wrong result).
+    # The parser and validation caches live at module level and are shared all the same.
     extensions: list[Any] = [
-        ParserCache(maxsize=1024),
-        QueryDepthLimiter(max_depth=settings.max_query_depth),
-        MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-        MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        ValidationCache(maxsize=1024),
-        MaskErrors(should_mask_error=_should_mask, error_message="Internal error."),
+        partial(ParserCache, maxsize=1024),
+        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+        partial(ValidationCache, maxsize=1024),
+        partial(MaskErrors, should_mask_error=_should_mask, error_message="Internal error."),
     ]
     if not settings.introspection:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     if metrics is not None:
         extensions.append(metrics.extension())
     return WalletSchema(
@@ -104,6 +111,31 @@ class WalletGraphQL(GraphQL[Context, None]):
         )
         self.resources: Resources | None = None
         self.dispatch: Dispatch | None = None
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            value = json.loads(data)
+        except UnicodeDecodeError as error:
+            raise json.JSONDecodeError("the body is not UTF-8", "", 0) from error
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, dict) for item in items):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return value
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            if (
+                item.protocol == "http"
+                and item.query is not None
+                and operation_type(item.query, item.operation_name) == OperationType.SUBSCRIPTION
+            ):
+                raise HTTPException(
+                    400, "Subscriptions are served over WebSocket (graphql-transport-ws)."
+                )
+        return data
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -7,22 +7,12 @@ import random
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.api import Api
 from tests.invariants import assert_balances_explained
 
 
-# Not run while src has the lock bug that test_unit_of_work.py's
-# test_recording_a_transfer_does_not_wait_for_a_settlement_holding_its_wallets shows (strictly):
-# opposite transfers deadlock, each costs 1 s, and the server's pool times out after 30 s, which
-# reaches the client as a GraphQL error (unmasked: see tests/unit/test_error_masking.py).
-# Remove this marker when that test starts passing.
-@pytest.mark.xfail(
-    run=False,
-    reason="src bug: SqlWallets.lock takes FOR UPDATE; deadlocks with INSERT's FK checks",
-)
 async def test_100_concurrent_transfers_among_4_wallets_conserve_every_cent(
     api: Api, engine: AsyncEngine
 ) -> None:

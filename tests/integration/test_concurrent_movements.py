@@ -41,16 +41,6 @@ async def _entry_sums(engine: AsyncEngine, transaction_ids: list[UUID]) -> dict[
         return {wallet_id: int(total) for wallet_id, total in rows}
 
 
-# Not run while the bug below is in src: it then spends ~90 s in deadlocks (1 s each, PostgreSQL's
-# deadlock_timeout) and pool timeouts. test_unit_of_work.py shows the cause in 2 s, strictly:
-# when that test starts passing, remove this marker too.
-@pytest.mark.xfail(
-    run=False,
-    reason=(
-        "src bug: SqlWallets.lock takes FOR UPDATE, which deadlocks with the FK checks (FOR KEY "
-        "SHARE) of INSERT INTO transactions; FOR NO KEY UPDATE fixes it"
-    ),
-)
 async def test_200_concurrent_transfers_among_5_wallets_lose_and_double_nothing(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine
 ) -> None:

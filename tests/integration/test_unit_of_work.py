@@ -190,15 +190,6 @@ async def test_retrying_runs_a_deadlocked_unit_of_work_again_until_it_commits(
     assert (await _version(engine, a), await _version(engine, b)) == (2, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: SqlWallets.lock uses FOR UPDATE, which blocks the FK checks (FOR KEY SHARE) "
-        "of INSERT INTO transactions; with_for_update(key_share=True) (FOR NO KEY UPDATE) "
-        "would not. Once this passes, remove this marker and the one on "
-        "test_concurrent_movements.py::test_200_concurrent_transfers_among_5_wallets..."
-    ),
-)
 async def test_recording_a_transfer_does_not_wait_for_a_settlement_holding_its_wallets(
     uow_factory: UnitOfWorkFactory,
 ) -> None:

@@ -54,15 +54,6 @@ async def test_an_unexpected_error_reaches_the_client_as_internal_error_only() -
     assert [(e.message, e.path) for e in result.errors] == [("Internal error.", ["createWallet"])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: app.build_schema passes MaskErrors as an instance, shared by every request; "
-        "Strawberry sets its execution_context per request, so when requests overlap it masks "
-        "another request's result and the internal message leaks (seen over HTTP as 'QueuePool "
-        "limit of size 10 overflow 10 reached...'). Pass factories: lambda: MaskErrors(...)"
-    ),
-)
 @pytest.mark.filterwarnings(EXTENSION_INSTANCES)
 async def test_unexpected_errors_of_overlapping_requests_are_all_masked() -> None:
     schema = build_schema()
@@ -76,13 +67,6 @@ async def test_unexpected_errors_of_overlapping_requests_are_all_masked() -> Non
     assert set(messages) == {"Internal error."}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: app.build_schema passes extension instances; Strawberry 0.341 deprecates that "
-        "(DeprecationWarning, strawberry issue 4369) because they are shared by all requests"
-    ),
-)
 def test_building_the_schema_raises_no_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

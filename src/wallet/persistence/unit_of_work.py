@@ -133,8 +133,14 @@ class SqlWallets:
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         ids = sorted(set(wallet_ids))
         # LockRows sits above the Sort in the plan, so the rows are locked in id order.
+        # FOR NO KEY UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on
+        # its wallets (the foreign keys), which FOR UPDATE would conflict with, so recording
+        # a transfer would wait for (and deadlock with) settlements of the same wallets.
         result = await self._connection.execute(
-            select(wallets).where(wallets.c.id.in_(ids)).order_by(wallets.c.id).with_for_update()
+            select(wallets)
+            .where(wallets.c.id.in_(ids))
+            .order_by(wallets.c.id)
+            .with_for_update(key_share=True)
         )
         return {row["id"]: wallet_from_row(row) for row in result.mappings()}
 

@@ -31,18 +31,19 @@ REQUEST_ID_HEADER = b"x-request-id"
 
 
 @lru_cache(maxsize=2048)
-def is_mutation(query: str, operation_name: str | None) -> bool:
+def operation_type(query: str, operation_name: str | None) -> OperationType | None:
+    """What the document's chosen operation is; None when it does not parse or has none."""
     try:
         document = parse(query)
     except GraphQLError:
-        return False  # GraphQL itself will refuse it
+        return None  # GraphQL itself will refuse it
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode) and (
             operation_name is None
             or (definition.name is not None and definition.name.value == operation_name)
         ):
-            return definition.operation == OperationType.MUTATION
-    return False
+            return definition.operation
+    return None
 
 
 def _mutations_in(body: bytes) -> int:
@@ -55,7 +56,8 @@ def _mutations_in(body: bytes) -> int:
     for item in requests:
         if isinstance(item, dict) and isinstance(item.get("query"), str):
             name = item.get("operationName")
-            count += is_mutation(item["query"], name if isinstance(name, str) else None)
+            kind = operation_type(item["query"], name if isinstance(name, str) else None)
+            count += kind == OperationType.MUTATION
     return count
 
 
