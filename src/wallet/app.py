@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -43,7 +44,7 @@ from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.resources import Resources, open_resources, queue_client
 from wallet.schema.context import Context, Dispatch
-from wallet.schema.scalars import DECIMAL, DecimalText
+from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
 from wallet.web.logs import configure_logging, request_id
@@ -96,7 +97,7 @@ def build_schema(
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        scalar_overrides={DecimalText: DECIMAL},
+        scalar_overrides={DecimalText: DECIMAL, datetime: DATETIME},
     )
 
 

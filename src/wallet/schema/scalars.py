@@ -7,6 +7,7 @@ A JSON or GraphQL float is refused outright: a float never touches money.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NewType
 
 import strawberry
@@ -36,4 +37,22 @@ DECIMAL = strawberry.scalar(
     serialize=str,
     parse_value=_parse_value,
     parse_literal=_parse_literal,
+)
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("DateTime values are ISO 8601 strings")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("a DateTime needs its UTC offset")
+    return parsed
+
+
+# The contract's wording for DateTime, with Strawberry's ISO 8601 behaviour.
+DATETIME = strawberry.scalar(
+    name="DateTime",
+    description="An ISO 8601 date-time with its UTC offset.",
+    serialize=datetime.isoformat,
+    parse_value=_parse_datetime,
 )
