@@ -111,3 +111,18 @@ async def transaction_rows(
     async with engine.connect() as conn:
         result = await conn.execute(text(f"SELECT * FROM transactions WHERE {where}"), params)
         return [dict(row) for row in result.mappings()]
+
+
+async def status_counts(
+    engine: AsyncEngine, transaction_ids: Iterable[UUID | str]
+) -> dict[str, int]:
+    """How many of the transactions are in each status."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT status, count(*) FROM transactions "
+                "WHERE id = ANY(CAST(:ids AS uuid[])) GROUP BY status"
+            ),
+            {"ids": [str(i) for i in transaction_ids]},
+        )
+        return {str(status): int(count) for status, count in rows.all()}

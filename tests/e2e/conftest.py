@@ -11,6 +11,14 @@ from tests.e2e.api import Api
 from tests.processes import api_server
 
 
+@pytest.fixture
+def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
+    """The run's environment with a Redis prefix of this test's own: its own queue, channels
+    and rate-limit counters, for tests that start their own processes."""
+    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
+    return {**service_env, "WALLET_REDIS_PREFIX": prefix}
+
+
 @pytest.fixture(scope="session")
 def api_url(service_env: dict[str, str]) -> Iterator[str]:
     """The GraphQL URL of a `wallet serve` on a free port, stopped at the end of the run.

@@ -16,12 +16,6 @@ pytestmark = pytest.mark.slow
 TYPENAME = {"query": "{ __typename }"}
 
 
-@pytest.fixture
-def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
-    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
-    return {**service_env, "WALLET_REDIS_PREFIX": prefix}
-
-
 async def test_a_burst_from_one_client_is_limited_and_another_client_is_not(
     env: dict[str, str],
 ) -> None:

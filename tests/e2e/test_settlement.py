@@ -7,7 +7,6 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,22 +20,16 @@ from tests.e2e.graphql_client import (
     execute,
     wait_final,
 )
-from tests.e2e.ledger_checks import assert_ledger_consistent, statuses, total_balance
+from tests.invariants import assert_balances_explained, status_counts
 from tests.processes import api_server, private_redis, worker
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The run's environment, with a Redis prefix (so a queue) of this test's own."""
-    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
-    return {
-        **service_env,
-        "WALLET_REDIS_PREFIX": prefix,
-        "WALLET_SWEEP_AFTER_SECONDS": "2",
-        "WALLET_SHUTDOWN_GRACE_SECONDS": "5",
-    }
+def env(env: dict[str, str]) -> dict[str, str]:
+    """Quick sweeps and a short grace period, so recovery shows within a test's patience."""
+    return {**env, "WALLET_SWEEP_AFTER_SECONDS": "2", "WALLET_SHUTDOWN_GRACE_SECONDS": "5"}
 
 
 async def _submit_transfers(
@@ -84,7 +77,7 @@ async def _completed_transfers(engine: AsyncEngine, wallets: list[str]) -> int:
 async def _wait_settled(engine: AsyncEngine, ids: list[str], timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
-        counts = await statuses(engine, ids)
+        counts = await status_counts(engine, ids)
         if "PENDING" not in counts or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(0.2)
@@ -116,7 +109,7 @@ async def test_a_transfer_stays_pending_until_a_worker_runs(
             with worker(env):
                 settled = await wait_final(client, api.url, transaction["id"])
             assert settled["status"] == "COMPLETED"
-            await assert_ledger_consistent(engine, [a, b])
+            await assert_balances_explained(engine, [a, b])
 
 
 async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(
@@ -125,7 +118,7 @@ async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(
     with api_server(env) as api:
         async with httpx.AsyncClient(timeout=60) as client:
             wallets = [await create_wallet(client, api.url, "500.00") for _ in range(10)]
-            before = await total_balance(engine, wallets)
+            before = sum((await assert_balances_explained(engine, wallets)).values())
             first = worker(env, concurrency=4)
             doomed = first.__enter__()
             try:
@@ -137,15 +130,15 @@ async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(
                     await asyncio.sleep(0.02)
                 doomed.stop(signal.SIGKILL)
                 ids = await submitting
-                assert (await statuses(engine, ids)).get("PENDING", 0) > 0
+                assert (await status_counts(engine, ids)).get("PENDING", 0) > 0
             finally:
                 first.__exit__(None, None, None)
             with worker(env):
                 counts = await _wait_settled(engine, ids, timeout=90)
     assert "PENDING" not in counts, counts
     assert sum(counts.values()) == 300
-    await assert_ledger_consistent(engine, wallets)
-    assert await total_balance(engine, wallets) == before
+    await assert_balances_explained(engine, wallets)
+    assert sum((await assert_balances_explained(engine, wallets)).values()) == before
 
 
 async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
@@ -154,11 +147,11 @@ async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
     with api_server(env) as api:
         async with httpx.AsyncClient(timeout=60) as client:
             wallets = [await create_wallet(client, api.url, "500.00") for _ in range(6)]
-            before = await total_balance(engine, wallets)
+            before = sum((await assert_balances_explained(engine, wallets)).values())
             ids = await _submit_transfers(client, api.url, wallets, 200)
             with worker(env, concurrency=8) as busy:
                 deadline = time.monotonic() + 30
-                while (await statuses(engine, ids)).get("PENDING", 0) > 150:
+                while (await status_counts(engine, ids)).get("PENDING", 0) > 150:
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.05)
                 took = busy.stop(signal.SIGTERM, timeout=15)
@@ -167,8 +160,8 @@ async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
             with worker(env):
                 counts = await _wait_settled(engine, ids, timeout=90)
     assert "PENDING" not in counts, counts
-    await assert_ledger_consistent(engine, wallets)
-    assert await total_balance(engine, wallets) == before
+    await assert_balances_explained(engine, wallets)
+    assert sum((await assert_balances_explained(engine, wallets)).values()) == before
 
 
 async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
@@ -202,7 +195,7 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
                 redis.restart()
                 settled = await wait_final(client, api.url, transaction["id"], timeout=30)
                 assert settled["status"] == "COMPLETED"
-    await assert_ledger_consistent(engine, [wallet])
+    await assert_balances_explained(engine, [wallet])
 
 
 async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_forever(

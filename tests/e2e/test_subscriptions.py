@@ -19,12 +19,6 @@ ACTIVITY = "subscription { walletActivity(walletId: %s) { id type status amount 
 UPDATED = "subscription { transactionUpdated(id: %s) { id status completedAt } }"
 
 
-@pytest.fixture
-def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
-    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
-    return {**service_env, "WALLET_REDIS_PREFIX": prefix}
-
-
 def _quoted(value: str) -> str:
     return f'"{value}"'
 
