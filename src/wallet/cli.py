@@ -1,4 +1,4 @@
-"""`wallet migrate | serve | export-schema`: the service's one entry point."""
+"""`wallet migrate | serve | worker | dev | export-schema`: the service's one entry point."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from wallet.dev import run
+
+    return run(port=args.port)
+
+
 def _export_schema(args: argparse.Namespace) -> int:
     from wallet.app import build_schema
 
@@ -86,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(run=_worker)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run everything on this machine: PostgreSQL and Redis (embedded unless "
+        "DATABASE_URL or REDIS_URL is set, data in ./.wallet/), the API and a worker",
+    )
+    dev.add_argument("--port", type=int, default=8000, help="the API's port")
+    dev.set_defaults(run=_dev)
 
     export = commands.add_parser("export-schema", help="print the served GraphQL schema")
     export.add_argument("--output", default="-", help="a file, or - for standard output")

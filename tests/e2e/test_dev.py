@@ -1,0 +1,201 @@
+"""`wallet dev`: the whole service from an empty directory, and nothing left running after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.graphql_client import TRANSFER, create_wallet, execute, wait_final
+from tests.processes import WALLET, free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+DEPOSIT = """
+mutation($input: DepositInput!) {
+  deposit(input: $input) { transaction { id status amount } errors { code message } }
+}"""
+BALANCE = "query($id: ID!) { wallet(id: $id) { balance } }"
+
+
+@dataclass
+class DevRun:
+    popen: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    startup_seconds: float
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.popen.pid).children(recursive=True)
+
+    def stop(self, *, ctrl_c: bool = False) -> list[psutil.Process]:
+        """Stop it as a user would; returns what it had running, all of which must be gone."""
+        running = self.descendants()
+        if ctrl_c:
+            # A terminal's Ctrl-C: SIGINT to the foreground process group.
+            os.killpg(self.popen.pid, signal.SIGINT)
+        else:
+            self.popen.send_signal(signal.SIGTERM)
+        self.popen.wait(60)
+        return running
+
+
+def _environment(**overrides: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "REDIS_URL", "WALLET_DATABASE_URL", "WALLET_REDIS_URL")
+    }
+    return {**env, **overrides}
+
+
+@contextmanager
+def wallet_dev(directory: Path, env: dict[str, str], log: Path) -> Iterator[DevRun]:
+    port = free_port()
+    started = time.monotonic()
+    with log.open("ab") as output:
+        popen = subprocess.Popen(
+            [WALLET, "dev", "--port", str(port)],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # Its own process group, as a shell gives a foreground command.
+            start_new_session=True,
+        )
+    run = DevRun(popen, f"http://127.0.0.1:{port}/graphql", log, 0.0)
+
+    def answers() -> bool:
+        if popen.poll() is not None:
+            raise RuntimeError(f"wallet dev exited with {popen.returncode}:\n{run.output()}")
+        return httpx.post(run.url, json={"query": "{ __typename }"}).status_code == 200
+
+    try:
+        wait_until(answers, 60, "wallet dev")
+        run.startup_seconds = time.monotonic() - started
+        yield run
+    finally:
+        if popen.poll() is None:  # the test failed before stopping it
+            for process in [*run.descendants(), psutil.Process(popen.pid)]:
+                process.kill()
+            popen.wait()
+
+
+def assert_nothing_left(run: DevRun, running: list[psutil.Process], directory: Path) -> None:
+    assert run.popen.returncode == 0, run.output()
+    # is_running() compares start times too, so a reused pid is not mistaken for a survivor.
+    _gone, alive = psutil.wait_procs(running, timeout=5)
+    assert alive == [], f"still running: {alive}\n{run.output()}"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.popen.pid, 0)
+    for process in psutil.process_iter(["cmdline"]):
+        assert str(directory) not in " ".join(process.info["cmdline"] or []), process
+
+
+async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "empty"
+    directory.mkdir()
+    with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
+        assert run.startup_seconds < 60
+        assert f"GraphiQL: {run.url}" in run.output()
+        names = {process.name() for process in run.descendants()}
+        assert {"postgres", "redis-server"} <= names, names
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            sender = await create_wallet(client, run.url)
+            receiver = await create_wallet(client, run.url)
+            deposit = await execute(
+                client,
+                run.url,
+                DEPOSIT,
+                input={"walletId": sender, "amount": "100.00", "clientTransactionId": "d-1"},
+            )
+            assert deposit["deposit"]["transaction"]["status"] == "COMPLETED"
+            transfer = await execute(
+                client,
+                run.url,
+                TRANSFER,
+                input={
+                    "fromWalletId": sender,
+                    "toWalletId": receiver,
+                    "amount": "40.00",
+                    "clientTransactionId": "t-1",
+                },
+            )
+            transaction_id = transfer["transfer"]["transaction"]["id"]
+            # Settled by the worker that `wallet dev` started, over the embedded Redis.
+            assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
+            balance = await execute(client, run.url, BALANCE, id=receiver)
+            assert balance["wallet"]["balance"] == "40.00"
+
+        running = run.stop()
+    assert_nothing_left(run, running, directory)
+    assert (directory / ".wallet" / "postgres" / "PG_VERSION").exists()
+    print(f"wallet dev answered GraphQL {run.startup_seconds:.1f} s after it started")
+
+
+async def test_wallet_dev_keeps_its_data_between_runs_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "project"
+    directory.mkdir()
+    with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
+        async with httpx.AsyncClient(timeout=10) as client:
+            wallet = await create_wallet(client, run.url, balance="12.34")
+        running = run.stop(ctrl_c=True)
+    assert_nothing_left(run, running, directory)
+
+    with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
+        async with httpx.AsyncClient(timeout=10) as client:
+            data = await execute(client, run.url, BALANCE, id=wallet)
+        assert data["wallet"] == {"balance": "12.34"}
+        running = run.stop()
+    assert_nothing_left(run, running, directory)
+
+
+async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = _environment(
+        DATABASE_URL=service_env["DATABASE_URL"],
+        REDIS_URL=service_env["REDIS_URL"],
+        WALLET_REDIS_PREFIX=f"{service_env['WALLET_REDIS_PREFIX']}-dev-{uuid.uuid4().hex[:6]}",
+    )
+    with wallet_dev(tmp_path, env, tmp_path / "dev.log") as run:
+        names = {process.name() for process in run.descendants()}
+        assert not names & {"postgres", "redis-server"}, names
+        async with httpx.AsyncClient(timeout=10) as client:
+            sender = await create_wallet(client, run.url, balance="5.00")
+            receiver = await create_wallet(client, run.url)
+            transfer = await execute(
+                client,
+                run.url,
+                TRANSFER,
+                input={
+                    "fromWalletId": sender,
+                    "toWalletId": receiver,
+                    "amount": "5.00",
+                    "clientTransactionId": "t-1",
+                },
+            )
+            transaction_id = transfer["transfer"]["transaction"]["id"]
+            assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
+        running = run.stop()
+    assert_nothing_left(run, running, tmp_path)
+    assert not (tmp_path / ".wallet").exists()
