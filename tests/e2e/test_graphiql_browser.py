@@ -1,0 +1,150 @@
+"""GraphiQL in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The page is the one `wallet serve` serves on /graphql. Its CDN files come from the npm registry
+(graphiql_assets.py); any other request that leaves the API is refused, and the test fails on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Page, Route, async_playwright
+
+from tests.e2e.graphiql_assets import cdn_assets, local_copies
+from tests.processes import api_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+# As root, with no sandbox; and nothing that reaches for Google's servers from a closed network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's Chromium is not installed: apt-get install -y chromium",
+    ),
+]
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            tmp_path / "profile",  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 800},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def _serve_cdn_locally(page: Page, api_origin: str, cache: Path) -> list[str]:
+    """Answer the CDN's URLs from local copies; refuse (and list) anything else off the API."""
+    html = httpx.get(f"{api_origin}/graphql", headers={"accept": "text/html"}).text
+    copies = local_copies(cdn_assets(html), cache)
+    assert copies, "the GraphiQL page loads nothing from a CDN any more: drop this routing"
+    refused: list[str] = []
+
+    async def route(route: Route) -> None:
+        url = route.request.url
+        if url in copies:
+            kind = "text/css" if url.endswith(".css") else "application/javascript"
+            # The page asks for them with `crossorigin`: integrity is checked only under CORS.
+            headers = {"access-control-allow-origin": "*"}
+            await route.fulfill(path=copies[url], content_type=kind, headers=headers)
+        elif url.startswith(api_origin):
+            await route.continue_()
+        else:
+            refused.append(url)
+            await route.abort()
+
+    await page.route("**/*", route)
+    return refused
+
+
+async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
+    """Type `operation` into the query editor as a person would, run it, read the result pane."""
+    response = page.locator(".graphiql-response .CodeMirror")
+    before = await response.inner_text()
+    await page.locator(".graphiql-query-editor .CodeMirror").click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.press("Backspace")
+    await page.keyboard.type(operation)
+    await page.get_by_label(re.compile("^Prettify query")).click()
+    await page.get_by_label(re.compile("^Execute query")).click()
+    await page.wait_for_function(
+        """before => {
+          const text = document.querySelector('.graphiql-response .CodeMirror').innerText;
+          return text !== before && text.includes('"data"');
+        }""",
+        arg=before,
+    )
+    # CodeMirror lays indentation out in no-break spaces.
+    text = (await response.inner_text()).replace("\xa0", " ")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
+    browser: BrowserContext, service_env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    cache = request.config.cache.mkdir("graphiql-assets") if request.config.cache else None
+    assert cache is not None
+    with api_server(service_env) as api:
+        origin = api.url.removesuffix("/graphql")
+        page = browser.pages[0] if browser.pages else await browser.new_page()
+        refused = await _serve_cdn_locally(page, origin, cache)
+        await page.goto(api.url)
+        await page.locator(".graphiql-query-editor .CodeMirror").wait_for(timeout=20_000)
+
+        created = await _run_in_editor(
+            page,
+            'mutation { createWallet(input: {currency: "EUR"}) '
+            "{ wallet { id balance currency } errors { code message } } }",
+        )
+        wallet = created["data"]["createWallet"]["wallet"]
+        assert wallet["balance"] == "0.00"
+        await page.screenshot(path=ARTIFACTS / "graphiql-create-wallet.png")
+
+        key = f"browser-{uuid.uuid4()}"
+        deposited = await _run_in_editor(
+            page,
+            f'mutation {{ deposit(input: {{walletId: "{wallet["id"]}", amount: "25.50", '
+            f'clientTransactionId: "{key}"}}) {{ transaction {{ id status amount currency '
+            "receiverWallet { id balance } } errors { code message } } }",
+        )
+        await page.screenshot(path=ARTIFACTS / "graphiql-deposit.png")
+        payload = deposited["data"]["deposit"]
+        assert payload["errors"] == []
+        transaction = payload["transaction"]
+        assert (transaction["status"], transaction["amount"], transaction["currency"]) == (
+            "COMPLETED",
+            "25.50",
+            "EUR",
+        )
+        assert transaction["receiverWallet"] == {"id": wallet["id"], "balance": "25.50"}
+        # What a person sees, not only what the page holds.
+        assert "COMPLETED" in await page.locator(".graphiql-response").inner_text()
+        assert refused == []
