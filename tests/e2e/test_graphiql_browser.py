@@ -107,11 +107,15 @@ async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
 
 
 async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
-    browser: BrowserContext, service_env: dict[str, str], request: pytest.FixtureRequest
+    browser: BrowserContext,
+    service_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    cache = request.config.cache.mkdir("graphiql-assets") if request.config.cache else None
-    assert cache is not None
+    # Kept between runs in pytest's cache, when it has one.
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = pytest_cache.mkdir("graphiql-assets") if pytest_cache else tmp_path
     with api_server(service_env) as api:
         origin = api.url.removesuffix("/graphql")
         page = browser.pages[0] if browser.pages else await browser.new_page()
