@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     redis_timeout: float = 0.5
     environment: Literal["development", "production"] = "development"
     # Connections per process to PostgreSQL.
-    database_pool_size: int = 10
+    database_pool_size: int = 16
     # Pages on these origins may open a subscription WebSocket ("*" for any).
     allowed_origins: list[str] = Field(default_factory=list)
     introspection: bool = True

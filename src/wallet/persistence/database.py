@@ -23,16 +23,24 @@ def async_url(database_url: str) -> str:
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}://")
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:
+    url = make_url(async_url(database_url))
+    connect_args: dict[str, object] = {"statement_cache_size": 512}
+    if url.host in ("127.0.0.1", "localhost", "::1") and not url.query.keys() & {"ssl", "sslmode"}:
+        # asyncpg's default ("prefer") first asks a loopback server for TLS, which costs a
+        # second connection attempt each time; there is nothing to protect on loopback.
+        connect_args["ssl"] = False
     return create_async_engine(
-        async_url(database_url),
+        url,
+        # Enough connections for the requests a process serves at once: a connection opened
+        # past pool_size is closed again when returned, and PostgreSQL forks a backend for
+        # each new one. The small overflow only absorbs bursts.
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(2, pool_size // 4),
         # No ping on checkout: it costs a round trip per unit of work. A connection that died
         # fails its first statement instead, and the unit of work is retried or reported.
         pool_recycle=1800,
-        # Statements are prepared once per connection by asyncpg and reused.
-        connect_args={"statement_cache_size": 512},
+        connect_args=connect_args,
     )
 
 

@@ -301,8 +301,10 @@ class SqlUnitOfWork:
         self._engine = engine
         self._listeners = listeners
         self._connection: AsyncConnection | None = None
+        self._committed = False
 
     async def __aenter__(self) -> Self:
+        self._committed = False
         connection = await self._engine.connect()
         await connection.begin()
         self._connection = connection
@@ -327,11 +329,15 @@ class SqlUnitOfWork:
             await connection.close()
         if isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES:
             raise ConcurrencyConflict(str(exc.orig)) from exc
+        if self._committed and exc is None:
+            # After the connection went back to the pool: a listener's Redis round trip
+            # should not hold a PostgreSQL connection (nor its row locks, long released).
+            wallets_changed = list(self.wallets.changed.values())
+            transactions_changed = list(self.transactions.changed.values())
+            for listener in self._listeners:
+                await listener(wallets_changed, transactions_changed)
 
     async def commit(self) -> None:
         assert self._connection is not None
         await self._connection.commit()
-        wallets_changed = list(self.wallets.changed.values())
-        transactions_changed = list(self.transactions.changed.values())
-        for listener in self._listeners:
-            await listener(wallets_changed, transactions_changed)
+        self._committed = True
