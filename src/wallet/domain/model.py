@@ -32,6 +32,9 @@ class TransactionStatus(StrEnum):
 
 FINAL_STATUSES = frozenset({TransactionStatus.COMPLETED, TransactionStatus.FAILED})
 
+# The most transactions one history page holds, whatever the client asks for.
+MAX_PAGE_SIZE = 100
+
 
 @dataclass(slots=True)
 class Wallet:

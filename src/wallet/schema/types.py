@@ -11,12 +11,10 @@ from strawberry.types import Info
 
 from wallet.domain import errors as domain_errors
 from wallet.domain import model
-from wallet.domain.model import HistoryRequest
+from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest
 from wallet.schema.context import Context
 from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
 from wallet.schema.scalars import DecimalText
-
-MAX_PAGE_SIZE = 100
 
 # The domain's enums are the contract's: registered with Strawberry here, not decorated there.
 strawberry.enum(domain_errors.ErrorCode)
