@@ -1,0 +1,554 @@
+"""A Redis cache in front of the API's reads: wallets by id and the first page of each history.
+
+It is never stale, however readers and writers interleave:
+
+* A wallet is stored with its row version, which every UPDATE of the row bumps. Whoever
+  writes it (a committer after its commit, or a reader filling a miss) goes through one Lua
+  script that keeps the newer version. A reader that fetched the row before a commit and
+  writes it after the committer wrote the new one is refused. Deleting the key on commit
+  would not be enough: that reader would put the old row back after the delete.
+* A history page is stored under the wallet's history generation, a random token that each
+  commit touching the wallet replaces, deleting the page in the same script. A reader takes
+  the token before it queries PostgreSQL and may store its page only while that token is
+  still current, so a page read before a commit is never stored after it.
+
+Redis speeds reads up but is never needed to answer one. Each call has a deadline; after a
+failure, reads skip Redis for a moment (a circuit breaker) and go to PostgreSQL. A change
+that could not be written to Redis is remembered: this process reads those wallets from
+PostgreSQL and writes the change again until it lands. Every entry also expires (the TTL),
+the last safety net for a process that died before it could write its changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from wallet.domain.errors import ErrorCode
+from wallet.domain.model import (
+    MAX_PAGE_SIZE,
+    HistoryRequest,
+    Page,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+)
+from wallet.domain.money import Currency, Money
+from wallet.domain.ports import HistoryQuery
+
+log = logging.getLogger(__name__)
+
+# What Redis can throw at us: its own errors, a dropped socket, or our deadline passing.
+_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+# Scripts are sent with EVAL: Redis keeps each compiled by its digest, and the few bytes
+# more per call cost less than handling NOSCRIPT after a Redis restart.
+
+# KEYS[1] a wallet's entry "<version>|<data>"; ARGV version, entry, ttl in ms.
+# 1 when stored; 0 when the entry already holds this version or a newer one.
+_PUT_WALLET = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local stored = tonumber(string.match(current, '^(%d+)|'))
+  if stored and stored >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS[1] a wallet's history hash {gen, page}; ARGV a fresh token, ttl in ms.
+# Returns {gen, page or nil}, making a generation when there is none.
+_OPEN_HISTORY = """
+local entry = redis.call('HMGET', KEYS[1], 'gen', 'page')
+if entry[1] then
+  return entry
+end
+redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {ARGV[1], false}
+"""
+
+# KEYS[1] a wallet's history hash; ARGV the generation the page was read under, page, ttl.
+_FILL_HISTORY = """
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'page', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] a wallet's history hash; ARGV a fresh token, ttl in ms.
+_NEW_HISTORY_GENERATION = """
+redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+redis.call('HDEL', KEYS[1], 'page')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# The cached head of a history: the newest transactions, one more than a page can hold so
+# that a full first page knows whether there is a next one.
+HEAD_SIZE = MAX_PAGE_SIZE + 1
+
+# A process that lost track of more changes than this stops trusting the cache at all and,
+# once Redis answers, empties it.
+MAX_UNWRITTEN = 10_000
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counts since the process started, for the metrics endpoint to read."""
+
+    hits: int = 0
+    misses: int = 0
+    # Reads sent to PostgreSQL without asking Redis: it had just failed, or this process
+    # holds a change of the entry that Redis has not taken yet.
+    bypassed: int = 0
+    # Fills refused because the entry had moved on meanwhile: the race the versions defeat.
+    stale_refused: int = 0
+
+
+class _Breaker:
+    """After a Redis failure, reads leave Redis alone for `cooldown` seconds."""
+
+    def __init__(self, cooldown: float) -> None:
+        self._cooldown = cooldown
+        self._closed_at = 0.0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self._closed_at
+
+    def trip(self) -> None:
+        self._closed_at = time.monotonic() + self._cooldown
+
+    def reset(self) -> None:
+        self._closed_at = 0.0
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _uuid(value: str | None) -> UUID | None:
+    return UUID(value) if value is not None else None
+
+
+def encode_wallet(wallet: Wallet) -> str:
+    data = (
+        wallet.currency.code,
+        wallet.balance.minor,
+        _when(wallet.created_at),
+        _when(wallet.updated_at),
+    )
+    return f"{wallet.version}|{json.dumps(data, separators=(',', ':'))}"
+
+
+def decode_wallet(wallet_id: UUID, entry: bytes | str) -> Wallet:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    version, _, data = text.partition("|")
+    code, balance, created_at, updated_at = json.loads(data)
+    currency = Currency.of(code)
+    return Wallet(
+        id=wallet_id,
+        currency=currency,
+        balance=Money(balance, currency),
+        version=int(version),
+        created_at=_datetime(created_at),
+        updated_at=_datetime(updated_at),
+    )
+
+
+def _transaction_data(t: Transaction) -> list[Any]:
+    return [
+        str(t.id),
+        t.type.value,
+        t.status.value,
+        t.amount.minor,
+        t.amount.currency.code,
+        str(t.sender_wallet_id) if t.sender_wallet_id else None,
+        str(t.receiver_wallet_id) if t.receiver_wallet_id else None,
+        t.client_transaction_id,
+        t.failure_code.value if t.failure_code else None,
+        t.error_message,
+        _when(t.created_at),
+        _when(t.completed_at),
+    ]
+
+
+def _transaction(data: list[Any]) -> Transaction:
+    (ident, kind, status, amount, code, sender, receiver, key, failure, message, at, done) = data
+    return Transaction(
+        id=UUID(ident),
+        type=TransactionType(kind),
+        status=TransactionStatus(status),
+        amount=Money(amount, Currency.of(code)),
+        sender_wallet_id=_uuid(sender),
+        receiver_wallet_id=_uuid(receiver),
+        client_transaction_id=key,
+        failure_code=ErrorCode(failure) if failure is not None else None,
+        error_message=message,
+        created_at=_datetime(at),
+        completed_at=_datetime(done),
+    )
+
+
+def encode_head(head: Page) -> str:
+    """The newest transactions of a wallet, and whether they are all it has."""
+    rows = [_transaction_data(t) for t in head.transactions]
+    return json.dumps({"complete": not head.has_next, "rows": rows}, separators=(",", ":"))
+
+
+def decode_head(entry: bytes | str) -> tuple[list[Transaction], bool]:
+    data = json.loads(entry)
+    return [_transaction(row) for row in data["rows"]], bool(data["complete"])
+
+
+def page_from_head(head: list[Transaction], complete: bool, request: HistoryRequest) -> Page | None:
+    """The first page asked for, cut from the cached head; None when the head cannot tell.
+
+    The head holds every transaction newer than its oldest one, so the newest that match a
+    filter are in it too. It answers unless the filter leaves no more than a page in it and
+    older transactions, not cached, might match as well.
+    """
+    matches = [
+        t
+        for t in head
+        if (request.types is None or t.type in request.types)
+        and (request.statuses is None or t.status in request.statuses)
+    ]
+    if len(matches) > request.limit:
+        return Page(matches[: request.limit], has_next=True, has_previous=False)
+    if complete:
+        return Page(matches, has_next=False, has_previous=False)
+    return None
+
+
+def _is_first_page(request: HistoryRequest) -> bool:
+    return (
+        request.after is None
+        and request.before is None
+        and not request.backward
+        and request.limit <= MAX_PAGE_SIZE
+    )
+
+
+class ReadCache:
+    """The cache's state in one process: its Redis, its counters, and what Redis missed.
+
+    `on_commit` is a CommitListener that keeps the cache in step with this process's
+    commits; `reads(inner)` wraps a HistoryQuery so that its reads go through the cache.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        ttl: float,
+        timeout: float,
+        cooldown: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_ms = max(1, int(ttl * 1000))
+        # A fill of a row read longer ago than this is dropped. Otherwise a reader stalled
+        # past the TTL could store a row older than one that has expired meanwhile.
+        self._fill_window = ttl / 2
+        self._timeout = timeout
+        self._breaker = _Breaker(cooldown)
+        self.wallet_stats = CacheStats()
+        self.history_stats = CacheStats()
+        self.redis_errors = 0
+        # Changes that Redis has not taken: the newest wallet rows, and the wallets whose
+        # history changed, each with a sequence number so a retry never drops a newer one.
+        self._unwritten_wallets: dict[UUID, Wallet] = {}
+        self._unwritten_histories: dict[UUID, int] = {}
+        self._sequence = 0
+        self._lost_track = False
+        self._repairer: asyncio.Task[None] | None = None
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def wallet_key(self, wallet_id: UUID) -> str:
+        return f"{self._prefix}:wallet:{wallet_id}"
+
+    def history_key(self, wallet_id: UUID) -> str:
+        return f"{self._prefix}:history:{wallet_id}"
+
+    # -- what readers ask ---------------------------------------------------------------
+
+    def reads(self, inner: HistoryQuery) -> HistoryQuery:
+        return CachedHistoryQuery(inner, self)
+
+    def _trusts_redis(self) -> bool:
+        return self._breaker.allows() and not self._lost_track
+
+    def _failed(self, what: str) -> None:
+        self.redis_errors += 1
+        self._breaker.trip()
+        log.warning("redis failed while %s; reading from PostgreSQL", what, exc_info=True)
+
+    async def get_wallets(self, wallet_ids: Sequence[UUID]) -> dict[UUID, Wallet] | None:
+        """The cached wallets among these; None when Redis cannot be asked."""
+        ids = [i for i in wallet_ids if i not in self._unwritten_wallets]
+        self.wallet_stats.bypassed += len(wallet_ids) - len(ids)
+        if not ids:
+            return {}
+        if not self._trusts_redis():
+            self.wallet_stats.bypassed += len(ids)
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                entries = await self._redis.mget([self.wallet_key(i) for i in ids])
+        except _REDIS_FAILURES:
+            self._failed("reading wallets")
+            self.wallet_stats.bypassed += len(ids)
+            return None
+        found = {i: decode_wallet(i, e) for i, e in zip(ids, entries, strict=True) if e}
+        self.wallet_stats.hits += len(found)
+        self.wallet_stats.misses += len(ids) - len(found)
+        return found
+
+    async def fill_wallets(self, wallets: Iterable[Wallet], read_started: float) -> None:
+        """Store rows read from PostgreSQL, unless a newer version is there already."""
+        if time.monotonic() - read_started > self._fill_window:
+            return
+        fills = [w for w in wallets if w.id not in self._unwritten_wallets]
+        if not fills or not self._trusts_redis():
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for wallet in fills:
+                        self._put_wallet(pipe, wallet)
+                    stored = await pipe.execute()
+        except _REDIS_FAILURES:
+            self._failed("filling wallets")
+            return
+        self.wallet_stats.stale_refused += stored.count(0)
+
+    def _put_wallet(self, pipe: Any, wallet: Wallet) -> None:
+        pipe.eval(
+            _PUT_WALLET,
+            1,
+            self.wallet_key(wallet.id),
+            wallet.version,
+            encode_wallet(wallet),
+            self._ttl_ms,
+        )
+
+    async def open_history(self, wallet_id: UUID) -> tuple[str, bytes | None] | None:
+        """The wallet's history generation and the page cached under it, if any.
+
+        None when Redis cannot be asked, or when this process changed the history and has
+        not yet told Redis.
+        """
+        if wallet_id in self._unwritten_histories or not self._trusts_redis():
+            self.history_stats.bypassed += 1
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                generation, page = await self._redis.eval(
+                    _OPEN_HISTORY, 1, self.history_key(wallet_id), uuid.uuid4().hex, self._ttl_ms
+                )
+        except _REDIS_FAILURES:
+            self._failed("reading a history")
+            self.history_stats.bypassed += 1
+            return None
+        token = generation.decode() if isinstance(generation, bytes) else str(generation)
+        return token, page
+
+    async def fill_history(self, wallet_id: UUID, generation: str, head: Page) -> None:
+        """Store the head read under `generation`, unless a commit has replaced it since."""
+        if wallet_id in self._unwritten_histories or not self._trusts_redis():
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                stored = await self._redis.eval(
+                    _FILL_HISTORY,
+                    1,
+                    self.history_key(wallet_id),
+                    generation,
+                    encode_head(head),
+                    self._ttl_ms,
+                )
+        except _REDIS_FAILURES:
+            self._failed("filling a history")
+            return
+        if not stored:
+            self.history_stats.stale_refused += 1
+
+    # -- what committers tell -----------------------------------------------------------
+
+    async def on_commit(
+        self, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
+    ) -> None:
+        """Write committed wallets, and start a new generation of each changed history.
+
+        Tried even while reads skip Redis: a change left out would be stale for every other
+        process. Never raises: the commit has happened whatever Redis says.
+        """
+        histories = sorted({i for t in transactions for i in t.wallet_ids})
+        if not wallets and not histories:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._write(wallets, histories)
+        except _REDIS_FAILURES:
+            self._failed("writing committed changes")
+            self._remember(wallets, histories)
+        except Exception:
+            log.exception("could not update the read cache after a commit")
+            self._remember(wallets, histories)
+
+    async def _write(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wallet in wallets:
+                self._put_wallet(pipe, wallet)
+            for wallet_id in histories:
+                pipe.eval(
+                    _NEW_HISTORY_GENERATION,
+                    1,
+                    self.history_key(wallet_id),
+                    uuid.uuid4().hex,
+                    self._ttl_ms,
+                )
+            await pipe.execute()
+
+    def _remember(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> None:
+        for wallet in wallets:
+            known = self._unwritten_wallets.get(wallet.id)
+            if known is None or known.version < wallet.version:
+                self._unwritten_wallets[wallet.id] = wallet
+        for wallet_id in histories:
+            self._sequence += 1
+            self._unwritten_histories[wallet_id] = self._sequence
+        if len(self._unwritten_wallets) + len(self._unwritten_histories) > MAX_UNWRITTEN:
+            log.error("lost track of the changes Redis missed; the cache will be emptied")
+            self._lost_track = True
+            self._unwritten_wallets.clear()
+            self._unwritten_histories.clear()
+        if self._repairer is None or self._repairer.done():
+            self._repairer = asyncio.create_task(self._repair(), name="read-cache-repair")
+
+    def _has_unwritten(self) -> bool:
+        return bool(self._lost_track or self._unwritten_wallets or self._unwritten_histories)
+
+    async def _repair(self) -> None:
+        # Writing again is always safe: the scripts keep the newer version and a fresh
+        # generation only ever discards a page.
+        delay = 0.1
+        while self._has_unwritten():
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(max(self._timeout, 5.0)):
+                    await self._write_unwritten()
+            except _REDIS_FAILURES:
+                self.redis_errors += 1
+                delay = min(delay * 2, 5.0)
+                continue
+            self._breaker.reset()
+            log.info("the read cache has caught up with the changes Redis missed")
+
+    async def _write_unwritten(self) -> None:
+        if self._lost_track:
+            await self.clear()
+            self._lost_track = False
+            return
+        wallets = dict(self._unwritten_wallets)
+        histories = dict(self._unwritten_histories)
+        await self._write(list(wallets.values()), list(histories))
+        for wallet_id, wallet in wallets.items():
+            if self._unwritten_wallets.get(wallet_id) is wallet:
+                del self._unwritten_wallets[wallet_id]
+        for wallet_id, sequence in histories.items():
+            if self._unwritten_histories.get(wallet_id) == sequence:
+                del self._unwritten_histories[wallet_id]
+
+    async def clear(self) -> None:
+        """Delete every entry under this cache's prefix."""
+        async for keys in _batches(self._redis.scan_iter(match=f"{self._prefix}:*", count=500)):
+            await self._redis.unlink(*keys)
+
+    async def close(self) -> None:
+        if self._repairer is not None:
+            self._repairer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairer
+
+
+async def _batches(keys: Any, size: int = 500) -> Any:
+    batch: list[bytes] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class CachedHistoryQuery:
+    """A HistoryQuery that answers from the cache what it can and asks `inner` the rest."""
+
+    def __init__(self, inner: HistoryQuery, cache: ReadCache) -> None:
+        self._inner = inner
+        self._cache = cache
+
+    async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
+        cached = await self._cache.get_wallets(wallet_ids)
+        if cached is None:
+            return await self._inner.wallets(wallet_ids)
+        missing = [i for i in wallet_ids if i not in cached]
+        if missing:
+            started = time.monotonic()
+            read = await self._inner.wallets(missing)
+            await self._cache.fill_wallets([w for w in read if w is not None], started)
+            cached.update((i, w) for i, w in zip(missing, read, strict=True) if w is not None)
+        return [cached.get(i) for i in wallet_ids]
+
+    async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
+        return await self._inner.transactions(transaction_ids)
+
+    async def history(self, request: HistoryRequest) -> Page:
+        if not _is_first_page(request):
+            return await self._inner.history(request)
+        opened = await self._cache.open_history(request.wallet_id)
+        if opened is None:
+            return await self._inner.history(request)
+        stats = self._cache.history_stats
+        generation, entry = opened
+        if entry is not None:
+            page = page_from_head(*decode_head(entry), request)
+            if page is not None:
+                stats.hits += 1
+                return page
+        stats.misses += 1
+        if entry is not None or request.types or request.statuses:
+            # The head is cached, just not deep enough for this filter; or this filtered
+            # page could not fill the head anyway. Either way one query answers it.
+            return await self._inner.history(request)
+        head = await self._inner.history(HistoryRequest(request.wallet_id, limit=HEAD_SIZE))
+        await self._cache.fill_history(request.wallet_id, generation, head)
+        page = page_from_head(head.transactions, not head.has_next, request)
+        assert page is not None, "an unfiltered head answers any first page"
+        return page
