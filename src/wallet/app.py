@@ -38,11 +38,12 @@ from taskiq.exceptions import SendTaskError
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.model import Transaction
+from wallet.domain.ports import HistoryQuery
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
-from wallet.resources import Resources, open_resources, queue_client
+from wallet.resources import Resources, install_cache, open_resources, queue_client
 from wallet.schema.context import Context, Dispatch
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
@@ -111,6 +112,7 @@ class WalletGraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql",
         )
         self.resources: Resources | None = None
+        self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
 
     def decode_json(self, data: str | bytes) -> object:
@@ -142,10 +144,11 @@ class WalletGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         assert self.resources is not None, "the lifespan has not started"
+        assert self.reads is not None
         assert self.dispatch is not None
         return Context(
             uow_factory=self.resources.unit_of_work,
-            reads=SqlHistoryQuery(self.resources.engine),
+            reads=self.reads,
             dispatch=self.dispatch,
             feed=self.resources.feed,
             request_id=request_id.get(),
@@ -186,9 +189,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql = WalletGraphQL(settings, metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_resources(settings) as resources, queue_client(settings):
             graphql.resources = resources
+            cache = install_cache(resources)
+            graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))
+            # Where the metrics find the cache's hit and miss counts.
+            app.state.read_cache = cache
             graphql.dispatch = (
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
             )

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "wallet"
     # Seconds to wait on Redis before treating it as down (reads then go to PostgreSQL).
     redis_timeout: float = 0.5
+    # Seconds a cached wallet or history page lives at most. Commits keep the cache current;
+    # this only bounds how long a change that never reached Redis can go unseen.
+    cache_ttl: float = 60.0
     environment: Literal["development", "production"] = "development"
     # Connections per process to PostgreSQL.
     database_pool_size: int = 16

@@ -19,6 +19,7 @@ from taskiq_redis import RedisStreamBroker
 
 from wallet.config import Settings
 from wallet.domain.ports import CommitListener, UnitOfWork
+from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -33,6 +34,7 @@ class Resources:
     redis: Redis
     feed: RedisTransactionFeed
     listeners: list[CommitListener] = field(default_factory=list)
+    cache: ReadCache | None = None
 
     def unit_of_work(self) -> UnitOfWork:
         return SqlUnitOfWork(self.engine, self.listeners)
@@ -52,12 +54,35 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         health_check_interval=30,
     )
     feed = RedisTransactionFeed(redis, settings.redis_prefix)
+    resources = Resources(settings, engine, redis, feed, listeners=[feed])
+    cache = install_cache(resources)
     try:
-        yield Resources(settings=settings, engine=engine, redis=redis, feed=feed, listeners=[feed])
+        yield resources
     finally:
+        await cache.close()
         await feed.close()
         await redis.aclose()
         await engine.dispose()
+
+
+def install_cache(resources: Resources) -> ReadCache:
+    """The read cache, kept in step with every commit this process makes.
+
+    open_resources() calls it, so the API and the worker both keep the cache current;
+    calling it again returns the same cache.
+    """
+    if resources.cache is None:
+        settings = resources.settings
+        resources.cache = ReadCache(
+            resources.redis,
+            resources.key("cache", "v1"),
+            ttl=settings.cache_ttl,
+            timeout=settings.redis_timeout,
+        )
+        # First: a subscriber told of a change by a later listener may read the wallet at
+        # once, and must find the cache already holding the new balance.
+        resources.listeners.insert(0, resources.cache.on_commit)
+    return resources.cache
 
 
 def make_broker(settings: Settings, *, read_count: int = 1) -> RedisStreamBroker:
