@@ -29,6 +29,11 @@ class PublicError(Exception):
     """A GraphQL error whose message is meant for the client, never masked."""
 
 
+class InvalidCursorError(PublicError):
+    # graphql-core copies an exception's `extensions` into the error it reports.
+    extensions = {"code": "INVALID_CURSOR"}
+
+
 @strawberry.input
 class TransactionFilter:
     types: list[TransactionType] | None = None
@@ -63,7 +68,7 @@ def _position(cursor: str | None, argument: str) -> tuple[datetime, UUID] | None
     try:
         return decode_cursor(cursor)
     except InvalidCursor as error:
-        raise PublicError(f"`{argument}`: {error}") from None
+        raise InvalidCursorError(f"`{argument}`: {error}") from None
 
 
 @strawberry.type
