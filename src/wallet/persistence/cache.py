@@ -1,20 +1,23 @@
 """A Redis cache in front of the API's reads: wallets by id and the first page of each history.
 
-It is never stale, however readers and writers interleave:
+It is never stale, however readers and writers interleave. Deleting an entry after each
+commit would not be enough: a reader that fetched the old row before the commit could put it
+back after the delete. So every entry is one Redis hash holding a *generation*, a random
+token, next to the data:
 
-* A wallet is stored with its row version, which every UPDATE of the row bumps. Whoever
-  writes it (a committer after its commit, or a reader filling a miss) goes through one Lua
-  script that keeps the newer version. A reader that fetched the row before a commit and
-  writes it after the committer wrote the new one is refused. Deleting the key on commit
-  would not be enough: that reader would put the old row back after the delete.
-* A history page is stored under the wallet's history generation, a random token that each
-  commit touching the wallet replaces, deleting the page in the same script. A reader takes
-  the token before it queries PostgreSQL and may store its page only while that token is
-  still current, so a page read before a commit is never stored after it.
+* A reader that misses takes the entry's generation (making one if there is none) *before*
+  it queries PostgreSQL, and may store what it read only while that generation is current.
+* Each commit writes the wallets it changed and starts a new generation of every entry it
+  touched, in one script. A read that began before the commit can then store nothing.
+* An evicted or expired entry loses its generation with its data, so a late fill is refused
+  then too; a Redis that restarted empty refuses it the same way.
+* A wallet also carries its row version (every UPDATE bumps it) and the scripts never
+  replace a version with an older one, so readers that fill under the same generation can
+  never take a balance back.
 
 Redis speeds reads up but is never needed to answer one. Each call has a deadline; after a
 failure, reads skip Redis for a moment (a circuit breaker) and go to PostgreSQL. A change
-that could not be written to Redis is remembered: this process reads those wallets from
+that could not be written to Redis is remembered: this process reads those entries from
 PostgreSQL and writes the change again until it lands. Every entry also expires (the TTL),
 the last safety net for a process that died before it could write its changes.
 """
@@ -27,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,17 +60,51 @@ _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 # Scripts are sent with EVAL: Redis keeps each compiled by its digest, and the few bytes
 # more per call cost less than handling NOSCRIPT after a Redis restart.
 
-# KEYS[1] a wallet's entry "<version>|<data>"; ARGV version, entry, ttl in ms.
-# 1 when stored; 0 when the entry already holds this version or a newer one.
-_PUT_WALLET = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local stored = tonumber(string.match(current, '^(%d+)|'))
-  if stored and stored >= tonumber(ARGV[1]) then
-    return 0
+# KEYS wallets' entries {gen, version, data}; ARGV a fresh token, ttl in ms.
+# For each wallet {1, data} when cached, else {0, the generation to fill it under}.
+_READ_WALLETS = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  local entry = redis.call('HMGET', key, 'data', 'gen')
+  if entry[1] then
+    found[i] = {1, entry[1]}
+  else
+    local gen = entry[2]
+    if not gen then
+      gen = ARGV[1] .. ':' .. i
+      redis.call('HSET', key, 'gen', gen)
+      redis.call('PEXPIRE', key, ARGV[2])
+    end
+    found[i] = {0, gen}
   end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return found
+"""
+
+# KEYS[1] a wallet's entry; ARGV generation read under, version, data, ttl in ms.
+# 1 when stored; 0 when a commit came since, or the entry holds this version or a newer one.
+_FILL_WALLET = """
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
+  return 0
+end
+local stored = tonumber(redis.call('HGET', KEYS[1], 'version'))
+if stored and stored >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS[1] a wallet's entry; ARGV a fresh token, version, data, ttl in ms.
+_COMMIT_WALLET = """
+redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'version'))
+if stored and stored >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
@@ -119,8 +156,9 @@ class CacheStats:
     # Reads sent to PostgreSQL without asking Redis: it had just failed, or this process
     # holds a change of the entry that Redis has not taken yet.
     bypassed: int = 0
-    # Fills refused because the entry had moved on meanwhile: the race the versions defeat.
-    stale_refused: int = 0
+    # Fills refused: a commit came after the reader began, or another reader had already
+    # stored that version or a newer one. This is the race that generations and versions stop.
+    fills_refused: int = 0
 
 
 class _Breaker:
@@ -148,30 +186,33 @@ def _datetime(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _uuid(value: str | None) -> UUID | None:
     return UUID(value) if value is not None else None
 
 
 def encode_wallet(wallet: Wallet) -> str:
     data = (
+        wallet.version,
         wallet.currency.code,
         wallet.balance.minor,
         _when(wallet.created_at),
         _when(wallet.updated_at),
     )
-    return f"{wallet.version}|{json.dumps(data, separators=(',', ':'))}"
+    return json.dumps(data, separators=(",", ":"))
 
 
 def decode_wallet(wallet_id: UUID, entry: bytes | str) -> Wallet:
-    text = entry.decode() if isinstance(entry, bytes) else entry
-    version, _, data = text.partition("|")
-    code, balance, created_at, updated_at = json.loads(data)
+    version, code, balance, created_at, updated_at = json.loads(entry)
     currency = Currency.of(code)
     return Wallet(
         id=wallet_id,
         currency=currency,
         balance=Money(balance, currency),
-        version=int(version),
+        version=version,
         created_at=_datetime(created_at),
         updated_at=_datetime(updated_at),
     )
@@ -270,9 +311,6 @@ class ReadCache:
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = max(1, int(ttl * 1000))
-        # A fill of a row read longer ago than this is dropped. Otherwise a reader stalled
-        # past the TTL could store a row older than one that has expired meanwhile.
-        self._fill_window = ttl / 2
         self._timeout = timeout
         self._breaker = _Breaker(cooldown)
         self.wallet_stats = CacheStats()
@@ -302,59 +340,73 @@ class ReadCache:
     def _trusts_redis(self) -> bool:
         return self._breaker.allows() and not self._lost_track
 
-    def _failed(self, what: str) -> None:
+    def _failed(self, what: str, error: BaseException) -> None:
         self.redis_errors += 1
         self._breaker.trip()
-        log.warning("redis failed while %s; reading from PostgreSQL", what, exc_info=True)
+        log.warning("redis failed while %s (%r); reading from PostgreSQL", what, error)
 
-    async def get_wallets(self, wallet_ids: Sequence[UUID]) -> dict[UUID, Wallet] | None:
-        """The cached wallets among these; None when Redis cannot be asked."""
+    async def open_wallets(
+        self, wallet_ids: Sequence[UUID]
+    ) -> tuple[dict[UUID, Wallet], dict[UUID, str]] | None:
+        """The cached wallets among these, and the generation to fill each other one under.
+
+        A wallet in neither is to be read from PostgreSQL and not stored. None when Redis
+        cannot be asked.
+        """
         ids = [i for i in wallet_ids if i not in self._unwritten_wallets]
         self.wallet_stats.bypassed += len(wallet_ids) - len(ids)
         if not ids:
-            return {}
+            return {}, {}
         if not self._trusts_redis():
             self.wallet_stats.bypassed += len(ids)
             return None
         try:
             async with asyncio.timeout(self._timeout):
-                entries = await self._redis.mget([self.wallet_key(i) for i in ids])
-        except _REDIS_FAILURES:
-            self._failed("reading wallets")
+                entries = await self._redis.eval(
+                    _READ_WALLETS,
+                    len(ids),
+                    *(self.wallet_key(i) for i in ids),
+                    uuid.uuid4().hex,
+                    self._ttl_ms,
+                )
+        except _REDIS_FAILURES as error:
+            self._failed("reading wallets", error)
             self.wallet_stats.bypassed += len(ids)
             return None
-        found = {i: decode_wallet(i, e) for i, e in zip(ids, entries, strict=True) if e}
+        found: dict[UUID, Wallet] = {}
+        generations: dict[UUID, str] = {}
+        for wallet_id, (cached, value) in zip(ids, entries, strict=True):
+            if cached:
+                found[wallet_id] = decode_wallet(wallet_id, value)
+            else:
+                generations[wallet_id] = _text(value)
         self.wallet_stats.hits += len(found)
-        self.wallet_stats.misses += len(ids) - len(found)
-        return found
+        self.wallet_stats.misses += len(generations)
+        return found, generations
 
-    async def fill_wallets(self, wallets: Iterable[Wallet], read_started: float) -> None:
-        """Store rows read from PostgreSQL, unless a newer version is there already."""
-        if time.monotonic() - read_started > self._fill_window:
-            return
-        fills = [w for w in wallets if w.id not in self._unwritten_wallets]
+    async def fill_wallets(self, fills: Sequence[tuple[str, Wallet]]) -> None:
+        """Store rows read from PostgreSQL, each under the generation taken before reading."""
+        fills = [(g, w) for g, w in fills if w.id not in self._unwritten_wallets]
         if not fills or not self._trusts_redis():
             return
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for wallet in fills:
-                        self._put_wallet(pipe, wallet)
+                    for generation, wallet in fills:
+                        pipe.eval(
+                            _FILL_WALLET,
+                            1,
+                            self.wallet_key(wallet.id),
+                            generation,
+                            wallet.version,
+                            encode_wallet(wallet),
+                            self._ttl_ms,
+                        )
                     stored = await pipe.execute()
-        except _REDIS_FAILURES:
-            self._failed("filling wallets")
+        except _REDIS_FAILURES as error:
+            self._failed("filling wallets", error)
             return
-        self.wallet_stats.stale_refused += stored.count(0)
-
-    def _put_wallet(self, pipe: Any, wallet: Wallet) -> None:
-        pipe.eval(
-            _PUT_WALLET,
-            1,
-            self.wallet_key(wallet.id),
-            wallet.version,
-            encode_wallet(wallet),
-            self._ttl_ms,
-        )
+        self.wallet_stats.fills_refused += stored.count(0)
 
     async def open_history(self, wallet_id: UUID) -> tuple[str, bytes | None] | None:
         """The wallet's history generation and the page cached under it, if any.
@@ -370,12 +422,11 @@ class ReadCache:
                 generation, page = await self._redis.eval(
                     _OPEN_HISTORY, 1, self.history_key(wallet_id), uuid.uuid4().hex, self._ttl_ms
                 )
-        except _REDIS_FAILURES:
-            self._failed("reading a history")
+        except _REDIS_FAILURES as error:
+            self._failed("reading a history", error)
             self.history_stats.bypassed += 1
             return None
-        token = generation.decode() if isinstance(generation, bytes) else str(generation)
-        return token, page
+        return _text(generation), page
 
     async def fill_history(self, wallet_id: UUID, generation: str, head: Page) -> None:
         """Store the head read under `generation`, unless a commit has replaced it since."""
@@ -391,11 +442,11 @@ class ReadCache:
                     encode_head(head),
                     self._ttl_ms,
                 )
-        except _REDIS_FAILURES:
-            self._failed("filling a history")
+        except _REDIS_FAILURES as error:
+            self._failed("filling a history", error)
             return
         if not stored:
-            self.history_stats.stale_refused += 1
+            self.history_stats.fills_refused += 1
 
     # -- what committers tell -----------------------------------------------------------
 
@@ -413,8 +464,8 @@ class ReadCache:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._write(wallets, histories)
-        except _REDIS_FAILURES:
-            self._failed("writing committed changes")
+        except _REDIS_FAILURES as error:
+            self._failed("writing committed changes", error)
             self._remember(wallets, histories)
         except Exception:
             log.exception("could not update the read cache after a commit")
@@ -423,7 +474,15 @@ class ReadCache:
     async def _write(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for wallet in wallets:
-                self._put_wallet(pipe, wallet)
+                pipe.eval(
+                    _COMMIT_WALLET,
+                    1,
+                    self.wallet_key(wallet.id),
+                    uuid.uuid4().hex,
+                    wallet.version,
+                    encode_wallet(wallet),
+                    self._ttl_ms,
+                )
             for wallet_id in histories:
                 pipe.eval(
                     _NEW_HISTORY_GENERATION,
@@ -442,7 +501,7 @@ class ReadCache:
         for wallet_id in histories:
             self._sequence += 1
             self._unwritten_histories[wallet_id] = self._sequence
-        if len(self._unwritten_wallets) + len(self._unwritten_histories) > MAX_UNWRITTEN:
+        if self.unwritten > MAX_UNWRITTEN:
             log.error("lost track of the changes Redis missed; the cache will be emptied")
             self._lost_track = True
             self._unwritten_wallets.clear()
@@ -450,8 +509,13 @@ class ReadCache:
         if self._repairer is None or self._repairer.done():
             self._repairer = asyncio.create_task(self._repair(), name="read-cache-repair")
 
+    @property
+    def unwritten(self) -> int:
+        """Changes this process made that Redis has not taken yet (for the metrics)."""
+        return len(self._unwritten_wallets) + len(self._unwritten_histories)
+
     def _has_unwritten(self) -> bool:
-        return bool(self._lost_track or self._unwritten_wallets or self._unwritten_histories)
+        return bool(self._lost_track or self.unwritten)
 
     async def _repair(self) -> None:
         # Writing again is always safe: the scripts keep the newer version and a fresh
@@ -515,16 +579,22 @@ class CachedHistoryQuery:
         self._cache = cache
 
     async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
-        cached = await self._cache.get_wallets(wallet_ids)
-        if cached is None:
+        opened = await self._cache.open_wallets(wallet_ids)
+        if opened is None:
             return await self._inner.wallets(wallet_ids)
-        missing = [i for i in wallet_ids if i not in cached]
+        found, generations = opened
+        missing = [i for i in wallet_ids if i not in found]
         if missing:
-            started = time.monotonic()
             read = await self._inner.wallets(missing)
-            await self._cache.fill_wallets([w for w in read if w is not None], started)
-            cached.update((i, w) for i, w in zip(missing, read, strict=True) if w is not None)
-        return [cached.get(i) for i in wallet_ids]
+            fills = []
+            for wallet_id, wallet in zip(missing, read, strict=True):
+                if wallet is None:
+                    continue
+                found[wallet_id] = wallet
+                if wallet_id in generations:
+                    fills.append((generations[wallet_id], wallet))
+            await self._cache.fill_wallets(fills)
+        return [found.get(i) for i in wallet_ids]
 
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
         return await self._inner.transactions(transaction_ids)

@@ -1,0 +1,344 @@
+"""The read cache against real PostgreSQL and Redis: races forced step by step, and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet.domain import services
+from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
+from wallet.persistence.cache import ReadCache
+from wallet.persistence.queries import SqlHistoryQuery
+from wallet.persistence.unit_of_work import SqlUnitOfWork
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _cache_on(redis: Redis, prefix: str) -> ReadCache:
+    return ReadCache(redis, f"{prefix}:cache:{uuid.uuid4().hex[:8]}", ttl=60, timeout=0.5)
+
+
+@pytest.fixture
+async def cache(redis: Redis, redis_prefix: str) -> AsyncIterator[ReadCache]:
+    cache = _cache_on(redis, redis_prefix)
+    yield cache
+    await cache.close()
+    await cache.clear()
+
+
+def writes_through(engine: AsyncEngine, cache: ReadCache) -> UnitOfWorkFactory:
+    return lambda: SqlUnitOfWork(engine, [cache.on_commit])
+
+
+async def new_wallet(uow_factory: UnitOfWorkFactory, balance: str = "10.00") -> UUID:
+    wallet = await services.create_wallet(
+        uow_factory, services.CreateWallet(currency="USD", initial_balance=balance)
+    )
+    return wallet.id
+
+
+async def put_in(uow_factory: UnitOfWorkFactory, wallet_id: UUID, amount: str) -> Transaction:
+    return await services.deposit(
+        uow_factory, services.Deposit(str(wallet_id), amount, uuid.uuid4().hex)
+    )
+
+
+async def balance_of(reads: HistoryQuery, wallet_id: UUID) -> Decimal:
+    (wallet,) = await reads.wallets([wallet_id])
+    assert wallet is not None
+    return wallet.balance.to_decimal()
+
+
+class PausedAfterReading:
+    """Reads PostgreSQL, then waits for `go` before handing the rows on: a reader stalled
+    between its query and its write to the cache."""
+
+    def __init__(self, inner: HistoryQuery) -> None:
+        self._inner = inner
+        self.has_read = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
+        rows = await self._inner.wallets(wallet_ids)
+        self.has_read.set()
+        await self.go.wait()
+        return rows
+
+    async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
+        return await self._inner.transactions(transaction_ids)
+
+    async def history(self, request: HistoryRequest) -> Page:
+        page = await self._inner.history(request)
+        self.has_read.set()
+        await self.go.wait()
+        return page
+
+
+async def test_a_second_read_of_a_wallet_is_answered_by_redis(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    wallet_id = await new_wallet(writes, "12.34")
+    await cache.clear()
+    reads = cache.reads(SqlHistoryQuery(engine))
+
+    assert await balance_of(reads, wallet_id) == Decimal("12.34")
+    assert await balance_of(reads, wallet_id) == Decimal("12.34")
+
+    assert (cache.wallet_stats.misses, cache.wallet_stats.hits) == (1, 1)
+
+
+async def test_a_deposit_is_in_the_cache_before_it_returns(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    reads = cache.reads(SqlHistoryQuery(engine))
+    wallet_id = await new_wallet(writes, "1.00")
+    assert await balance_of(reads, wallet_id) == Decimal("1.00")
+
+    await put_in(writes, wallet_id, "2.00")
+
+    assert await balance_of(reads, wallet_id) == Decimal("3.00")
+    assert cache.wallet_stats.misses == 0, "the commit wrote the new balance; nothing missed"
+
+
+@pytest.mark.parametrize("evicted", [False, True], ids=["kept", "evicted"])
+async def test_a_row_read_before_a_deposit_is_not_stored_after_it(
+    engine: AsyncEngine, cache: ReadCache, redis: Redis, evicted: bool
+) -> None:
+    writes = writes_through(engine, cache)
+    wallet_id = await new_wallet(writes, "10.00")
+    await cache.clear()  # the reader below misses and reads PostgreSQL
+    paused = PausedAfterReading(SqlHistoryQuery(engine))
+    slow_reader = asyncio.create_task(cache.reads(paused).wallets([wallet_id]))
+    await paused.has_read.wait()  # it holds the row as it was: 10.00
+
+    await put_in(writes, wallet_id, "5.00")  # committed; the commit told the cache
+    if evicted:
+        # Redis dropped the new entry (memory pressure, TTL) before the stale write arrives.
+        await redis.delete(cache.wallet_key(wallet_id))
+    paused.go.set()
+    (seen_by_slow_reader,) = await slow_reader
+
+    assert seen_by_slow_reader is not None
+    assert seen_by_slow_reader.balance.to_decimal() == Decimal("10.00")  # it began before
+    assert cache.wallet_stats.fills_refused == 1
+    assert await balance_of(cache.reads(SqlHistoryQuery(engine)), wallet_id) == Decimal("15.00")
+
+
+async def test_a_fill_never_replaces_a_newer_version_with_an_older_one(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    wallet_id = await new_wallet(writes, "10.00")
+    await cache.clear()
+    opened = await cache.open_wallets([wallet_id])
+    assert opened is not None
+    generation = opened[1][wallet_id]
+    (old,) = await SqlHistoryQuery(engine).wallets([wallet_id])
+    assert old is not None
+    newer = Wallet(old.id, old.currency, old.balance, old.version + 1, old.created_at)
+
+    # Two readers under one generation; the one holding the newer version stores first.
+    await cache.fill_wallets([(generation, newer)])
+    await cache.fill_wallets([(generation, old)])
+
+    cached = await cache.open_wallets([wallet_id])
+    assert cached is not None
+    assert cached[0][wallet_id].version == old.version + 1
+    assert cache.wallet_stats.fills_refused == 1
+
+
+async def test_a_history_page_read_before_a_deposit_is_not_stored_after_it(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    wallet_id = await new_wallet(writes, "10.00")
+    first_page = HistoryRequest(wallet_id, limit=20)
+    paused = PausedAfterReading(SqlHistoryQuery(engine))
+    slow_reader = asyncio.create_task(cache.reads(paused).history(first_page))
+    await paused.has_read.wait()  # it holds a page with the opening deposit only
+
+    deposit = await put_in(writes, wallet_id, "5.00")
+    paused.go.set()
+    stale = await slow_reader
+
+    assert len(stale.transactions) == 1
+    assert cache.history_stats.fills_refused == 1
+    fresh = await cache.reads(SqlHistoryQuery(engine)).history(first_page)
+    assert fresh.transactions[0].id == deposit.id
+    assert len(fresh.transactions) == 2
+
+
+async def test_a_cached_first_page_shows_a_transaction_once_it_is_recorded(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    reads = cache.reads(SqlHistoryQuery(engine))
+    wallet_id = await new_wallet(writes, "10.00")
+    first_page = HistoryRequest(wallet_id, limit=20)
+    await reads.history(first_page)
+    assert len((await reads.history(first_page)).transactions) == 1
+    hits = cache.history_stats.hits
+
+    deposit = await put_in(writes, wallet_id, "1.00")
+    page = await reads.history(first_page)
+    assert page.transactions[0].id == deposit.id
+    assert (await reads.history(first_page)).transactions == page.transactions
+    assert cache.history_stats.hits == hits + 1
+
+
+class BlackHole:
+    """A server that accepts connections and never answers: a Redis that hangs."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def __aenter__(self) -> BlackHole:
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._held.append(writer)
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for writer in self._held:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def cache_at(url: str, prefix: str) -> AsyncIterator[ReadCache]:
+    client = Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+    cache = ReadCache(client, f"{prefix}:cache:{uuid.uuid4().hex[:8]}", ttl=60, timeout=0.3)
+    try:
+        yield cache
+    finally:
+        await cache.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("redis_is", ["refusing connections", "not answering"])
+async def test_reads_and_deposits_work_from_postgresql_when_redis_is_unusable(
+    engine: AsyncEngine, redis_prefix: str, redis_is: str
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if redis_is == "refusing connections":
+            url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+        else:
+            url = f"redis://127.0.0.1:{(await stack.enter_async_context(BlackHole())).port}/0"
+        cache = await stack.enter_async_context(cache_at(url, redis_prefix))
+        writes = writes_through(engine, cache)
+        reads = cache.reads(SqlHistoryQuery(engine))
+
+        wallet_id = await new_wallet(writes, "10.00")  # the commit's cache write fails quietly
+        await put_in(writes, wallet_id, "2.50")
+
+        assert await balance_of(reads, wallet_id) == Decimal("12.50")
+        page = await reads.history(HistoryRequest(wallet_id, limit=20))
+        assert len(page.transactions) == 2
+        assert cache.redis_errors >= 1
+        assert cache.wallet_stats.hits == 0
+        # Just after a failure, reads go straight to PostgreSQL instead of waiting on Redis.
+        errors, bypassed = cache.redis_errors, cache.wallet_stats.bypassed
+        assert await balance_of(reads, wallet_id) == Decimal("12.50")
+        assert cache.redis_errors == errors
+        assert cache.wallet_stats.bypassed == bypassed + 1
+
+
+class Switch:
+    """A TCP proxy to the real Redis that can be cut and restored: a Redis that goes away."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self.up = True
+        self.port = 0
+
+    async def __aenter__(self) -> Switch:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in list(self._open):
+            writer.close()
+        self._open.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        self._open.update((writer, upstream_writer))
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+
+async def test_a_change_redis_missed_is_read_from_postgresql_until_it_is_written(
+    engine: AsyncEngine, redis: Redis, redis_url: str, redis_prefix: str
+) -> None:
+    real = urlsplit(redis_url)
+    async with (
+        Switch(real.hostname or "127.0.0.1", real.port or 6379) as switch,
+        cache_at(f"redis://127.0.0.1:{switch.port}/0", redis_prefix) as cache,
+    ):
+        writes = writes_through(engine, cache)
+        reads = cache.reads(SqlHistoryQuery(engine))
+        wallet_id = await new_wallet(writes, "10.00")
+        assert await balance_of(reads, wallet_id) == Decimal("10.00")  # cached
+
+        switch.cut()
+        await put_in(writes, wallet_id, "1.00")  # Redis never hears of it
+        assert cache.unwritten == 2  # the wallet, and its history
+        switch.up = True
+
+        # Redis answers again but still holds 10.00: this process knows better.
+        assert await balance_of(reads, wallet_id) == Decimal("11.00")
+        for _ in range(100):
+            if cache.unwritten == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the missed change was never written to Redis")
+        entry = await redis.hget(cache.wallet_key(wallet_id), "data")
+        assert entry is not None
+        assert b"1100" in entry
+        hits = cache.wallet_stats.hits
+        assert await balance_of(reads, wallet_id) == Decimal("11.00")
+        assert cache.wallet_stats.hits == hits + 1
