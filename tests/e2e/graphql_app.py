@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
@@ -49,6 +51,25 @@ async def running_app(settings: Settings) -> AsyncIterator[App]:
         httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as client,
     ):
         yield App(app, client)
+
+
+@contextlib.asynccontextmanager
+async def app_with_own_cache(
+    database_url: str, redis_url: str, redis_prefix: str
+) -> AsyncIterator[App]:
+    """The app under a Redis prefix of its own, so it starts with an empty cache."""
+    prefix = f"{redis_prefix}:{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, redis_prefix=prefix, settle_inline=True
+    )
+    try:
+        async with running_app(settings) as app:
+            yield app
+    finally:
+        redis = Redis.from_url(redis_url)
+        async for key in redis.scan_iter(match=f"{prefix}:*"):
+            await redis.unlink(key)
+        await redis.aclose()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from tests.e2e.graphql_app import (
     App,
+    app_with_own_cache,
     balance,
     create_wallet,
     deposit,
@@ -25,17 +26,8 @@ from wallet.config import Settings
 
 @pytest.fixture
 async def app(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[App]:
-    # A prefix of its own: each test starts with an empty cache.
-    prefix = f"{redis_prefix}:{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        database_url=database_url, redis_url=redis_url, redis_prefix=prefix, settle_inline=True
-    )
-    async with running_app(settings) as running:
-        yield running
-    redis = Redis.from_url(redis_url)
-    async for key in redis.scan_iter(match=f"{prefix}:*"):
-        await redis.unlink(key)
-    await redis.aclose()
+    async with app_with_own_cache(database_url, redis_url, redis_prefix) as app:
+        yield app
 
 
 async def test_after_each_deposit_returns_every_later_read_shows_it(
