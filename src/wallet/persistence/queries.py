@@ -33,39 +33,47 @@ class SqlHistoryQuery:
         return [found.get(i) for i in transaction_ids]
 
     async def history(self, request: HistoryRequest) -> Page:
-        # One index scan per side of the wallet (sent, received), merged: an OR across the two
-        # columns could not walk an index in order.
-        position = tuple_(transactions.c.created_at, transactions.c.id)
-        newest_first = (transactions.c.created_at.desc(), transactions.c.id.desc())
-        oldest_first = (transactions.c.created_at.asc(), transactions.c.id.asc())
-        order = oldest_first if request.backward else newest_first
-
-        def side(column: ColumnElement[UUID]) -> Select[Any]:
-            query = select(transactions).where(column == request.wallet_id)
-            if request.after is not None:
-                query = query.where(position < tuple_(*request.after))
-            if request.before is not None:
-                query = query.where(position > tuple_(*request.before))
-            if request.types:
-                query = query.where(transactions.c.type.in_([t.value for t in request.types]))
-            if request.statuses:
-                query = query.where(transactions.c.status.in_([s.value for s in request.statuses]))
-            return query.order_by(*order).limit(request.limit + 1)
-
-        both = union_all(
-            side(transactions.c.sender_wallet_id), side(transactions.c.receiver_wallet_id)
-        ).subquery()
-        merged_order = (
-            (both.c.created_at.asc(), both.c.id.asc())
-            if request.backward
-            else (both.c.created_at.desc(), both.c.id.desc())
-        )
-        query = select(both).order_by(*merged_order).limit(request.limit + 1)
         async with self._engine.connect() as connection:
-            rows = [transaction_from_row(r) for r in (await connection.execute(query)).mappings()]
+            result = await connection.execute(history_statement(request))
+            rows = [transaction_from_row(r) for r in result.mappings()]
         more = len(rows) > request.limit
         rows = rows[: request.limit]
         if request.backward:
             rows.reverse()
             return Page(rows, has_next=request.before is not None, has_previous=more)
         return Page(rows, has_next=more, has_previous=request.after is not None)
+
+
+def history_statement(request: HistoryRequest) -> Select[Any]:
+    """One page of a wallet's history and one transaction more (to tell if there is a next).
+
+    One index scan per side of the wallet (sent, received), merged: an OR across the two
+    columns could not walk an index in order. tests/integration/test_history_indexes.py shows
+    the plan.
+    """
+    position = tuple_(transactions.c.created_at, transactions.c.id)
+    newest_first = (transactions.c.created_at.desc(), transactions.c.id.desc())
+    oldest_first = (transactions.c.created_at.asc(), transactions.c.id.asc())
+    order = oldest_first if request.backward else newest_first
+
+    def side(column: ColumnElement[UUID]) -> Select[Any]:
+        query = select(transactions).where(column == request.wallet_id)
+        if request.after is not None:
+            query = query.where(position < tuple_(*request.after))
+        if request.before is not None:
+            query = query.where(position > tuple_(*request.before))
+        if request.types:
+            query = query.where(transactions.c.type.in_([t.value for t in request.types]))
+        if request.statuses:
+            query = query.where(transactions.c.status.in_([s.value for s in request.statuses]))
+        return query.order_by(*order).limit(request.limit + 1)
+
+    both = union_all(
+        side(transactions.c.sender_wallet_id), side(transactions.c.receiver_wallet_id)
+    ).subquery()
+    merged_order = (
+        (both.c.created_at.asc(), both.c.id.asc())
+        if request.backward
+        else (both.c.created_at.desc(), both.c.id.desc())
+    )
+    return select(both).order_by(*merged_order).limit(request.limit + 1)
