@@ -342,3 +342,74 @@ async def test_a_change_redis_missed_is_read_from_postgresql_until_it_is_written
         hits = cache.wallet_stats.hits
         assert await balance_of(reads, wallet_id) == Decimal("11.00")
         assert cache.wallet_stats.hits == hits + 1
+
+
+class GatedRedis(Redis):
+    """Records each EVAL's keys; while `gate` is set, holds the calls until it opens."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.evals: list[tuple[object, ...]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: object) -> object:  # type: ignore[override]
+        self.evals.append(keys_and_args[:numkeys])
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().eval(script, numkeys, *keys_and_args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def gated(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[GatedRedis, ReadCache]]:
+    client = GatedRedis.from_url(redis_url)
+    cache = _cache_on(client, redis_prefix)
+    yield client, cache
+    await cache.close()
+    await cache.clear()
+    await client.aclose()
+
+
+async def calls_made(client: GatedRedis, count: int) -> None:
+    for _ in range(500):
+        if len(client.evals) >= count:
+            return
+        await asyncio.sleep(0.002)
+    pytest.fail(f"{len(client.evals)} Redis calls made, not {count}")
+
+
+async def test_wallet_reads_asked_together_go_to_redis_in_one_call(
+    engine: AsyncEngine, gated: tuple[GatedRedis, ReadCache]
+) -> None:
+    client, cache = gated
+    writes = writes_through(engine, cache)
+    reads = cache.reads(SqlHistoryQuery(engine))
+    wallet_ids = [await new_wallet(writes, f"{n}.00") for n in range(1, 21)]
+    client.evals.clear()
+
+    balances = await asyncio.gather(*(balance_of(reads, i) for i in wallet_ids))
+
+    assert balances == [Decimal(n) for n in range(1, 21)]
+    assert len(client.evals) == 1
+    assert len(client.evals[0]) == 20
+
+
+async def test_a_read_begun_after_a_deposit_never_joins_a_redis_call_sent_before_it(
+    engine: AsyncEngine, gated: tuple[GatedRedis, ReadCache]
+) -> None:
+    client, cache = gated
+    writes = writes_through(engine, cache)
+    reads = cache.reads(SqlHistoryQuery(engine))
+    wallet_id = await new_wallet(writes, "10.00")
+    assert await balance_of(reads, wallet_id) == Decimal("10.00")  # cached
+    client.gate = asyncio.Event()
+    early = asyncio.create_task(balance_of(reads, wallet_id))
+    await calls_made(client, 2)  # the call for `early` is on its way, held at the gate
+
+    await put_in(writes, wallet_id, "5.00")  # returned: every later read must show it
+    late = asyncio.create_task(balance_of(reads, wallet_id))
+    await calls_made(client, 3)  # a call of its own, not a seat in the one held
+    client.gate.set()
+
+    assert await late == Decimal("15.00")
+    assert await early in (Decimal("10.00"), Decimal("15.00"))
+    assert len(client.evals) == 3
