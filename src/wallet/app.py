@@ -194,8 +194,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             graphql.resources = resources
             cache = install_cache(resources)
             graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))
-            # Where the metrics find the cache's hit and miss counts.
             app.state.read_cache = cache
+            metrics.cache_counts = lambda: (cache.wallet_stats.hits, cache.wallet_stats.misses)
             graphql.dispatch = (
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
             )
