@@ -60,7 +60,11 @@ async def app_with_own_cache(
     """The app under a Redis prefix of its own, so it starts with an empty cache."""
     prefix = f"{redis_prefix}:{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        database_url=database_url, redis_url=redis_url, redis_prefix=prefix, settle_inline=True
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        settle_inline=True,
+        rate_limits_enabled=False,
     )
     try:
         async with running_app(settings) as app:

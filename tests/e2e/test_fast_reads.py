@@ -131,6 +131,7 @@ async def test_reads_answer_from_postgresql_while_redis_is_unreachable(
         redis_prefix=f"{redis_prefix}:unreachable",
         redis_timeout=0.2,
         settle_inline=True,
+        rate_limits_enabled=False,
     )
     async with running_app(settings) as app:
         wallet = await create_wallet(app, "5.00")
