@@ -23,6 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
@@ -81,10 +82,16 @@ def build_schema(
     # Factories, not instances: Strawberry makes one per request, so concurrent requests
     # never share an extension's state (a shared MaskErrors once masked the wrong result).
     # The parser and validation caches live at module level and are shared all the same.
+    # The limiters' rules are made once: each limiter makes a new rule class, and the
+    # validation cache is keyed by the rules, so a new class per request would miss it every
+    # time (1.1 ms of CPU instead of 0.2 ms for `{ __typename }`).
+    rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     extensions: list[Any] = [
         partial(ParserCache, maxsize=1024),
-        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        partial(AddValidationRules, rules),
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ValidationCache, maxsize=1024),
         partial(MaskErrors, should_mask_error=_should_mask, error_message="Internal error."),
