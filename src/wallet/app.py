@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -206,6 +207,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             graphql.dispatch = (
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
             )
+            # What start-up made lives as long as the process: keep the collector from
+            # walking it again and again, and let it run less often. Requests waiting on I/O
+            # keep many young objects alive, and each collection then walked them all.
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 20)
             try:
                 yield
             finally:

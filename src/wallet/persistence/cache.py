@@ -360,7 +360,8 @@ class ReadCache:
         A wallet in neither is to be read from PostgreSQL and not stored. None when Redis
         cannot be asked.
         """
-        ids = [i for i in wallet_ids if i not in self._unwritten_wallets]
+        unwritten = self._unwritten_wallets
+        ids = [i for i in wallet_ids if i not in unwritten] if unwritten else list(wallet_ids)
         self.wallet_stats.bypassed += len(wallet_ids) - len(ids)
         if not ids:
             return {}, {}
@@ -648,6 +649,8 @@ class CachedHistoryQuery:
         if opened is None:
             return await self._inner.wallets(wallet_ids)
         found, generations = opened
+        if len(found) == len(wallet_ids):
+            return [found[i] for i in wallet_ids]
         missing = [i for i in wallet_ids if i not in found]
         if missing:
             read = await self._inner.wallets(missing)

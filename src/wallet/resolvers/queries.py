@@ -25,12 +25,9 @@ class Query:
             return None
         # Read at once rather than through the loader: a root field has nothing to batch
         # with, and the loader's two scheduling hops cost more than the read (bench/
-        # read_ratio.py). Primed, so the wallet's own transactions reuse it.
+        # read_ratio.py).
         (wallet,) = await info.context.reads.wallets([wallet_id])
-        if wallet is None:
-            return None
-        info.context.wallet_loader.prime(wallet_id, wallet)
-        return Wallet.from_domain(wallet)
+        return Wallet.from_domain(wallet) if wallet is not None else None
 
     @strawberry.field(description="The transaction with this id, or null when there is none.")
     async def transaction(
