@@ -329,9 +329,10 @@ class SqlUnitOfWork:
             await connection.close()
         if isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES:
             raise ConcurrencyConflict(str(exc.orig)) from exc
-        if self._committed and exc is None:
-            # After the connection went back to the pool: a listener's Redis round trip
-            # should not hold a PostgreSQL connection (nor its row locks, long released).
+        if self._committed:
+            # Whatever happened after the commit, the change is in PostgreSQL: the cache and
+            # the subscribers must hear of it. And only now, with the connection back in the
+            # pool: a listener's Redis round trip should not hold a PostgreSQL connection.
             wallets_changed = list(self.wallets.changed.values())
             transactions_changed = list(self.transactions.changed.values())
             for listener in self._listeners:
