@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -38,6 +39,25 @@ async def execute(
 async def create_wallet(client: httpx.AsyncClient, url: str, balance: str = "0") -> str:
     data = await execute(client, url, CREATE_WALLET, input={"initialBalance": balance})
     return str(data["createWallet"]["wallet"]["id"])
+
+
+async def submit_transfer(
+    client: httpx.AsyncClient, url: str, sender: str, receiver: str, amount: str = "1.25"
+) -> str:
+    """Submit a transfer under a fresh key; returns its id (it may still be PENDING)."""
+    data = await execute(
+        client,
+        url,
+        TRANSFER,
+        input={
+            "fromWalletId": sender,
+            "toWalletId": receiver,
+            "amount": amount,
+            "clientTransactionId": str(uuid.uuid4()),
+        },
+    )
+    assert data["transfer"]["errors"] == [], data
+    return str(data["transfer"]["transaction"]["id"])
 
 
 async def wait_final(

@@ -18,6 +18,7 @@ from tests.e2e.graphql_client import (
     WITHDRAW,
     create_wallet,
     execute,
+    submit_transfer,
     wait_final,
 )
 from tests.invariants import assert_balances_explained, status_counts
@@ -37,25 +38,14 @@ async def _submit_transfers(
 ) -> list[str]:
     rng = random.Random(7)
 
-    async def one(n: int) -> str:
+    async def one() -> str:
         sender, receiver = rng.sample(wallets, 2)
-        data = await execute(
-            client,
-            url,
-            TRANSFER,
-            input={
-                "fromWalletId": sender,
-                "toWalletId": receiver,
-                "amount": f"{rng.randint(1, 4000) / 100:.2f}",
-                "clientTransactionId": f"t-{uuid.uuid4()}",
-            },
-        )
-        assert data["transfer"]["errors"] == []
-        return str(data["transfer"]["transaction"]["id"])
+        amount = f"{rng.randint(1, 4000) / 100:.2f}"
+        return await submit_transfer(client, url, sender, receiver, amount)
 
     ids = []
     for start in range(0, count, 50):  # 50 requests in flight at a time
-        ids += await asyncio.gather(*(one(n) for n in range(start, min(start + 50, count))))
+        ids += await asyncio.gather(*(one() for _ in range(start, min(start + 50, count))))
     return ids
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.graphql_client import TRANSFER, Subscriber, create_wallet, execute
+from tests.e2e.graphql_client import Subscriber, create_wallet, submit_transfer
 from tests.processes import api_server, worker
 
 pytestmark = pytest.mark.slow
@@ -21,22 +21,6 @@ UPDATED = "subscription { transactionUpdated(id: %s) { id status completedAt } }
 
 def _quoted(value: str) -> str:
     return f'"{value}"'
-
-
-async def _transfer(client: httpx.AsyncClient, url: str, sender: str, receiver: str) -> str:
-    data = await execute(
-        client,
-        url,
-        TRANSFER,
-        input={
-            "fromWalletId": sender,
-            "toWalletId": receiver,
-            "amount": "1.25",
-            "clientTransactionId": str(uuid.uuid4()),
-        },
-    )
-    assert data["transfer"]["errors"] == []
-    return str(data["transfer"]["transaction"]["id"])
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
@@ -50,7 +34,7 @@ async def test_a_subscriber_on_one_api_sees_a_transfer_made_through_another(
             query = ACTIVITY % _quoted(receiver)
             async with Subscriber(watched.url, query, protocol) as activity:
                 await asyncio.sleep(0.3)  # let the subscription reach Redis
-                transaction_id = await _transfer(client, used.url, sender, receiver)
+                transaction_id = await submit_transfer(client, used.url, sender, receiver)
                 first = await activity.next()
                 second = await activity.next()
     assert first is not None
@@ -68,7 +52,7 @@ async def test_transaction_updated_shows_the_current_state_then_each_change_then
         async with httpx.AsyncClient(timeout=30) as client:
             sender = await create_wallet(client, api.url, "10.00")
             receiver = await create_wallet(client, api.url)
-            transaction_id = await _transfer(client, api.url, sender, receiver)
+            transaction_id = await submit_transfer(client, api.url, sender, receiver)
             async with Subscriber(api.url, UPDATED % _quoted(transaction_id)) as updates:
                 now = await updates.next()
                 assert now == {
