@@ -82,12 +82,9 @@ end
 return found
 """
 
-# KEYS[1] a wallet's entry; ARGV generation read under, version, data, ttl in ms.
-# 1 when stored; 0 when a commit came since, or the entry holds this version or a newer one.
-_FILL_WALLET = """
-if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
-  return 0
-end
+# The end both wallet scripts share: store ARGV[3] as version ARGV[2] unless the entry holds
+# that version or a newer one (the compare-and-set), and renew the TTL (ARGV[4], ms).
+_STORE_IF_NEWER = """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'version'))
 if stored and stored >= tonumber(ARGV[2]) then
   return 0
@@ -97,17 +94,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS[1] a wallet's entry; ARGV a fresh token, version, data, ttl in ms.
-_COMMIT_WALLET = """
-redis.call('HSET', KEYS[1], 'gen', ARGV[1])
-local stored = tonumber(redis.call('HGET', KEYS[1], 'version'))
-if stored and stored >= tonumber(ARGV[2]) then
+# KEYS[1] a wallet's entry; ARGV generation read under, version, data, ttl in ms.
+# 1 when stored; 0 when a commit came since, or the entry holds this version or a newer one.
+_FILL_WALLET = (
+    """
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
 """
+    + _STORE_IF_NEWER
+)
+
+# KEYS[1] a wallet's entry; ARGV a fresh token, version, data, ttl in ms.
+_COMMIT_WALLET = (
+    """
+redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+"""
+    + _STORE_IF_NEWER
+)
 
 # KEYS[1] a wallet's history hash {gen, page}; ARGV a fresh token, ttl in ms.
 # Returns {gen, page or nil}, making a generation when there is none.
