@@ -106,11 +106,16 @@ class SettlementBroker(RedisStreamBroker):
         )
 
 
+def settlement_queue(settings: Settings) -> str:
+    """The Redis stream that holds settlement jobs (read by the workers and the metrics)."""
+    return f"{settings.redis_prefix}:settlements"
+
+
 def make_broker(settings: Settings, *, read_count: int = 1) -> RedisStreamBroker:
     """The settlement queue: a Redis stream, so a job is acknowledged only once it has run."""
     return SettlementBroker(
         settings.redis_url,
-        queue_name=f"{settings.redis_prefix}:settlements",
+        queue_name=settlement_queue(settings),
         consumer_group_name=f"{settings.redis_prefix}:workers",
         # Read the stream from its start when the group is first made, so jobs queued before
         # any worker ever ran are not skipped.

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from strawberry.extensions import SchemaExtension
 
 from wallet.persistence.sweeper import pending_stats
-from wallet.resources import Resources
+from wallet.resources import Resources, settlement_queue
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 PROBE_TIMEOUT = 1.0
@@ -107,9 +107,7 @@ class Metrics:
         self.pending.set(count)
         self.oldest_pending.set(age)
         try:
-            groups = await resources.redis.xinfo_groups(
-                f"{resources.settings.redis_prefix}:settlements"
-            )
+            groups = await resources.redis.xinfo_groups(settlement_queue(resources.settings))
             for group in groups:
                 self.queue_waiting.set(group.get("lag") or 0)
                 self.queue_running.set(group.get("pending") or 0)
