@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.graphql_client import TRANSFER, create_wallet, execute, wait_final
+from tests.e2e.graphql_client import create_wallet, execute, submit_transfer, wait_final
 from tests.processes import WALLET, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -129,18 +129,7 @@ async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_l
                 input={"walletId": sender, "amount": "100.00", "clientTransactionId": "d-1"},
             )
             assert deposit["deposit"]["transaction"]["status"] == "COMPLETED"
-            transfer = await execute(
-                client,
-                run.url,
-                TRANSFER,
-                input={
-                    "fromWalletId": sender,
-                    "toWalletId": receiver,
-                    "amount": "40.00",
-                    "clientTransactionId": "t-1",
-                },
-            )
-            transaction_id = transfer["transfer"]["transaction"]["id"]
+            transaction_id = await submit_transfer(client, run.url, sender, receiver, "40.00")
             # Settled by the worker that `wallet dev` started, over the embedded Redis.
             assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
             balance = await execute(client, run.url, BALANCE, id=receiver)
@@ -185,18 +174,7 @@ async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
         async with httpx.AsyncClient(timeout=10) as client:
             sender = await create_wallet(client, run.url, balance="5.00")
             receiver = await create_wallet(client, run.url)
-            transfer = await execute(
-                client,
-                run.url,
-                TRANSFER,
-                input={
-                    "fromWalletId": sender,
-                    "toWalletId": receiver,
-                    "amount": "5.00",
-                    "clientTransactionId": "t-1",
-                },
-            )
-            transaction_id = transfer["transfer"]["transaction"]["id"]
+            transaction_id = await submit_transfer(client, run.url, sender, receiver, "5.00")
             assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
         running = run.stop()
     assert_nothing_left(run, running, tmp_path)
