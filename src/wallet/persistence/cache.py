@@ -33,25 +33,28 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from wallet.domain.errors import ErrorCode
 from wallet.domain.model import (
     MAX_PAGE_SIZE,
     HistoryRequest,
     Page,
     Transaction,
-    TransactionStatus,
-    TransactionType,
     Wallet,
 )
 from wallet.domain.money import Currency, Money
 from wallet.domain.ports import HistoryQuery
+from wallet.persistence.codec import (
+    datetime_of,
+    text_of,
+    transaction_data,
+    transaction_of,
+    when_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,29 +190,13 @@ class _Breaker:
         self._closed_at = 0.0
 
 
-def _when(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _datetime(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value is not None else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _uuid(value: str | None) -> UUID | None:
-    return UUID(value) if value is not None else None
-
-
 def encode_wallet(wallet: Wallet) -> str:
     data = (
         wallet.version,
         wallet.currency.code,
         wallet.balance.minor,
-        _when(wallet.created_at),
-        _when(wallet.updated_at),
+        when_text(wallet.created_at),
+        when_text(wallet.updated_at),
     )
     return json.dumps(data, separators=(",", ":"))
 
@@ -230,54 +217,20 @@ def decode_wallet(wallet_id: UUID, entry: bytes | str) -> Wallet:
         currency=currency,
         balance=Money(balance, currency),
         version=version,
-        created_at=_datetime(created_at),
-        updated_at=_datetime(updated_at),
-    )
-
-
-def _transaction_data(t: Transaction) -> list[Any]:
-    return [
-        str(t.id),
-        t.type.value,
-        t.status.value,
-        t.amount.minor,
-        t.amount.currency.code,
-        str(t.sender_wallet_id) if t.sender_wallet_id else None,
-        str(t.receiver_wallet_id) if t.receiver_wallet_id else None,
-        t.client_transaction_id,
-        t.failure_code.value if t.failure_code else None,
-        t.error_message,
-        _when(t.created_at),
-        _when(t.completed_at),
-    ]
-
-
-def _transaction(data: list[Any]) -> Transaction:
-    (ident, kind, status, amount, code, sender, receiver, key, failure, message, at, done) = data
-    return Transaction(
-        id=UUID(ident),
-        type=TransactionType(kind),
-        status=TransactionStatus(status),
-        amount=Money(amount, Currency.of(code)),
-        sender_wallet_id=_uuid(sender),
-        receiver_wallet_id=_uuid(receiver),
-        client_transaction_id=key,
-        failure_code=ErrorCode(failure) if failure is not None else None,
-        error_message=message,
-        created_at=_datetime(at),
-        completed_at=_datetime(done),
+        created_at=datetime_of(created_at),
+        updated_at=datetime_of(updated_at),
     )
 
 
 def encode_head(head: Page) -> str:
     """The newest transactions of a wallet, and whether they are all it has."""
-    rows = [_transaction_data(t) for t in head.transactions]
+    rows = [transaction_data(t) for t in head.transactions]
     return json.dumps({"complete": not head.has_next, "rows": rows}, separators=(",", ":"))
 
 
 def decode_head(entry: bytes | str) -> tuple[list[Transaction], bool]:
     data = json.loads(entry)
-    return [_transaction(row) for row in data["rows"]], bool(data["complete"])
+    return [transaction_of(row) for row in data["rows"]], bool(data["complete"])
 
 
 def page_from_head(head: list[Transaction], complete: bool, request: HistoryRequest) -> Page | None:
@@ -434,7 +387,7 @@ class ReadCache:
                 )
             # Decoded once for all the requests that asked; readers never change a Wallet.
             by_id: dict[UUID, Wallet | str] = {
-                wallet_id: _decoded_wallet(wallet_id, value) if cached else _text(value)
+                wallet_id: _decoded_wallet(wallet_id, value) if cached else text_of(value)
                 for wallet_id, (cached, value) in zip(keys, entries, strict=True)
             }
         except asyncio.CancelledError:
@@ -491,7 +444,7 @@ class ReadCache:
             self._failed("reading a history", error)
             self.history_stats.bypassed += 1
             return None
-        return _text(generation), page
+        return text_of(generation), page
 
     async def fill_history(self, wallet_id: UUID, generation: str, head: Page) -> None:
         """Store the head read under `generation`, unless a commit has replaced it since."""

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,62 +19,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from wallet.domain.errors import ErrorCode
-from wallet.domain.model import Transaction, TransactionStatus, TransactionType, Wallet
-from wallet.domain.money import Currency, Money
+from wallet.domain.model import Transaction, Wallet
+from wallet.persistence.codec import transaction_from_json, transaction_to_json
 
 log = logging.getLogger(__name__)
-
-
-def transaction_to_json(transaction: Transaction) -> str:
-    def when(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return json.dumps(
-        {
-            "id": str(transaction.id),
-            "type": transaction.type.value,
-            "status": transaction.status.value,
-            "amount": transaction.amount.minor,
-            "currency": transaction.amount.currency.code,
-            "sender_wallet_id": _text(transaction.sender_wallet_id),
-            "receiver_wallet_id": _text(transaction.receiver_wallet_id),
-            "client_transaction_id": transaction.client_transaction_id,
-            "failure_code": transaction.failure_code.value if transaction.failure_code else None,
-            "error_message": transaction.error_message,
-            "created_at": when(transaction.created_at),
-            "completed_at": when(transaction.completed_at),
-        }
-    )
-
-
-def transaction_from_json(text: str | bytes) -> Transaction:
-    data: dict[str, Any] = json.loads(text)
-
-    def when(value: str | None) -> datetime | None:
-        return datetime.fromisoformat(value) if value is not None else None
-
-    return Transaction(
-        id=UUID(data["id"]),
-        type=TransactionType(data["type"]),
-        status=TransactionStatus(data["status"]),
-        amount=Money(data["amount"], Currency.of(data["currency"])),
-        sender_wallet_id=_uuid(data["sender_wallet_id"]),
-        receiver_wallet_id=_uuid(data["receiver_wallet_id"]),
-        client_transaction_id=data["client_transaction_id"],
-        failure_code=ErrorCode(data["failure_code"]) if data["failure_code"] else None,
-        error_message=data["error_message"],
-        created_at=when(data["created_at"]),
-        completed_at=when(data["completed_at"]),
-    )
-
-
-def _text(value: UUID | None) -> str | None:
-    return str(value) if value is not None else None
-
-
-def _uuid(value: str | None) -> UUID | None:
-    return UUID(value) if value is not None else None
 
 
 class _Subscription:
