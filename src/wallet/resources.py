@@ -23,7 +23,7 @@ from wallet.domain.ports import CommitListener, UnitOfWork
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
-from wallet.persistence.unit_of_work import SqlUnitOfWork
+from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,10 @@ class Resources:
     feed: RedisTransactionFeed
     listeners: list[CommitListener] = field(default_factory=list)
     cache: ReadCache | None = None
+    currencies: CurrencyBook = field(default_factory=CurrencyBook)
 
     def unit_of_work(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.engine, self.listeners)
+        return SqlUnitOfWork(self.engine, self.listeners, self.currencies)
 
     def key(self, *parts: str) -> str:
         """A Redis key or channel name under this deployment's prefix."""

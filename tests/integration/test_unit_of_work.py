@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +19,8 @@ from wallet.domain.errors import ConcurrencyConflict
 from wallet.domain.model import TransactionStatus, Wallet
 from wallet.domain.money import Currency, Money
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.database import is_disconnect
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 USD = Currency.of("USD")
 
@@ -285,7 +288,57 @@ async def test_a_negative_balance_saved_through_the_unit_of_work_is_refused_and_
             await uow.wallets.save([wallet])
             await uow.commit()
 
-    with pytest.raises(IntegrityError, match="balance_never_negative"):
+    with pytest.raises(asyncpg.CheckViolationError, match="balance_never_negative"):
         await overdraw()
     assert await snapshot(engine) == before
     assert await _balance(engine, wallet_id) == 1_00
+
+
+async def test_a_connection_killed_under_a_unit_of_work_is_not_handed_out_again(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """The unit of work talks to asyncpg directly, so it must tell the pool itself."""
+    wallet_id = (await new_wallet(uow_factory, "1.00")).id
+    async with SqlUnitOfWork(engine) as uow:
+        pid = await uow.connection.fetchval("SELECT pg_backend_pid()")
+        async with engine.begin() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - whichever asyncpg chooses
+            await uow.wallets.get(wallet_id)
+        assert is_disconnect(raised.value)
+
+    # More units of work, one after another, than the pool holds connections: each would
+    # meet the dead one if it had gone back into the pool.
+    pool_size = engine.pool.size() + 5  # type: ignore[attr-defined]
+    for _ in range(pool_size):
+        async with SqlUnitOfWork(engine) as uow:
+            assert (await uow.wallets.get(wallet_id)) is not None
+
+
+async def test_one_write_records_decides_and_moves_together(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """What one write() is given lands whole, with one timestamp, or not at all."""
+    sender = (await new_wallet(uow_factory, "5.00")).id
+    receiver = (await new_wallet(uow_factory)).id
+    pending = await services.submit_transfer(
+        uow_factory, services.Transfer(str(sender), str(receiver), "2.00", fresh_key())
+    )
+    async with SqlUnitOfWork(engine) as uow:
+        wallets = await uow.wallets.lock([sender, receiver])
+        versions = {i: w.version for i, w in wallets.items()}
+        (decided,) = await uow.transactions.pending([pending.id], lock=True)
+        entries = decided.apply(wallets)
+        locked = list(wallets.values())
+        stored = await uow.write(decided=[decided], balances=locked, entries=entries)
+        await uow.commit()
+    (settled,) = stored
+    assert settled.status == TransactionStatus.COMPLETED
+    assert settled.completed_at is not None
+    for wallet_id, wallet in wallets.items():
+        assert wallet.version == versions[wallet_id] + 1 == await _version(engine, wallet_id)
+        assert wallet.updated_at == settled.completed_at
+    assert await assert_balances_explained(engine, [sender, receiver]) == {
+        str(sender): 3_00,
+        str(receiver): 2_00,
+    }

@@ -16,6 +16,7 @@ from wallet.domain.model import (
     Transaction,
     Wallet,
 )
+from wallet.domain.money import Currency
 
 
 class WalletRepository(Protocol):
@@ -24,36 +25,31 @@ class WalletRepository(Protocol):
     async def get(self, wallet_id: UUID) -> Wallet | None: ...
 
     async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        """Those of the wallets that exist, unlocked."""
+        """The wallets that exist, by id, read without locking."""
+        ...
+
+    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+        """The currency of each wallet that exists. A wallet's currency never changes, so
+        this may be answered without asking the database."""
         ...
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        """Lock the rows that exist, in ascending id order, and return them."""
+        """Lock the wallets that exist until the unit of work ends, in a fixed order."""
         ...
 
     async def save(self, wallets: Sequence[Wallet]) -> None:
-        """Store new balances (and bump each row's version)."""
+        """Store new balances of wallets this unit of work has locked."""
         ...
 
 
 class TransactionRepository(Protocol):
-    async def add(self, transaction: Transaction) -> Transaction: ...
-
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None: ...
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
-        """Those of the transactions still PENDING, oldest first (locked when asked)."""
+        """Those of the transactions that are still PENDING, in the order they were recorded."""
         ...
-
-    async def save(self, transaction: Transaction) -> Transaction:
-        """Store a change of status; the stored row (with completed_at) is returned."""
-        ...
-
-    async def save_many(self, transactions: Sequence[Transaction]) -> list[Transaction]: ...
-
-    async def add_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
 
 
 class IdempotencyKeys(Protocol):
@@ -85,6 +81,21 @@ class UnitOfWork(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+    async def write(
+        self,
+        *,
+        recorded: Sequence[Transaction] = (),
+        decided: Sequence[Transaction] = (),
+        balances: Sequence[Wallet] = (),
+        entries: Sequence[LedgerEntry] = (),
+    ) -> list[Transaction]:
+        """Write one step's changes together: new transactions, the outcomes of existing
+        ones, the new balances of locked wallets, and their ledger entries.
+
+        Returns the transactions as stored (recorded first, then decided).
+        """
+        ...
 
     async def commit(self) -> None: ...
 

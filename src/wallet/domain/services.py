@@ -212,9 +212,7 @@ async def _record_deposit(uow: UnitOfWork, transaction: Transaction, wallet: Wal
     # A deposit the wallet cannot take is refused and recorded nowhere, not recorded as FAILED:
     # nothing outside this request was waiting on it.
     entries = transaction.apply({wallet.id: wallet})
-    transaction = await uow.transactions.add(transaction)
-    await uow.wallets.save([wallet])
-    await uow.transactions.add_entries(entries)
+    (transaction,) = await uow.write(recorded=[transaction], balances=[wallet], entries=entries)
     return transaction
 
 
@@ -225,10 +223,10 @@ async def submit_withdrawal(uow_factory: UnitOfWorkFactory, command: Withdraw) -
 
     async def attempt() -> Transaction:
         async with uow_factory() as uow:
-            wallet = await uow.wallets.get(wallet_id)
-            if wallet is None:
+            currency = (await uow.wallets.currencies([wallet_id])).get(wallet_id)
+            if currency is None:
                 raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
-            amount = parse_positive_amount(command.amount, wallet.currency)
+            amount = parse_positive_amount(command.amount, currency)
             transaction = Transaction(
                 uuid4(),
                 TransactionType.WITHDRAWAL,
@@ -258,19 +256,19 @@ async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> 
 
     async def attempt() -> Transaction:
         async with uow_factory() as uow:
-            found = await uow.wallets.get_many([sender_id, receiver_id])
+            found = await uow.wallets.currencies([sender_id, receiver_id])
             sender, receiver = found.get(sender_id), found.get(receiver_id)
             if sender is None:
                 raise WalletNotFound(f"there is no wallet {sender_id}", field="fromWalletId")
             if receiver is None:
                 raise WalletNotFound(f"there is no wallet {receiver_id}", field="toWalletId")
-            if sender.currency != receiver.currency:
+            if sender != receiver:
                 raise CurrencyMismatch(
-                    f"wallet {sender_id} holds {sender.currency.code} and wallet "
-                    f"{receiver_id} holds {receiver.currency.code}",
+                    f"wallet {sender_id} holds {sender.code} and wallet "
+                    f"{receiver_id} holds {receiver.code}",
                     field="toWalletId",
                 )
-            amount = parse_positive_amount(command.amount, sender.currency)
+            amount = parse_positive_amount(command.amount, sender)
             transaction = Transaction(
                 uuid4(),
                 TransactionType.TRANSFER,
@@ -301,7 +299,7 @@ async def _record_submission(
         earlier = await _replay_or_claim(uow, record)
         if earlier is not None:
             return await _recorded_transaction(uow, earlier)
-    transaction = await uow.transactions.add(transaction)
+    (transaction,) = await uow.write(recorded=[transaction])
     await uow.commit()
     return transaction
 
@@ -345,9 +343,9 @@ async def settle_many(
                     touched.update(transaction.wallet_ids)
                 except WalletError as refusal:
                     transaction.fail(refusal.code, refusal.message)
-            await uow.wallets.save([wallets[i] for i in sorted(touched)])
-            await uow.transactions.add_entries(entries)
-            settled = await uow.transactions.save_many(pending)
+            settled = await uow.write(
+                decided=pending, balances=[wallets[i] for i in sorted(touched)], entries=entries
+            )
             await uow.commit()
             return settled
 
@@ -365,7 +363,7 @@ async def fail_pending(
             if transaction is None or transaction.is_final:
                 return transaction
             transaction.fail(error.code, error.message)
-            transaction = await uow.transactions.save(transaction)
+            (transaction,) = await uow.write(decided=[transaction])
             await uow.commit()
             return transaction
 

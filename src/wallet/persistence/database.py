@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # Two `wallet migrate` started at once (one per container, say) take turns on this lock.
@@ -21,6 +22,31 @@ def async_url(database_url: str) -> str:
     if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
         return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}://")
+
+
+# SQLSTATE classes: 08 connection exception, 57 operator intervention (the server is shutting
+# down or starting up).
+_GONE_CLASSES = ("08", "57")
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether the error says PostgreSQL (or the way to it) went away, rather than refusing
+    a statement: the connection is then useless, and the same work may well succeed later.
+    """
+    if isinstance(
+        error,
+        OSError
+        | asyncpg.InterfaceError
+        # What asyncpg raises when the server's goodbye arrived between two statements.
+        | asyncpg.InternalClientError
+        | OperationalError
+        | InterfaceError,
+    ):
+        return True
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_GONE_CLASSES)
 
 
 def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:

@@ -1,15 +1,19 @@
-"""The unit of work over one PostgreSQL transaction, and the repositories it hands out."""
+"""The unit of work over one PostgreSQL transaction, and the repositories it hands out.
+
+Every request that moves money runs through here, so its statements go straight to asyncpg
+on a connection borrowed from SQLAlchemy's pool: SQL text prepared once per connection,
+no statement building, no result adaptation. That was most of a deposit's CPU (bench/).
+The tables themselves are declared once, in tables.py, and the migrations create them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from uuid import UUID
 
-from sqlalchemy import RowMapping, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wallet.domain.errors import ConcurrencyConflict, ErrorCode
@@ -23,19 +27,21 @@ from wallet.domain.model import (
 )
 from wallet.domain.money import Currency, Money
 from wallet.domain.ports import CommitListener
-from wallet.persistence.tables import idempotency_keys, ledger_entries, transactions, wallets
+from wallet.persistence.database import is_disconnect
 
 # deadlock_detected and serialization_failure: PostgreSQL aborted us to let another through.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# Wallets whose currency a process remembers; past this it forgets them all and starts over.
+MAX_REMEMBERED_CURRENCIES = 200_000
 
 
-def sqlstate(error: DBAPIError) -> str | None:
-    orig = error.orig
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return str(state) if state is not None else None
+class Row(Protocol):
+    """A result row by column name: an asyncpg Record or an SQLAlchemy RowMapping."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
-def wallet_from_row(row: RowMapping) -> Wallet:
+def wallet_from_row(row: Row) -> Wallet:
     currency = Currency.of(row["currency"])
     return Wallet(
         id=row["id"],
@@ -47,7 +53,7 @@ def wallet_from_row(row: RowMapping) -> Wallet:
     )
 
 
-def transaction_from_row(row: RowMapping) -> Transaction:
+def transaction_from_row(row: Row) -> Transaction:
     failure = row["failure_code"]
     return Transaction(
         id=row["id"],
@@ -64,223 +70,189 @@ def transaction_from_row(row: RowMapping) -> Transaction:
     )
 
 
-def _transaction_values(transaction: Transaction) -> dict[str, Any]:
-    return {
-        "id": transaction.id,
-        "type": transaction.type.value,
-        "status": transaction.status.value,
-        "amount": transaction.amount.minor,
-        "currency": transaction.amount.currency.code,
-        "sender_wallet_id": transaction.sender_wallet_id,
-        "receiver_wallet_id": transaction.receiver_wallet_id,
-        "client_transaction_id": transaction.client_transaction_id,
-        "failure_code": transaction.failure_code.value if transaction.failure_code else None,
-        "error_message": transaction.error_message,
-    }
+_ADD_WALLET = """
+    INSERT INTO wallets (id, currency, balance) VALUES ($1, $2, $3)
+    RETURNING *
+"""
+_GET_WALLETS = "SELECT * FROM wallets WHERE id = ANY($1::uuid[])"
+_CURRENCIES = "SELECT id, currency FROM wallets WHERE id = ANY($1::uuid[])"
+# LockRows sits above the Sort in the plan, so the rows are locked in id order. FOR NO KEY
+# UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on its wallets (the
+# foreign keys), which FOR UPDATE would conflict with, so recording a transfer would wait for
+# (and deadlock with) settlements of the same wallets.
+_LOCK_WALLETS = """
+    SELECT * FROM wallets WHERE id = ANY($1::uuid[])
+    ORDER BY id FOR NO KEY UPDATE
+"""
+_GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
+_PENDING = """
+    SELECT * FROM transactions
+    WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+    ORDER BY created_at, id
+"""
+# ON CONFLICT waits for a concurrent holder of the key to commit or roll back, so a duplicate
+# sent at the same time sees the first one's outcome.
+_CLAIM_KEY = """
+    INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+"""
+_GET_KEY = """
+    SELECT key, operation, fingerprint, transaction_id, wallet_id
+    FROM idempotency_keys WHERE key = $1
+"""
+
+# One statement for everything a step writes, whatever its size: each part travels as
+# arrays, and an empty array writes nothing. The parts are independent (the ledger entries'
+# transactions are either recorded here or already stored), and the foreign keys are checked
+# at the end of the statement, when every part has run. One clock reading stamps them all.
+# Versions need no reading back: the wallets are locked, so each goes up by exactly one.
+_WRITE = """
+    WITH now AS (SELECT clock_timestamp() AS at),
+    recorded AS (
+        INSERT INTO transactions (
+            id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
+            client_transaction_id, failure_code, error_message, created_at, completed_at
+        )
+        SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
+               v.code, v.message, now.at,
+               CASE WHEN v.status <> 'PENDING' THEN now.at END
+        FROM now, unnest(
+            $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::uuid[],
+            $7::uuid[], $8::text[], $9::text[], $10::text[]
+        ) WITH ORDINALITY AS v(
+            id, type, status, amount, currency, sender, receiver, key, code, message, n
+        )
+        ORDER BY v.n
+        RETURNING *
+    ),
+    decided AS (
+        UPDATE transactions AS t
+        SET status = v.status, failure_code = v.code, error_message = v.message,
+            completed_at = coalesce(t.completed_at, now.at)
+        FROM now, unnest($11::uuid[], $12::text[], $13::text[], $14::text[])
+            AS v(id, status, code, message)
+        WHERE t.id = v.id
+        RETURNING t.*
+    ),
+    balances AS (
+        UPDATE wallets AS w
+        SET balance = v.balance, version = w.version + 1, updated_at = now.at
+        FROM now, unnest($15::uuid[], $16::bigint[]) AS v(id, balance)
+        WHERE w.id = v.id
+    ),
+    entries AS (
+        INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
+        SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
+        FROM now, unnest($17::uuid[], $18::uuid[], $19::bigint[], $20::bigint[])
+            AS v(transaction_id, wallet_id, delta, balance_after)
+    )
+    SELECT now.at AS written_at, stored.*
+    FROM now LEFT JOIN (
+        SELECT 1 AS part, * FROM recorded UNION ALL SELECT 2 AS part, * FROM decided
+    ) AS stored ON true
+"""
 
 
-_SAVE_BALANCES = text(
-    """
-    UPDATE wallets AS w
-    SET balance = v.balance, version = w.version + 1, updated_at = clock_timestamp()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:balances AS bigint[])) AS v(id, balance)
-    WHERE w.id = v.id
-    RETURNING w.id, w.version, w.updated_at
-    """
-)
+class CurrencyBook:
+    """The currency of each wallet this process has met. Shared by its units of work: a
+    wallet's currency is fixed when it is created and wallets are never deleted, so what
+    is remembered is never out of date."""
 
-_SAVE_OUTCOMES = text(
-    """
-    UPDATE transactions AS t
-    SET status = v.status, failure_code = v.code, error_message = v.message,
-        completed_at = coalesce(t.completed_at, clock_timestamp())
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
-        CAST(:codes AS text[]), CAST(:messages AS text[])
-    ) AS v(id, status, code, message)
-    WHERE t.id = v.id
-    RETURNING t.*
-    """
-).columns(*transactions.c)
+    def __init__(self) -> None:
+        self._known: dict[UUID, Currency] = {}
+
+    def get(self, wallet_id: UUID) -> Currency | None:
+        return self._known.get(wallet_id)
+
+    def learn(self, wallet_id: UUID, currency: Currency) -> None:
+        if len(self._known) >= MAX_REMEMBERED_CURRENCIES:
+            self._known.clear()
+        self._known[wallet_id] = currency
 
 
 class SqlWallets:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-        self.changed: dict[UUID, Wallet] = {}
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        result = await self._connection.execute(
-            insert(wallets)
-            .values(id=wallet.id, currency=wallet.currency.code, balance=wallet.balance.minor)
-            .returning(*wallets.c)
+        row = await self._uow.connection.fetchrow(
+            _ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
         )
-        added = wallet_from_row(result.mappings().one())
-        self.changed[added.id] = added
+        added = wallet_from_row(row)
+        self._uow.wallets_changed[added.id] = added
         return added
 
     async def get(self, wallet_id: UUID) -> Wallet | None:
-        result = await self._connection.execute(select(wallets).where(wallets.c.id == wallet_id))
-        row = result.mappings().one_or_none()
-        return wallet_from_row(row) if row is not None else None
+        return (await self.get_many([wallet_id])).get(wallet_id)
 
     async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        result = await self._connection.execute(
-            select(wallets).where(wallets.c.id.in_(list(wallet_ids)))
-        )
-        return {row["id"]: wallet_from_row(row) for row in result.mappings()}
+        rows = await self._uow.connection.fetch(_GET_WALLETS, list(wallet_ids))
+        return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
+
+    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+        book = self._uow.currencies
+        known: dict[UUID, Currency] = {}
+        unknown: list[UUID] = []
+        for wallet_id in wallet_ids:
+            currency = book.get(wallet_id)
+            if currency is None:
+                unknown.append(wallet_id)
+            else:
+                known[wallet_id] = currency
+        if unknown:
+            for row in await self._uow.connection.fetch(_CURRENCIES, unknown):
+                known[row["id"]] = currency = Currency.of(row["currency"])
+                book.learn(row["id"], currency)
+        return known
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        ids = sorted(set(wallet_ids))
-        # LockRows sits above the Sort in the plan, so the rows are locked in id order.
-        # FOR NO KEY UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on
-        # its wallets (the foreign keys), which FOR UPDATE would conflict with, so recording
-        # a transfer would wait for (and deadlock with) settlements of the same wallets.
-        result = await self._connection.execute(
-            select(wallets)
-            .where(wallets.c.id.in_(ids))
-            .order_by(wallets.c.id)
-            .with_for_update(key_share=True)
-        )
-        return {row["id"]: wallet_from_row(row) for row in result.mappings()}
+        rows = await self._uow.connection.fetch(_LOCK_WALLETS, sorted(set(wallet_ids)))
+        return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
 
-    async def save(self, changed: Sequence[Wallet]) -> None:
-        if not changed:
-            return
-        # One statement for the whole batch: the new balances travel as two arrays.
-        result = await self._connection.execute(
-            _SAVE_BALANCES,
-            {"ids": [w.id for w in changed], "balances": [w.balance.minor for w in changed]},
-        )
-        stored = {row.id: (row.version, row.updated_at) for row in result}
-        for wallet in changed:
-            wallet.version, wallet.updated_at = stored[wallet.id]
-            self.changed[wallet.id] = wallet
+    async def save(self, wallets: Sequence[Wallet]) -> None:
+        await self._uow.write(balances=wallets)
+
+    def _met(self, wallet: Wallet) -> Wallet:
+        self._uow.currencies.learn(wallet.id, wallet.currency)
+        return wallet
 
 
 class SqlTransactions:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-        self.changed: dict[UUID, Transaction] = {}
-
-    async def add(self, transaction: Transaction) -> Transaction:
-        values = _transaction_values(transaction)
-        if transaction.is_final:
-            values["completed_at"] = func.clock_timestamp()
-        result = await self._connection.execute(
-            insert(transactions).values(**values).returning(*transactions.c)
-        )
-        added = transaction_from_row(result.mappings().one())
-        self.changed[added.id] = added
-        return added
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
 
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
-        query = select(transactions).where(transactions.c.id == transaction_id)
-        if lock:
-            query = query.with_for_update()
-        row = (await self._connection.execute(query)).mappings().one_or_none()
+        query = _GET_TRANSACTION + " FOR UPDATE" if lock else _GET_TRANSACTION
+        row = await self._uow.connection.fetchrow(query, transaction_id)
         return transaction_from_row(row) if row is not None else None
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
-        query = (
-            select(transactions)
-            .where(
-                transactions.c.id.in_(transaction_ids),
-                transactions.c.status == TransactionStatus.PENDING.value,
-            )
-            .order_by(transactions.c.created_at, transactions.c.id)
-        )
-        if lock:
-            query = query.with_for_update()
-        result = await self._connection.execute(query)
-        return [transaction_from_row(row) for row in result.mappings()]
-
-    async def save_many(self, changed: Sequence[Transaction]) -> list[Transaction]:
-        if not changed:
-            return []
-        result = await self._connection.execute(
-            _SAVE_OUTCOMES,
-            {
-                "ids": [t.id for t in changed],
-                "statuses": [t.status.value for t in changed],
-                "codes": [t.failure_code.value if t.failure_code else None for t in changed],
-                "messages": [t.error_message for t in changed],
-            },
-        )
-        saved = {row["id"]: transaction_from_row(row) for row in result.mappings()}
-        self.changed.update(saved)
-        return [saved[t.id] for t in changed]
-
-    async def save(self, transaction: Transaction) -> Transaction:
-        values: dict[str, Any] = {
-            "status": transaction.status.value,
-            "failure_code": transaction.failure_code.value if transaction.failure_code else None,
-            "error_message": transaction.error_message,
-        }
-        if transaction.is_final:
-            values["completed_at"] = func.coalesce(
-                transactions.c.completed_at, func.clock_timestamp()
-            )
-        result = await self._connection.execute(
-            update(transactions)
-            .where(transactions.c.id == transaction.id)
-            .values(**values)
-            .returning(*transactions.c)
-        )
-        saved = transaction_from_row(result.mappings().one())
-        self.changed[saved.id] = saved
-        return saved
-
-    async def add_entries(self, entries: Sequence[LedgerEntry]) -> None:
-        if not entries:
-            return
-        await self._connection.execute(
-            insert(ledger_entries),
-            [
-                {
-                    "transaction_id": e.transaction_id,
-                    "wallet_id": e.wallet_id,
-                    "delta": e.delta,
-                    "balance_after": e.balance_after,
-                }
-                for e in entries
-            ],
-        )
+        query = _PENDING + " FOR UPDATE" if lock else _PENDING
+        rows = await self._uow.connection.fetch(query, list(transaction_ids))
+        return [transaction_from_row(row) for row in rows]
 
 
 class SqlIdempotencyKeys:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        # ON CONFLICT waits for a concurrent holder of the key to commit or roll back,
-        # so a duplicate sent at the same time sees the first one's outcome.
-        inserted = await self._connection.execute(
-            insert(idempotency_keys)
-            .values(
-                key=record.key,
-                operation=record.operation,
-                fingerprint=record.fingerprint,
-                transaction_id=record.transaction_id,
-                wallet_id=record.wallet_id,
-            )
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(idempotency_keys.c.key)
+        connection = self._uow.connection
+        claimed = await connection.fetchval(
+            _CLAIM_KEY,
+            record.key,
+            record.operation,
+            record.fingerprint,
+            record.transaction_id,
+            record.wallet_id,
         )
-        if inserted.first() is not None:
+        if claimed is not None:
             return None
-        row = (
-            (
-                await self._connection.execute(
-                    select(idempotency_keys).where(idempotency_keys.c.key == bindparam("key")),
-                    {"key": record.key},
-                )
-            )
-            .mappings()
-            .one()
-        )
+        row = await connection.fetchrow(_GET_KEY, record.key)
         return IdempotencyRecord(
             key=row["key"],
             operation=row["operation"],
@@ -293,24 +265,44 @@ class SqlIdempotencyKeys:
 class SqlUnitOfWork:
     """`async with SqlUnitOfWork(engine) as uow: ...; await uow.commit()`."""
 
-    wallets: SqlWallets
-    transactions: SqlTransactions
-    idempotency_keys: SqlIdempotencyKeys
-
-    def __init__(self, engine: AsyncEngine, listeners: Sequence[CommitListener] = ()) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        listeners: Sequence[CommitListener] = (),
+        currencies: CurrencyBook | None = None,
+    ) -> None:
         self._engine = engine
         self._listeners = listeners
-        self._connection: AsyncConnection | None = None
+        self.currencies = currencies or CurrencyBook()
+        self._pooled: AsyncConnection | None = None
+        self._connection: asyncpg.Connection | None = None
+        self._transaction: Any = None
         self._committed = False
+        self.wallets = SqlWallets(self)
+        self.transactions = SqlTransactions(self)
+        self.idempotency_keys = SqlIdempotencyKeys(self)
+        self.wallets_changed: dict[UUID, Wallet] = {}
+        self.transactions_changed: dict[UUID, Transaction] = {}
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        assert self._connection is not None, "outside `async with`"
+        return self._connection
 
     async def __aenter__(self) -> Self:
         self._committed = False
-        connection = await self._engine.connect()
-        await connection.begin()
-        self._connection = connection
-        self.wallets = SqlWallets(connection)
-        self.transactions = SqlTransactions(connection)
-        self.idempotency_keys = SqlIdempotencyKeys(connection)
+        self.wallets_changed = {}
+        self.transactions_changed = {}
+        pooled = await self._engine.connect()
+        try:
+            connection = (await pooled.get_raw_connection()).driver_connection
+            assert connection is not None
+            transaction = connection.transaction()
+            await transaction.start()
+        except BaseException as error:
+            await self._give_back(pooled, broken=is_disconnect(error))
+            raise
+        self._pooled, self._connection, self._transaction = pooled, connection, transaction
         return self
 
     async def __aexit__(
@@ -319,26 +311,79 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        connection = self._connection
+        pooled, connection, transaction = self._pooled, self._connection, self._transaction
+        assert pooled is not None
         assert connection is not None
-        self._connection = None
+        self._pooled = self._connection = self._transaction = None
+        broken = exc is not None and is_disconnect(exc)
         try:
-            if connection.in_transaction():
-                await connection.rollback()
+            if not self._committed and not broken and not connection.is_closed():
+                await transaction.rollback()
+        except BaseException as error:
+            broken = broken or is_disconnect(error)
+            if not broken:
+                raise
         finally:
-            await connection.close()
-        if isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES:
-            raise ConcurrencyConflict(str(exc.orig)) from exc
+            await self._give_back(pooled, broken=broken or connection.is_closed())
+        if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            raise ConcurrencyConflict(str(exc)) from exc
         if self._committed:
             # Whatever happened after the commit, the change is in PostgreSQL: the cache and
             # the subscribers must hear of it. And only now, with the connection back in the
             # pool: a listener's Redis round trip should not hold a PostgreSQL connection.
-            wallets_changed = list(self.wallets.changed.values())
-            transactions_changed = list(self.transactions.changed.values())
+            wallets_changed = list(self.wallets_changed.values())
+            transactions_changed = list(self.transactions_changed.values())
             for listener in self._listeners:
                 await listener(wallets_changed, transactions_changed)
 
+    @staticmethod
+    async def _give_back(pooled: AsyncConnection, *, broken: bool) -> None:
+        if broken:
+            # The pool must not hand this connection out again.
+            await pooled.invalidate()
+        await pooled.close()
+
+    async def write(
+        self,
+        *,
+        recorded: Sequence[Transaction] = (),
+        decided: Sequence[Transaction] = (),
+        balances: Sequence[Wallet] = (),
+        entries: Sequence[LedgerEntry] = (),
+    ) -> list[Transaction]:
+        rows = await self.connection.fetch(
+            _WRITE,
+            [t.id for t in recorded],
+            [t.type.value for t in recorded],
+            [t.status.value for t in recorded],
+            [t.amount.minor for t in recorded],
+            [t.amount.currency.code for t in recorded],
+            [t.sender_wallet_id for t in recorded],
+            [t.receiver_wallet_id for t in recorded],
+            [t.client_transaction_id for t in recorded],
+            [t.failure_code.value if t.failure_code else None for t in recorded],
+            [t.error_message for t in recorded],
+            [t.id for t in decided],
+            [t.status.value for t in decided],
+            [t.failure_code.value if t.failure_code else None for t in decided],
+            [t.error_message for t in decided],
+            [w.id for w in balances],
+            [w.balance.minor for w in balances],
+            [e.transaction_id for e in entries],
+            [e.wallet_id for e in entries],
+            [e.delta for e in entries],
+            [e.balance_after for e in entries],
+        )
+        written_at = rows[0]["written_at"]
+        for wallet in {w.id: w for w in balances}.values():
+            wallet.version += 1
+            wallet.updated_at = written_at
+            self.wallets_changed[wallet.id] = wallet
+        stored = {row["id"]: transaction_from_row(row) for row in rows if row["part"] is not None}
+        self.transactions_changed.update(stored)
+        return [stored[t.id] for t in (*recorded, *decided)]
+
     async def commit(self) -> None:
-        assert self._connection is not None
-        await self._connection.commit()
+        assert self._transaction is not None, "outside `async with`"
+        await self._transaction.commit()
         self._committed = True

@@ -21,12 +21,12 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from taskiq import Context, TaskiqDepends, async_shared_broker
 
 from wallet.domain import services
 from wallet.domain.errors import ConcurrencyConflict, InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.database import is_disconnect
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,9 +55,7 @@ class TaskDeps:
 
 
 def _transient(error: BaseException) -> bool:
-    if isinstance(error, ConcurrencyConflict | OperationalError | InterfaceError | OSError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    return isinstance(error, ConcurrencyConflict) or is_disconnect(error)
 
 
 async def _with_transient_retries(attempt: Callable[[], Awaitable[T]]) -> T:
