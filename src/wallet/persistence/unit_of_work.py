@@ -103,6 +103,21 @@ _GET_KEY = """
     FROM idempotency_keys WHERE key = $1
 """
 
+# What a submission writes: the same as _WRITE with one transaction recorded and nothing else,
+# minus the executor's work of setting up the three empty parts (a third of the statement's
+# cost on the client and on the server, for the commonest write).
+_RECORD_ONE = """
+    WITH now AS (SELECT clock_timestamp() AS at)
+    INSERT INTO transactions (
+        id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
+        client_transaction_id, failure_code, error_message, created_at, completed_at
+    )
+    SELECT $1::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::uuid, $7::uuid, $8::text,
+           $9::text, $10::text, now.at, CASE WHEN $3::text <> 'PENDING' THEN now.at END
+    FROM now
+    RETURNING *
+"""
+
 # One statement for everything a step writes, whatever its size: each part travels as
 # arrays, and an empty array writes nothing. The parts are independent (the ledger entries'
 # transactions are either recorded here or already stored), and the foreign keys are checked
@@ -351,6 +366,24 @@ class SqlUnitOfWork:
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
     ) -> list[Transaction]:
+        if len(recorded) == 1 and not (decided or balances or entries):
+            (transaction,) = recorded
+            row = await self.connection.fetchrow(
+                _RECORD_ONE,
+                transaction.id,
+                transaction.type.value,
+                transaction.status.value,
+                transaction.amount.minor,
+                transaction.amount.currency.code,
+                transaction.sender_wallet_id,
+                transaction.receiver_wallet_id,
+                transaction.client_transaction_id,
+                transaction.failure_code.value if transaction.failure_code else None,
+                transaction.error_message,
+            )
+            added = transaction_from_row(row)
+            self.transactions_changed[added.id] = added
+            return [added]
         rows = await self.connection.fetch(
             _WRITE,
             [t.id for t in recorded],
