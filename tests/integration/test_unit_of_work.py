@@ -20,7 +20,7 @@ from wallet.domain.model import TransactionStatus, Wallet
 from wallet.domain.money import Currency, Money
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import is_disconnect
-from wallet.persistence.unit_of_work import SqlUnitOfWork
+from wallet.persistence.unit_of_work import SqlUnitOfWork, write_statement
 
 USD = Currency.of("USD")
 
@@ -342,3 +342,15 @@ async def test_one_write_records_decides_and_moves_together(
         str(sender): 3_00,
         str(receiver): 2_00,
     }
+
+
+async def test_every_combination_of_written_parts_is_a_statement_postgresql_accepts(
+    engine: AsyncEngine,
+) -> None:
+    names = ("recorded", "decided", "balances", "entries")
+    combinations = [
+        tuple(name for bit, name in enumerate(names) if mask >> bit & 1) for mask in range(1, 16)
+    ]
+    async with SqlUnitOfWork(engine) as uow:
+        for parts in combinations:
+            await uow.connection.prepare(write_statement(parts))

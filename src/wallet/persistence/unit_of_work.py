@@ -8,6 +8,7 @@ The tables themselves are declared once, in tables.py, and the migrations create
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -103,71 +104,85 @@ _GET_KEY = """
     FROM idempotency_keys WHERE key = $1
 """
 
-# What a submission writes: the same as _WRITE with one transaction recorded and nothing else,
-# minus the executor's work of setting up the three empty parts (a third of the statement's
-# cost on the client and on the server, for the commonest write).
-_RECORD_ONE = """
-    WITH now AS (SELECT clock_timestamp() AS at)
-    INSERT INTO transactions (
-        id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
-        client_transaction_id, failure_code, error_message, created_at, completed_at
-    )
-    SELECT $1::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::uuid, $7::uuid, $8::text,
-           $9::text, $10::text, now.at, CASE WHEN $3::text <> 'PENDING' THEN now.at END
-    FROM now
-    RETURNING *
-"""
-
-# One statement for everything a step writes, whatever its size: each part travels as
-# arrays, and an empty array writes nothing. The parts are independent (the ledger entries'
-# transactions are either recorded here or already stored), and the foreign keys are checked
-# at the end of the statement, when every part has run. One clock reading stamps them all.
-# Versions need no reading back: the wallets are locked, so each goes up by exactly one.
-_WRITE = """
-    WITH now AS (SELECT clock_timestamp() AS at),
-    recorded AS (
+# What one step writes goes in one statement, whatever its size: each part (transactions
+# recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
+# step has are in its statement: an empty part still costs the executor its set-up (a third
+# of a submission's statement, on both ends). The foreign keys are checked at the end of the
+# statement, when every part has run, so entries may refer to transactions recorded with
+# them. One clock reading stamps them all. Versions need no reading back: the wallets are
+# locked, so each goes up by exactly one.
+_PARTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "recorded": (
+        ("uuid", "text", "text", "bigint", "text", "uuid", "uuid", "text", "text", "text"),
+        """
         INSERT INTO transactions (
             id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
             client_transaction_id, failure_code, error_message, created_at, completed_at
         )
         SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
-               v.code, v.message, now.at,
-               CASE WHEN v.status <> 'PENDING' THEN now.at END
-        FROM now, unnest(
-            $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::uuid[],
-            $7::uuid[], $8::text[], $9::text[], $10::text[]
-        ) WITH ORDINALITY AS v(
-            id, type, status, amount, currency, sender, receiver, key, code, message, n
-        )
+               v.code, v.message, now.at, CASE WHEN v.status <> 'PENDING' THEN now.at END
+        FROM now, unnest({}) WITH ORDINALITY
+            AS v(id, type, status, amount, currency, sender, receiver, key, code, message, n)
         ORDER BY v.n
         RETURNING *
+        """,
     ),
-    decided AS (
+    "decided": (
+        ("uuid", "text", "text", "text"),
+        """
         UPDATE transactions AS t
         SET status = v.status, failure_code = v.code, error_message = v.message,
             completed_at = coalesce(t.completed_at, now.at)
-        FROM now, unnest($11::uuid[], $12::text[], $13::text[], $14::text[])
-            AS v(id, status, code, message)
+        FROM now, unnest({}) AS v(id, status, code, message)
         WHERE t.id = v.id
         RETURNING t.*
+        """,
     ),
-    balances AS (
+    "balances": (
+        ("uuid", "bigint"),
+        """
         UPDATE wallets AS w
         SET balance = v.balance, version = w.version + 1, updated_at = now.at
-        FROM now, unnest($15::uuid[], $16::bigint[]) AS v(id, balance)
+        FROM now, unnest({}) AS v(id, balance)
         WHERE w.id = v.id
+        """,
     ),
-    entries AS (
+    "entries": (
+        ("uuid", "uuid", "bigint", "bigint"),
+        """
         INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
         SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
-        FROM now, unnest($17::uuid[], $18::uuid[], $19::bigint[], $20::bigint[])
-            AS v(transaction_id, wallet_id, delta, balance_after)
-    )
-    SELECT now.at AS written_at, stored.*
-    FROM now LEFT JOIN (
-        SELECT 1 AS part, * FROM recorded UNION ALL SELECT 2 AS part, * FROM decided
-    ) AS stored ON true
-"""
+        FROM now, unnest({}) AS v(transaction_id, wallet_id, delta, balance_after)
+        """,
+    ),
+}
+
+
+@functools.cache
+def write_statement(parts: tuple[str, ...]) -> str:
+    """The statement writing these parts (in _PARTS' order), from constant fragments only."""
+    ctes = ["now AS (SELECT clock_timestamp() AS at)"]
+    number = 0
+    for name in parts:
+        types, body = _PARTS[name]
+        arrays = []
+        for sql_type in types:
+            number += 1
+            arrays.append(f"${number}::{sql_type}[]")
+        ctes.append(f"{name} AS ({body.format(', '.join(arrays))})")
+    # S608: every piece is one of the constants above; the values travel as parameters.
+    stored = [
+        f"SELECT {n} AS part, * FROM {name}"  # noqa: S608
+        for n, name in enumerate(parts, 1)
+        if name in ("recorded", "decided")
+    ]
+    if stored:
+        union = " UNION ALL ".join(stored)
+        joined = f"LEFT JOIN ({union}) AS stored ON true"
+        tail = f"SELECT now.at AS written_at, stored.* FROM now {joined}"  # noqa: S608
+    else:
+        tail = "SELECT now.at AS written_at, NULL::int AS part FROM now"
+    return f"WITH {', '.join(ctes)} {tail}"
 
 
 class CurrencyBook:
@@ -366,46 +381,41 @@ class SqlUnitOfWork:
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
     ) -> list[Transaction]:
-        if len(recorded) == 1 and not (decided or balances or entries):
-            (transaction,) = recorded
-            row = await self.connection.fetchrow(
-                _RECORD_ONE,
-                transaction.id,
-                transaction.type.value,
-                transaction.status.value,
-                transaction.amount.minor,
-                transaction.amount.currency.code,
-                transaction.sender_wallet_id,
-                transaction.receiver_wallet_id,
-                transaction.client_transaction_id,
-                transaction.failure_code.value if transaction.failure_code else None,
-                transaction.error_message,
-            )
-            added = transaction_from_row(row)
-            self.transactions_changed[added.id] = added
-            return [added]
+        arrays: dict[str, list[list[Any]]] = {}
+        if recorded:
+            arrays["recorded"] = [
+                [t.id for t in recorded],
+                [t.type.value for t in recorded],
+                [t.status.value for t in recorded],
+                [t.amount.minor for t in recorded],
+                [t.amount.currency.code for t in recorded],
+                [t.sender_wallet_id for t in recorded],
+                [t.receiver_wallet_id for t in recorded],
+                [t.client_transaction_id for t in recorded],
+                [t.failure_code.value if t.failure_code else None for t in recorded],
+                [t.error_message for t in recorded],
+            ]
+        if decided:
+            arrays["decided"] = [
+                [t.id for t in decided],
+                [t.status.value for t in decided],
+                [t.failure_code.value if t.failure_code else None for t in decided],
+                [t.error_message for t in decided],
+            ]
+        if balances:
+            arrays["balances"] = [[w.id for w in balances], [w.balance.minor for w in balances]]
+        if entries:
+            arrays["entries"] = [
+                [e.transaction_id for e in entries],
+                [e.wallet_id for e in entries],
+                [e.delta for e in entries],
+                [e.balance_after for e in entries],
+            ]
+        if not arrays:
+            return []
+        statement = write_statement(tuple(arrays))
         rows = await self.connection.fetch(
-            _WRITE,
-            [t.id for t in recorded],
-            [t.type.value for t in recorded],
-            [t.status.value for t in recorded],
-            [t.amount.minor for t in recorded],
-            [t.amount.currency.code for t in recorded],
-            [t.sender_wallet_id for t in recorded],
-            [t.receiver_wallet_id for t in recorded],
-            [t.client_transaction_id for t in recorded],
-            [t.failure_code.value if t.failure_code else None for t in recorded],
-            [t.error_message for t in recorded],
-            [t.id for t in decided],
-            [t.status.value for t in decided],
-            [t.failure_code.value if t.failure_code else None for t in decided],
-            [t.error_message for t in decided],
-            [w.id for w in balances],
-            [w.balance.minor for w in balances],
-            [e.transaction_id for e in entries],
-            [e.wallet_id for e in entries],
-            [e.delta for e in entries],
-            [e.balance_after for e in entries],
+            statement, *(a for part in arrays.values() for a in part)
         )
         written_at = rows[0]["written_at"]
         for wallet in {w.id: w for w in balances}.values():
