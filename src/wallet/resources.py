@@ -23,6 +23,7 @@ from wallet.domain.ports import CommitListener, UnitOfWork
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
+from wallet.persistence.redis_commits import RedisCommitListener
 from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Resources:
     engine: AsyncEngine
     redis: Redis
     feed: RedisTransactionFeed
+    # What each commit sends to Redis, in one round trip: the cache's writes, then the feed's.
+    redis_commits: RedisCommitListener
     listeners: list[CommitListener] = field(default_factory=list)
     cache: ReadCache | None = None
     currencies: CurrencyBook = field(default_factory=CurrencyBook)
@@ -56,8 +59,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         health_check_interval=30,
     )
     feed = RedisTransactionFeed(redis, settings.redis_prefix)
-    resources = Resources(settings, engine, redis, feed, listeners=[feed])
+    redis_commits = RedisCommitListener(redis, [feed], timeout=settings.redis_timeout)
+    resources = Resources(settings, engine, redis, feed, redis_commits, listeners=[redis_commits])
     cache = install_cache(resources)
+    await cache.load_scripts()
     try:
         yield resources
     finally:
@@ -81,9 +86,9 @@ def install_cache(resources: Resources) -> ReadCache:
             ttl=settings.cache_ttl,
             timeout=settings.redis_timeout,
         )
-        # First: a subscriber told of a change by a later listener may read the wallet at
-        # once, and must find the cache already holding the new balance.
-        resources.listeners.insert(0, resources.cache.on_commit)
+        # First: a subscriber told of a change by the feed may read the wallet at once, and
+        # must find the cache already holding the new balance.
+        resources.redis_commits.listeners.insert(0, resources.cache)
     return resources.cache
 
 

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.integration.redis_servers import BlackHole, Switch
 from wallet.domain import services
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
@@ -203,30 +204,6 @@ async def test_a_cached_first_page_shows_a_transaction_once_it_is_recorded(
     assert cache.history_stats.hits == hits + 1
 
 
-class BlackHole:
-    """A server that accepts connections and never answers: a Redis that hangs."""
-
-    def __init__(self) -> None:
-        self._server: asyncio.Server | None = None
-        self._held: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def __aenter__(self) -> BlackHole:
-        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self._held.append(writer)
-
-        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        for writer in self._held:
-            writer.close()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-
 @contextlib.asynccontextmanager
 async def cache_at(url: str, prefix: str) -> AsyncIterator[ReadCache]:
     client = Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
@@ -266,50 +243,6 @@ async def test_reads_and_deposits_work_from_postgresql_when_redis_is_unusable(
         assert cache.wallet_stats.bypassed == bypassed + 1
 
 
-class Switch:
-    """A TCP proxy to the real Redis that can be cut and restored: a Redis that goes away."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self.up = True
-        self.port = 0
-
-    async def __aenter__(self) -> Switch:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self.up = False
-        for writer in list(self._open):
-            writer.close()
-        self._open.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            writer.close()
-            return
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        self._open.update((writer, upstream_writer))
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
-
-
 async def test_a_change_redis_missed_is_read_from_postgresql_until_it_is_written(
     engine: AsyncEngine, redis: Redis, redis_url: str, redis_prefix: str
 ) -> None:
@@ -345,24 +278,25 @@ async def test_a_change_redis_missed_is_read_from_postgresql_until_it_is_written
 
 
 class GatedRedis(Redis):
-    """Records each EVAL's keys; while `gate` is set, holds the calls until it opens."""
+    """Records each EVALSHA's keys; while `gate` is set, holds the calls until it opens."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.evals: list[tuple[object, ...]] = []
         self.gate: asyncio.Event | None = None
 
-    async def eval(self, script: str, numkeys: int, *keys_and_args: object) -> object:  # type: ignore[override]
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: object) -> object:  # type: ignore[override]
         self.evals.append(keys_and_args[:numkeys])
         if self.gate is not None:
             await self.gate.wait()
-        return await super().eval(script, numkeys, *keys_and_args)  # type: ignore[arg-type]
+        return await super().evalsha(sha, numkeys, *keys_and_args)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 async def gated(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[GatedRedis, ReadCache]]:
     client = GatedRedis.from_url(redis_url)
     cache = _cache_on(client, redis_prefix)
+    await cache.load_scripts()  # so that no call is sent twice, the second time whole
     yield client, cache
     await cache.close()
     await cache.clear()

@@ -37,7 +37,8 @@ from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from wallet.domain.model import (
     MAX_PAGE_SIZE,
@@ -55,18 +56,17 @@ from wallet.persistence.codec import (
     transaction_of,
     when_text,
 )
+from wallet.persistence.redis_commits import REDIS_FAILURES, RedisCommitListener
+from wallet.persistence.scripts import Script, ScriptCall, load, rerun_missing, run_calls
 
 log = logging.getLogger(__name__)
 
-# What Redis can throw at us: its own errors, a dropped socket, or our deadline passing.
-_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
-
-# Scripts are sent with EVAL: Redis keeps each compiled by its digest, and the few bytes
-# more per call cost less than handling NOSCRIPT after a Redis restart.
+# Each script runs by its digest (scripts.py), not with its body sent along on every call.
 
 # KEYS wallets' entries {gen, version, data}; ARGV a fresh token, ttl in ms.
 # For each wallet {1, data} when cached, else {0, the generation to fill it under}.
-_READ_WALLETS = """
+_READ_WALLETS = Script(
+    """
 local found = {}
 for i, key in ipairs(KEYS) do
   local entry = redis.call('HMGET', key, 'data', 'gen')
@@ -84,6 +84,7 @@ for i, key in ipairs(KEYS) do
 end
 return found
 """
+)
 
 # The end both wallet scripts share: store ARGV[3] as version ARGV[2] unless the entry holds
 # that version or a newer one (the compare-and-set), and renew the TTL (ARGV[4], ms).
@@ -99,7 +100,7 @@ return 1
 
 # KEYS[1] a wallet's entry; ARGV generation read under, version, data, ttl in ms.
 # 1 when stored; 0 when a commit came since, or the entry holds this version or a newer one.
-_FILL_WALLET = (
+_FILL_WALLET = Script(
     """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return 0
@@ -109,7 +110,7 @@ end
 )
 
 # KEYS[1] a wallet's entry; ARGV a fresh token, version, data, ttl in ms.
-_COMMIT_WALLET = (
+_COMMIT_WALLET = Script(
     """
 redis.call('HSET', KEYS[1], 'gen', ARGV[1])
 """
@@ -118,7 +119,8 @@ redis.call('HSET', KEYS[1], 'gen', ARGV[1])
 
 # KEYS[1] a wallet's history hash {gen, page}; ARGV a fresh token, ttl in ms.
 # Returns {gen, page or nil}, making a generation when there is none.
-_OPEN_HISTORY = """
+_OPEN_HISTORY = Script(
+    """
 local entry = redis.call('HMGET', KEYS[1], 'gen', 'page')
 if entry[1] then
   return entry
@@ -127,9 +129,11 @@ redis.call('HSET', KEYS[1], 'gen', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {ARGV[1], false}
 """
+)
 
 # KEYS[1] a wallet's history hash; ARGV the generation the page was read under, page, ttl.
-_FILL_HISTORY = """
+_FILL_HISTORY = Script(
+    """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return 0
 end
@@ -137,14 +141,26 @@ redis.call('HSET', KEYS[1], 'page', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+)
 
 # KEYS[1] a wallet's history hash; ARGV a fresh token, ttl in ms.
-_NEW_HISTORY_GENERATION = """
+_NEW_HISTORY_GENERATION = Script(
+    """
 redis.call('HSET', KEYS[1], 'gen', ARGV[1])
 redis.call('HDEL', KEYS[1], 'page')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
+
+_SCRIPTS = (
+    _READ_WALLETS,
+    _FILL_WALLET,
+    _COMMIT_WALLET,
+    _OPEN_HISTORY,
+    _FILL_HISTORY,
+    _NEW_HISTORY_GENERATION,
+)
 
 # The cached head of a history: the newest transactions, one more than a page can hold so
 # that a full first page knows whether there is a next one.
@@ -265,8 +281,9 @@ def _is_first_page(request: HistoryRequest) -> bool:
 class ReadCache:
     """The cache's state in one process: its Redis, its counters, and what Redis missed.
 
-    `on_commit` is a CommitListener that keeps the cache in step with this process's
-    commits; `reads(inner)` wraps a HistoryQuery so that its reads go through the cache.
+    It keeps in step with this process's commits by staging its writes on the commit's Redis
+    pipeline (`stage`, or `on_commit` on a pipeline of its own); `reads(inner)` wraps a
+    HistoryQuery so that its reads go through the cache.
     """
 
     def __init__(
@@ -296,6 +313,7 @@ class ReadCache:
         # Wallet reads waiting for the next Redis call, and the calls under way.
         self._asked: list[tuple[list[UUID], asyncio.Future[list[Wallet | str]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._alone = RedisCommitListener(redis, [self], timeout=timeout)
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -378,12 +396,10 @@ class ReadCache:
         keys = list(dict.fromkeys(i for ids, _ in batch for i in ids))
         try:
             async with asyncio.timeout(self._timeout):
-                entries = await self._redis.eval(
-                    _READ_WALLETS,
-                    len(keys),
-                    *(self.wallet_key(k) for k in keys),
-                    uuid.uuid4().hex,
-                    self._ttl_ms,
+                entries = await _READ_WALLETS.run(
+                    self._redis,
+                    [self.wallet_key(k) for k in keys],
+                    (uuid.uuid4().hex, self._ttl_ms),
                 )
             # Decoded once for all the requests that asked; readers never change a Wallet.
             by_id: dict[UUID, Wallet | str] = {
@@ -394,7 +410,7 @@ class ReadCache:
             _answer(batch, None)
             raise
         except Exception as error:
-            if isinstance(error, _REDIS_FAILURES):
+            if isinstance(error, REDIS_FAILURES):
                 self._failed("reading wallets", error)
             else:
                 log.exception("could not read wallets from the cache")
@@ -407,23 +423,23 @@ class ReadCache:
         fills = [(g, w) for g, w in fills if w.id not in self._unwritten_wallets]
         if not fills or not self._trusts_redis():
             return
+        calls = [
+            ScriptCall(
+                _FILL_WALLET,
+                (self.wallet_key(wallet.id),),
+                (generation, wallet.version, encode_wallet(wallet), self._ttl_ms),
+            )
+            for generation, wallet in fills
+        ]
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for generation, wallet in fills:
-                        pipe.eval(
-                            _FILL_WALLET,
-                            1,
-                            self.wallet_key(wallet.id),
-                            generation,
-                            wallet.version,
-                            encode_wallet(wallet),
-                            self._ttl_ms,
-                        )
-                    stored = await pipe.execute()
-        except _REDIS_FAILURES as error:
+                stored = await run_calls(self._redis, calls)
+        except REDIS_FAILURES as error:
             self._failed("filling wallets", error)
             return
+        failure = next((r for r in stored if isinstance(r, Exception)), None)
+        if failure is not None:
+            self._failed("filling wallets", failure)
         self.wallet_stats.fills_refused += stored.count(0)
 
     async def open_history(self, wallet_id: UUID) -> tuple[str, bytes | None] | None:
@@ -437,10 +453,10 @@ class ReadCache:
             return None
         try:
             async with asyncio.timeout(self._timeout):
-                generation, page = await self._redis.eval(
-                    _OPEN_HISTORY, 1, self.history_key(wallet_id), uuid.uuid4().hex, self._ttl_ms
+                generation, page = await _OPEN_HISTORY.run(
+                    self._redis, [self.history_key(wallet_id)], (uuid.uuid4().hex, self._ttl_ms)
                 )
-        except _REDIS_FAILURES as error:
+        except REDIS_FAILURES as error:
             self._failed("reading a history", error)
             self.history_stats.bypassed += 1
             return None
@@ -452,15 +468,12 @@ class ReadCache:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                stored = await self._redis.eval(
-                    _FILL_HISTORY,
-                    1,
-                    self.history_key(wallet_id),
-                    generation,
-                    encode_head(head),
-                    self._ttl_ms,
+                stored = await _FILL_HISTORY.run(
+                    self._redis,
+                    [self.history_key(wallet_id)],
+                    (generation, encode_head(head), self._ttl_ms),
                 )
-        except _REDIS_FAILURES as error:
+        except REDIS_FAILURES as error:
             self._failed("filling a history", error)
             return
         if not stored:
@@ -471,45 +484,93 @@ class ReadCache:
     async def on_commit(
         self, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
     ) -> None:
-        """Write committed wallets, and start a new generation of each changed history.
+        """A CommitListener for the cache alone, in a round trip of its own.
 
-        Tried even while reads skip Redis: a change left out would be stale for every other
-        process. Never raises: the commit has happened whatever Redis says.
+        Processes stage the cache on the RedisCommitListener they share with the feed
+        instead (resources.py): one round trip after each commit for both.
+        """
+        await self._alone(wallets, transactions)
+
+    def stage(
+        self, pipe: Pipeline, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
+    ) -> _CommitWrites | None:
+        """Stage the committed wallets' writes and a new generation of each changed history.
+
+        Staged even while reads skip Redis: a change left out would be stale for every other
+        process.
         """
         histories = sorted({i for t in transactions for i in t.wallet_ids})
         if not wallets and not histories:
-            return
+            return None
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._write(wallets, histories)
-        except _REDIS_FAILURES as error:
-            self._failed("writing committed changes", error)
-            self._remember(wallets, histories)
+            calls = self._commit_calls(wallets, histories)
         except Exception:
             log.exception("could not update the read cache after a commit")
             self._remember(wallets, histories)
+            return None
+        for call in calls:
+            call.stage(pipe)
+        return _CommitWrites(self, wallets, histories, calls)
 
-    async def _write(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for wallet in wallets:
-                pipe.eval(
-                    _COMMIT_WALLET,
-                    1,
-                    self.wallet_key(wallet.id),
-                    uuid.uuid4().hex,
-                    wallet.version,
-                    encode_wallet(wallet),
-                    self._ttl_ms,
-                )
-            for wallet_id in histories:
-                pipe.eval(
-                    _NEW_HISTORY_GENERATION,
-                    1,
-                    self.history_key(wallet_id),
-                    uuid.uuid4().hex,
-                    self._ttl_ms,
-                )
-            await pipe.execute()
+    def _commit_calls(
+        self, wallets: Sequence[Wallet], histories: Sequence[UUID]
+    ) -> list[ScriptCall]:
+        """The writes of wallets then histories, one call each, in the order given."""
+        return [
+            ScriptCall(
+                _COMMIT_WALLET,
+                (self.wallet_key(wallet.id),),
+                (uuid.uuid4().hex, wallet.version, encode_wallet(wallet), self._ttl_ms),
+            )
+            for wallet in wallets
+        ] + [
+            ScriptCall(
+                _NEW_HISTORY_GENERATION,
+                (self.history_key(wallet_id),),
+                (uuid.uuid4().hex, self._ttl_ms),
+            )
+            for wallet_id in histories
+        ]
+
+    async def _committed(
+        self,
+        wallets: Sequence[Wallet],
+        histories: Sequence[UUID],
+        calls: Sequence[ScriptCall],
+        replies: Sequence[Any],
+    ) -> None:
+        """Remember each change whose write failed; the others are in Redis."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await rerun_missing(self._redis, calls, replies)
+        except Exception as error:
+            # Only the calls sent again are lost: the others were answered already.
+            replies = [error if isinstance(r, NoScriptError) else r for r in replies]
+        failures = [r for r in replies if isinstance(r, Exception)]
+        if not failures:
+            return
+        self._lost("writing committed changes", failures[0])
+        wallet_replies, history_replies = replies[: len(wallets)], replies[len(wallets) :]
+        self._remember(
+            [w for w, r in zip(wallets, wallet_replies, strict=True) if isinstance(r, Exception)],
+            [
+                h
+                for h, r in zip(histories, history_replies, strict=True)
+                if isinstance(r, Exception)
+            ],
+        )
+
+    def _uncommitted(
+        self, wallets: Sequence[Wallet], histories: Sequence[UUID], error: Exception
+    ) -> None:
+        self._lost("writing committed changes", error)
+        self._remember(wallets, histories)
+
+    def _lost(self, what: str, error: Exception) -> None:
+        if isinstance(error, REDIS_FAILURES):
+            self._failed(what, error)
+        else:
+            log.error("could not update the read cache while %s", what, exc_info=error)
 
     def _remember(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> None:
         for wallet in wallets:
@@ -544,7 +605,7 @@ class ReadCache:
             try:
                 async with asyncio.timeout(max(self._timeout, 5.0)):
                     await self._write_unwritten()
-            except _REDIS_FAILURES:
+            except REDIS_FAILURES:
                 self.redis_errors += 1
                 delay = min(delay * 2, 5.0)
                 continue
@@ -558,13 +619,35 @@ class ReadCache:
             return
         wallets = dict(self._unwritten_wallets)
         histories = dict(self._unwritten_histories)
-        await self._write(list(wallets.values()), list(histories))
-        for wallet_id, wallet in wallets.items():
-            if self._unwritten_wallets.get(wallet_id) is wallet:
+        calls = self._commit_calls(list(wallets.values()), list(histories))
+        replies = await run_calls(self._redis, calls)
+        wallet_replies, history_replies = replies[: len(wallets)], replies[len(wallets) :]
+        for (wallet_id, wallet), reply in zip(wallets.items(), wallet_replies, strict=True):
+            if (
+                not isinstance(reply, Exception)
+                and self._unwritten_wallets.get(wallet_id) is wallet
+            ):
                 del self._unwritten_wallets[wallet_id]
-        for wallet_id, sequence in histories.items():
-            if self._unwritten_histories.get(wallet_id) == sequence:
+        for (wallet_id, sequence), reply in zip(histories.items(), history_replies, strict=True):
+            if (
+                not isinstance(reply, Exception)
+                and self._unwritten_histories.get(wallet_id) == sequence
+            ):
                 del self._unwritten_histories[wallet_id]
+        failure = next((r for r in replies if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
+
+    async def load_scripts(self) -> None:
+        """Put the cache's scripts in Redis, so that no first call needs to send one again.
+
+        When Redis cannot take them now, each is sent when it is first missed.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                await load(self._redis, _SCRIPTS)
+        except REDIS_FAILURES as error:
+            log.warning("could not load the read cache's scripts into redis (%r)", error)
 
     async def clear(self) -> None:
         """Delete every entry under this cache's prefix."""
@@ -601,6 +684,28 @@ def _answer(
             asked.set_exception(_Unanswered())
         else:
             asked.set_result([by_id[i] for i in ids])
+
+
+class _CommitWrites:
+    """A commit's writes staged on a pipeline: what the cache does with their replies."""
+
+    def __init__(
+        self,
+        cache: ReadCache,
+        wallets: Sequence[Wallet],
+        histories: Sequence[UUID],
+        calls: Sequence[ScriptCall],
+    ) -> None:
+        self._cache = cache
+        self._wallets = wallets
+        self._histories = histories
+        self._calls = calls
+
+    async def answered(self, replies: Sequence[Any]) -> None:
+        await self._cache._committed(self._wallets, self._histories, self._calls, replies)
+
+    def unanswered(self, error: Exception) -> None:
+        self._cache._uncommitted(self._wallets, self._histories, error)
 
 
 class CachedHistoryQuery:

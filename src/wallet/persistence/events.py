@@ -1,7 +1,9 @@
 """Transaction changes over Redis pub/sub, so any API process hears what any worker committed.
 
-Publishing is a CommitListener: it runs after the commit, and a Redis failure there is logged,
-not raised (the money has moved; subscribers also re-read PostgreSQL when they hear nothing).
+Publishing runs after the commit, its commands staged on the round trip that the commit's
+listeners share (redis_commits.py), after the read cache's writes. A Redis failure there is
+logged, not raised (the money has moved; subscribers also re-read PostgreSQL when they hear
+nothing).
 Each process holds one pub/sub connection, shared by all of its subscribers.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import RedisError
 
 from wallet.domain.model import Transaction, Wallet
@@ -36,6 +38,24 @@ class _Subscription:
             return None
 
 
+class _Published:
+    def __init__(self, changes: int) -> None:
+        self._changes = changes
+
+    async def answered(self, replies: Sequence[Any]) -> None:
+        failures = [r for r in replies if isinstance(r, Exception)]
+        if failures:
+            log.warning(
+                "could not publish %d of %d transaction messages (%r)",
+                len(failures),
+                len(replies),
+                failures[0],
+            )
+
+    def unanswered(self, error: Exception) -> None:
+        log.warning("could not publish %d transaction changes (%r)", self._changes, error)
+
+
 class RedisTransactionFeed:
     """Publishes committed transactions and fans them out to this process's subscribers."""
 
@@ -53,21 +73,18 @@ class RedisTransactionFeed:
     def _wallet_channel(self, wallet_id: UUID) -> str:
         return f"{self._prefix}:events:wallet:{wallet_id}"
 
-    async def __call__(
-        self, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
-    ) -> None:
+    def stage(
+        self, pipe: Pipeline, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
+    ) -> _Published | None:
+        """Stage a message for each changed transaction, on its channel and its wallets'."""
         if not transactions:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for transaction in transactions:
-                    message = transaction_to_json(transaction)
-                    pipe.publish(self._transaction_channel(transaction.id), message)
-                    for wallet_id in transaction.wallet_ids:
-                        pipe.publish(self._wallet_channel(wallet_id), message)
-                await pipe.execute()
-        except (RedisError, OSError):
-            log.warning("could not publish %d transaction changes", len(transactions))
+            return None
+        for transaction in transactions:
+            message = transaction_to_json(transaction)
+            pipe.publish(self._transaction_channel(transaction.id), message)
+            for wallet_id in transaction.wallet_ids:
+                pipe.publish(self._wallet_channel(wallet_id), message)
+        return _Published(len(transactions))
 
     def transaction(self, transaction_id: UUID) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._listen(self._transaction_channel(transaction_id))

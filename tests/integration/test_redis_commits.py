@@ -1,0 +1,201 @@
+"""What a commit sends to Redis, through the listeners a process opens: one round trip holding
+the cache's writes and then the feed's messages; and what a failure in it leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
+
+from tests.integration.moves import fresh_key, new_wallet
+from tests.integration.redis_servers import Switch
+from wallet.config import Settings
+from wallet.domain import services
+from wallet.domain.model import TransactionStatus
+from wallet.persistence import cache as cache_module
+from wallet.persistence.cache import ReadCache
+from wallet.resources import Resources, install_cache, open_resources
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    database_url: str, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[Resources, ReadCache]]:
+    """A process's resources, as the API and the worker open them, under a prefix of its own."""
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}",
+        redis_timeout=0.3,
+    )
+    async with open_resources(settings) as resources:
+        yield resources, install_cache(resources)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class Sent:
+    """What this process sends to Redis: each send is one round trip's request."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sends = 0
+        self.pipelines: list[list[str]] = []
+        send = AbstractConnection.send_packed_command
+        execute = Pipeline.execute
+
+        async def counted_send(connection: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+            self.sends += 1
+            await send(connection, *args, **kwargs)
+
+        async def recorded_execute(pipe: Pipeline, *args: Any, **kwargs: Any) -> list[Any]:
+            self.pipelines.append([str(command[0]) for command, _ in pipe.command_stack])
+            return await execute(pipe, *args, **kwargs)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted_send)
+        monkeypatch.setattr(Pipeline, "execute", recorded_execute)
+
+    def clear(self) -> None:
+        self.sends = 0
+        self.pipelines.clear()
+
+
+def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any]:
+    return services.deposit(
+        resources.unit_of_work, services.Deposit(str(wallet_id), amount, fresh_key("deposit"))
+    )
+
+
+async def cached_balance(redis: Redis, cache: ReadCache, wallet_id: UUID) -> int | None:
+    entry = await redis.hget(cache.wallet_key(wallet_id), "data")
+    return None if entry is None else int(json.loads(entry)[2])
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(100):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(what)
+
+
+async def test_a_deposit_sends_its_cache_writes_and_then_its_messages_in_one_round_trip(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
+        wallet = await new_wallet(resources.unit_of_work, "1.00")
+        sent = Sent(monkeypatch)
+
+        await deposit(resources, wallet.id, "2.00")
+
+        assert sent.sends == 1
+        # The wallet's entry and its history's generation, then the transaction's channel
+        # and the wallet's: Redis runs them in this order.
+        assert sent.pipelines == [["EVALSHA", "EVALSHA", "PUBLISH", "PUBLISH"]]
+        assert await cached_balance(redis, cache, wallet.id) == 300
+        assert (cache.redis_errors, cache.unwritten) == (0, 0)
+        await cache.clear()
+
+
+async def test_a_script_redis_lacks_is_sent_whole_and_the_commit_still_lands_in_the_cache(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
+        wallet = await new_wallet(resources.unit_of_work, "1.00")
+        # A digest Redis never saw: it answers NOSCRIPT, as after a restart or SCRIPT FLUSH.
+        monkeypatch.setattr(cache_module._COMMIT_WALLET, "sha", "0" * 40)
+        sent = Sent(monkeypatch)
+
+        await deposit(resources, wallet.id, "2.00")
+
+        assert sent.sends == 2
+        assert sent.pipelines[1] == ["EVAL"]
+        assert await cached_balance(redis, cache, wallet.id) == 300
+        assert (cache.redis_errors, cache.unwritten) == (0, 0)
+        await cache.clear()
+
+
+async def test_a_failed_cache_write_is_remembered_alone_while_the_rest_of_the_trip_lands(
+    database_url: str, redis_url: str, redis_prefix: str, redis: Redis
+) -> None:
+    async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
+        wallet = await new_wallet(resources.unit_of_work, "1.00")
+        # Not a hash: the wallet's commit script fails (WRONGTYPE); nothing else does.
+        await redis.set(cache.wallet_key(wallet.id), "in the way")
+        channel = resources.key("events", "wallet", str(wallet.id))
+        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(channel)
+
+            await deposit(resources, wallet.id, "2.00")  # does not raise
+
+            async def heard() -> bool:
+                # None too for the subscription's own confirmation, hence the loop.
+                return await pubsub.get_message(timeout=0.05) is not None
+
+            await eventually(heard, "the feed's messages did not go out")
+        assert cache.redis_errors == 1
+        assert cache.unwritten == 1, "the wallet only: its history's generation was written"
+        await redis.delete(cache.wallet_key(wallet.id))
+
+        async def repaired() -> bool:
+            return cache.unwritten == 0
+
+        await eventually(repaired, "the failed write was never repaired")
+        assert await cached_balance(redis, cache, wallet.id) == 300
+        await cache.clear()
+
+
+async def test_a_redis_lost_during_the_round_trip_leaves_the_commit_and_repairs_the_cache(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    redis: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = urlsplit(redis_url)
+    async with (
+        Switch(real.hostname or "127.0.0.1", real.port or 6379) as switch,
+        opened(database_url, f"redis://127.0.0.1:{switch.port}/0", redis_prefix) as (
+            resources,
+            cache,
+        ),
+    ):
+        wallet = await new_wallet(resources.unit_of_work, "1.00")
+        assert await cached_balance(redis, cache, wallet.id) == 100
+
+        switch.cut()
+        transaction = await deposit(resources, wallet.id, "2.00")  # does not raise
+        assert transaction.status is TransactionStatus.COMPLETED
+        assert cache.redis_errors >= 1
+        assert cache.unwritten == 2  # the wallet, and its history
+        assert "could not publish 1 transaction changes" in caplog.text
+        switch.up = True
+
+        async def repaired() -> bool:
+            return cache.unwritten == 0
+
+        await eventually(repaired, "the missed change was never written to Redis")
+        assert await cached_balance(redis, cache, wallet.id) == 300
+        await cache.clear()
