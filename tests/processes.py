@@ -113,7 +113,7 @@ def worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Iterat
         [WALLET, "worker", "--concurrency", str(concurrency)], {**env, **settings}, "worker"
     )
     try:
-        wait_until(lambda: "Listening started" in process.output(), 30, "wallet worker")
+        wait_until(lambda: "worker listening" in process.output(), 30, "wallet worker")
         yield process
     finally:
         process.stop()

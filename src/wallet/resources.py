@@ -6,10 +6,12 @@ either process keeps the cache in step and reaches every subscriber.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -92,6 +94,51 @@ def install_cache(resources: Resources) -> ReadCache:
     return resources.cache
 
 
+class BatchedAcks:
+    """Acknowledges the jobs that finish in one turn of the event loop with one XACK.
+
+    The settlement batcher finishes jobs a batch at a time, so their acks come together;
+    each ack still waits for its XACK, so a job is only acknowledged once Redis says so.
+    """
+
+    def __init__(self, redis: Redis, group: str) -> None:
+        self._redis = redis
+        self._group = group
+        self._waiting: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
+
+    async def ack(self, queue: str, message_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        acked = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send_waiting)
+        self._waiting.setdefault(queue, []).append((message_id, acked))
+        await acked
+
+    def _send_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for queue, acks in waiting.items():
+            sending = asyncio.create_task(self._send(queue, acks), name="settlement-acks")
+            _sending.add(sending)
+            sending.add_done_callback(_sending.discard)
+
+    async def _send(self, queue: str, acks: list[tuple[str, asyncio.Future[None]]]) -> None:
+        try:
+            await self._redis.xack(queue, self._group, *(message_id for message_id, _ in acks))
+        except Exception as error:
+            # Not acknowledged: the job is delivered again, and settling it again is a no-op.
+            for _, acked in acks:
+                if not acked.done():
+                    acked.set_exception(error)
+        else:
+            for _, acked in acks:
+                if not acked.done():
+                    acked.set_result(None)
+
+
+# Sends in flight, kept referenced until done (the loop holds tasks only weakly).
+_sending: set[asyncio.Task[None]] = set()
+
+
 class SettlementBroker(RedisStreamBroker):
     """taskiq-redis's stream broker, kicking through one long-lived client.
 
@@ -102,6 +149,11 @@ class SettlementBroker(RedisStreamBroker):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._kicker = Redis(connection_pool=self.connection_pool)
+        self._acks = BatchedAcks(self._kicker, self.consumer_group_name)
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
+        # Its own ack builds a client per message too, and sends one XACK each.
+        return partial(self._acks.ack, queue_name, id)
 
     async def kick(self, message: BrokerMessage) -> None:
         await self._kicker.xadd(

@@ -92,6 +92,8 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
                 try:
                     # Again after an outage too: a Redis that kept nothing lost the group.
                     await broker.startup()
+                    # The consumer group exists from here on: a job queued now is not missed.
+                    log.info("worker listening")
                     await _receiver(broker, settings, concurrency).listen(finish)
                 except* (RedisError, OSError):
                     # Redis went away (the receiver's task group raises it in a group): what

@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -222,3 +223,28 @@ async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_fo
     async with engine.begin() as conn:  # leave nothing a later sweep would trip over
         await conn.execute(text("DELETE FROM transactions WHERE id = :id"), {"id": transaction_id})
         await conn.execute(text("DELETE FROM wallets WHERE id = :id"), {"id": wallet_id})
+
+
+async def test_every_settled_job_is_acknowledged_on_the_stream(
+    env: dict[str, str], engine: AsyncEngine
+) -> None:
+    """Acks go out together (one XACK per turn of the loop); none may be left behind."""
+    prefix = env["WALLET_REDIS_PREFIX"]
+    redis = Redis.from_url(env["REDIS_URL"])
+    try:
+        with api_server(env) as api, worker(env, concurrency=32):
+            async with httpx.AsyncClient(timeout=60) as client:
+                wallets = [await create_wallet(client, api.url, "500.00") for _ in range(8)]
+                ids = await _submit_transfers(client, api.url, wallets, 200)
+                counts = await _wait_settled(engine, ids, timeout=60)
+                assert "PENDING" not in counts, counts
+                deadline = time.monotonic() + 10
+                while True:
+                    pending = await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers")
+                    if pending["pending"] == 0:
+                        break
+                    assert time.monotonic() < deadline, f"unacknowledged: {pending}"
+                    await asyncio.sleep(0.1)
+                assert await redis.xlen(f"{prefix}:settlements") >= 200
+    finally:
+        await redis.aclose()

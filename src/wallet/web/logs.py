@@ -42,3 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger.propagate = True
     # Our middleware logs each request once, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+    # taskiq's receiver logs every job it starts at INFO: at hundreds of jobs a second that
+    # was 8% of a worker's CPU, and says nothing the metrics don't. Its warnings still show.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
