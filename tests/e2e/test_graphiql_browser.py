@@ -130,6 +130,7 @@ async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
             "{ wallet { id balance currency } errors { code message } } }",
         )
         wallet = created["data"]["createWallet"]["wallet"]
+        assert wallet is not None, created
         assert wallet["balance"] == "0.00"
         await page.screenshot(path=ARTIFACTS / "graphiql-create-wallet.png")
 

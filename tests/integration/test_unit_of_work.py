@@ -16,7 +16,13 @@ from tests.integration.moves import fresh_key, new_wallet, transfer
 from tests.invariants import assert_balances_explained, snapshot
 from wallet.domain import services
 from wallet.domain.errors import ConcurrencyConflict
-from wallet.domain.model import TransactionStatus, Wallet
+from wallet.domain.model import (
+    IdempotencyRecord,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+)
 from wallet.domain.money import Currency, Money
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import is_disconnect
@@ -354,3 +360,54 @@ async def test_every_combination_of_written_parts_is_a_statement_postgresql_acce
     async with SqlUnitOfWork(engine) as uow:
         for parts in combinations:
             await uow.connection.prepare(write_statement(parts))
+
+
+def _pending_transfer(sender: UUID, receiver: UUID, key: str) -> Transaction:
+    return Transaction(
+        uuid4(),
+        TransactionType.TRANSFER,
+        TransactionStatus.PENDING,
+        Money(1_00, USD),
+        sender,
+        receiver,
+        key,
+    )
+
+
+async def _transaction_exists(engine: AsyncEngine, transaction_id: UUID) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT 1 FROM transactions WHERE id = :id"), {"id": transaction_id}
+        )
+        return found.first() is not None
+
+
+async def test_a_submission_on_its_own_is_one_statement_committed_as_it_returns(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    sender = (await new_wallet(uow_factory, "5.00")).id
+    receiver = (await new_wallet(uow_factory)).id
+    key = fresh_key()
+    transaction = _pending_transfer(sender, receiver, key)
+    record = IdempotencyRecord(key, "transfer", "f" * 64, transaction_id=transaction.id)
+    async with SqlUnitOfWork(engine) as uow:
+        assert await uow.submit(transaction, record) is not None
+        assert await _transaction_exists(engine, transaction.id), "visible before commit()"
+    # The same key again writes nothing and says so.
+    again = _pending_transfer(sender, receiver, key)
+    async with SqlUnitOfWork(engine) as uow:
+        assert await uow.submit(again, record) is None
+    assert not await _transaction_exists(engine, again.id)
+
+
+async def test_a_submission_after_other_statements_joins_their_transaction(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    sender = (await new_wallet(uow_factory, "5.00")).id
+    receiver = (await new_wallet(uow_factory)).id
+    transaction = _pending_transfer(sender, receiver, fresh_key())
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.wallets.lock([sender])
+        assert await uow.submit(transaction, None) is not None
+        # Left without commit(): rolled back with the lock.
+    assert not await _transaction_exists(engine, transaction.id)

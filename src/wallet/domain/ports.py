@@ -60,6 +60,8 @@ class IdempotencyKeys(Protocol):
         """
         ...
 
+    async def get(self, key: str) -> IdempotencyRecord | None: ...
+
 
 class UnitOfWork(Protocol):
     """One database transaction. Leaving it without commit() rolls everything back."""
@@ -94,6 +96,17 @@ class UnitOfWork(Protocol):
         ones, the new balances of locked wallets, and their ledger entries.
 
         Returns the transactions as stored (recorded first, then decided).
+        """
+        ...
+
+    async def submit(
+        self, transaction: Transaction, claim: IdempotencyRecord | None
+    ) -> Transaction | None:
+        """Record a new PENDING transaction together with its key, in one step.
+
+        Returns it as stored, or None when the key was already taken (nothing is written
+        then: read what the key recorded). Done first in a unit of work, it stands alone and
+        is committed as it returns; after other statements it joins their transaction.
         """
         ...
 

@@ -110,8 +110,11 @@ def check_key(key: str | None, field: str = "clientTransactionId") -> str | None
 async def _replay_or_claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
     """Claim the key for this request; return the earlier record when this is a replay."""
     earlier = await uow.idempotency_keys.claim(record)
-    if earlier is None:
-        return None
+    return None if earlier is None else _replayed(earlier, record)
+
+
+def _replayed(earlier: IdempotencyRecord, record: IdempotencyRecord) -> IdempotencyRecord:
+    """The earlier record, when this request is the same one again."""
     if earlier.operation != record.operation or earlier.fingerprint != record.fingerprint:
         raise IdempotencyKeyReused(
             f"clientTransactionId {record.key!r} was already used for a different request",
@@ -294,14 +297,17 @@ async def _record_submission(
     uow: UnitOfWork, transaction: Transaction, digest: str, operation: str
 ) -> Transaction:
     key = transaction.client_transaction_id
+    record = None
     if key is not None:
         record = IdempotencyRecord(key, operation, digest, transaction_id=transaction.id)
-        earlier = await _replay_or_claim(uow, record)
-        if earlier is not None:
-            return await _recorded_transaction(uow, earlier)
-    (transaction,) = await uow.write(recorded=[transaction])
+    submitted = await uow.submit(transaction, record)
+    if submitted is None:
+        assert record is not None, "only a taken key stops a submission"
+        earlier = await uow.idempotency_keys.get(record.key)
+        assert earlier is not None, "a taken key is never given back"
+        return await _recorded_transaction(uow, _replayed(earlier, record))
     await uow.commit()
-    return transaction
+    return submitted
 
 
 async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transaction | None:

@@ -185,6 +185,31 @@ def write_statement(parts: tuple[str, ...]) -> str:
     return f"WITH {', '.join(ctes)} {tail}"
 
 
+# A submission in one statement: its idempotency key and its PENDING transaction together,
+# or, when the key is already taken, neither (ON CONFLICT waits for a concurrent holder of
+# the key to commit or roll back). The key's foreign key to the transaction is deferred, so
+# it is checked at the end of the statement, once both rows are in.
+_SUBMIT = """
+    WITH now AS (SELECT clock_timestamp() AS at),
+    claimed AS (
+        INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id)
+        SELECT $8::text, $9::text, $10::text, $1::uuid
+        WHERE $8::text IS NOT NULL
+        ON CONFLICT (key) DO NOTHING
+        RETURNING key
+    )
+    INSERT INTO transactions (
+        id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
+        client_transaction_id, created_at
+    )
+    SELECT $1::uuid, $2::text, 'PENDING', $3::bigint, $4::text, $5::uuid, $6::uuid,
+           $7::text, now.at
+    FROM now
+    WHERE $8::text IS NULL OR EXISTS (SELECT FROM claimed)
+    RETURNING *
+"""
+
+
 class CurrencyBook:
     """The currency of each wallet this process has met. Shared by its units of work: a
     wallet's currency is fixed when it is created and wallets are never deleted, so what
@@ -207,7 +232,7 @@ class SqlWallets:
         self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        row = await self._uow.connection.fetchrow(
+        row = await (await self._uow.begun()).fetchrow(
             _ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
         )
         added = wallet_from_row(row)
@@ -218,7 +243,7 @@ class SqlWallets:
         return (await self.get_many([wallet_id])).get(wallet_id)
 
     async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        rows = await self._uow.connection.fetch(_GET_WALLETS, list(wallet_ids))
+        rows = await (await self._uow.begun()).fetch(_GET_WALLETS, list(wallet_ids))
         return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
 
     async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
@@ -232,13 +257,14 @@ class SqlWallets:
             else:
                 known[wallet_id] = currency
         if unknown:
+            # Outside the transaction, if none is open: nothing else depends on this read.
             for row in await self._uow.connection.fetch(_CURRENCIES, unknown):
                 known[row["id"]] = currency = Currency.of(row["currency"])
                 book.learn(row["id"], currency)
         return known
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        rows = await self._uow.connection.fetch(_LOCK_WALLETS, sorted(set(wallet_ids)))
+        rows = await (await self._uow.begun()).fetch(_LOCK_WALLETS, sorted(set(wallet_ids)))
         return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
 
     async def save(self, wallets: Sequence[Wallet]) -> None:
@@ -255,14 +281,14 @@ class SqlTransactions:
 
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
         query = _GET_TRANSACTION + " FOR UPDATE" if lock else _GET_TRANSACTION
-        row = await self._uow.connection.fetchrow(query, transaction_id)
+        row = await (await self._uow.begun()).fetchrow(query, transaction_id)
         return transaction_from_row(row) if row is not None else None
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
         query = _PENDING + " FOR UPDATE" if lock else _PENDING
-        rows = await self._uow.connection.fetch(query, list(transaction_ids))
+        rows = await (await self._uow.begun()).fetch(query, list(transaction_ids))
         return [transaction_from_row(row) for row in rows]
 
 
@@ -271,7 +297,7 @@ class SqlIdempotencyKeys:
         self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        connection = self._uow.connection
+        connection = await self._uow.begun()
         claimed = await connection.fetchval(
             _CLAIM_KEY,
             record.key,
@@ -282,7 +308,14 @@ class SqlIdempotencyKeys:
         )
         if claimed is not None:
             return None
-        row = await connection.fetchrow(_GET_KEY, record.key)
+        earlier = await self.get(record.key)
+        assert earlier is not None, "a key that conflicts exists"
+        return earlier
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        row = await (await self._uow.begun()).fetchrow(_GET_KEY, key)
+        if row is None:
+            return None
         return IdempotencyRecord(
             key=row["key"],
             operation=row["operation"],
@@ -327,13 +360,22 @@ class SqlUnitOfWork:
         try:
             connection = (await pooled.get_raw_connection()).driver_connection
             assert connection is not None
-            transaction = connection.transaction()
-            await transaction.start()
         except BaseException as error:
             await self._give_back(pooled, broken=is_disconnect(error))
             raise
-        self._pooled, self._connection, self._transaction = pooled, connection, transaction
+        self._pooled, self._connection, self._transaction = pooled, connection, None
         return self
+
+    async def begun(self) -> asyncpg.Connection:
+        """The connection, inside this unit of work's transaction (begun on first use: a
+        submission, one statement on its own, needs none)."""
+        connection = self.connection
+        if self._transaction is None:
+            assert not self._committed, "the unit of work's one statement has committed"
+            transaction = connection.transaction()
+            await transaction.start()
+            self._transaction = transaction
+        return connection
 
     async def __aexit__(
         self,
@@ -347,7 +389,12 @@ class SqlUnitOfWork:
         self._pooled = self._connection = self._transaction = None
         broken = exc is not None and is_disconnect(exc)
         try:
-            if not self._committed and not broken and not connection.is_closed():
+            if (
+                transaction is not None
+                and not self._committed
+                and not broken
+                and not connection.is_closed()
+            ):
                 await transaction.rollback()
         except BaseException as error:
             broken = broken or is_disconnect(error)
@@ -426,7 +473,35 @@ class SqlUnitOfWork:
         self.transactions_changed.update(stored)
         return [stored[t.id] for t in (*recorded, *decided)]
 
+    async def submit(
+        self, transaction: Transaction, claim: IdempotencyRecord | None
+    ) -> Transaction | None:
+        row = await (await self._begun_or_bare()).fetchrow(
+            _SUBMIT,
+            transaction.id,
+            transaction.type.value,
+            transaction.amount.minor,
+            transaction.amount.currency.code,
+            transaction.sender_wallet_id,
+            transaction.receiver_wallet_id,
+            transaction.client_transaction_id,
+            claim.key if claim else None,
+            claim.operation if claim else None,
+            claim.fingerprint if claim else None,
+        )
+        if row is None:
+            return None  # the key was taken; nothing was written
+        if self._transaction is None:
+            self._committed = True  # one statement on its own: committed as it ended
+        submitted = transaction_from_row(row)
+        self.transactions_changed[submitted.id] = submitted
+        return submitted
+
+    async def _begun_or_bare(self) -> asyncpg.Connection:
+        return self.connection if self._transaction is None else await self.begun()
+
     async def commit(self) -> None:
-        assert self._transaction is not None, "outside `async with`"
-        await self._transaction.commit()
+        assert self._connection is not None, "outside `async with`"
+        if self._transaction is not None and not self._committed:
+            await self._transaction.commit()
         self._committed = True
