@@ -5,6 +5,7 @@
 
 One run, against a fresh database on this machine's PostgreSQL and Redis:
   pgbench    the baseline: a pgbench script doing one minimal transfer per transaction
+  service    the service layer straight on PostgreSQL, in-process: no HTTP, GraphQL or Redis
   deposits   deposit mutations from wrk: throughput, p50/p99
   transfers  transfer mutations from wrk, then PostgreSQL's timestamps: COMPLETED per second
              and request-to-COMPLETED latency, uniform over the wallets and all touching one
@@ -37,10 +38,11 @@ from bench import chart
 from bench.cpu import CpuMeter, Groups
 from bench.load import LoadRun, run_wrk, wrk
 from bench.pgbench import Baseline, pgbench, run_baseline, scratch_name
+from bench.service_layer import measure as measure_service_layer
 from bench.settle_latency import Settlement, settlement
 from bench.stack import BASE_URL, Stack, fresh_database, running
 
-PHASES = ("pgbench", "deposits", "transfers", "reads")
+PHASES = ("pgbench", "service", "deposits", "transfers", "reads")
 ROOT = Path(__file__).resolve().parent
 KEYS = (
     "pgbench_tps",
@@ -198,6 +200,37 @@ class Run:
                 "cpu": cores,
             }
         )
+
+    async def service_layer(self) -> None:
+        async with fresh_database() as database_url:
+            name = make_url(database_url).database or ""
+            groups = Groups({"client": [os.getpid()]}, [name])
+            rates = await measure_service_layer(
+                database_url,
+                seconds=max(2, self.args.duration),
+                meter=lambda: CpuMeter(groups).start(),
+                clients=self.args.pgbench_clients,
+                wallets=self.args.wallets,
+            )
+            consistent = await self.ledger_check(database_url)
+        self.figures["service"] = {
+            r.name: {"per_second": r.per_second, "operations": r.operations, "cores": r.cores}
+            for r in rates
+        }
+        for rate, key in zip(rates, ("deposit", "submit", "settle"), strict=True):
+            self.figures[f"service_{key}_ops"] = rate.per_second
+        for rate in rates:
+            self.rows.append(
+                {
+                    "phase": f"service layer: {rate.name}",
+                    "rate": f"{rate.per_second:,.0f} /s",
+                    "p50": "",
+                    "p99": "",
+                    "checked": f"{rate.operations:,} done, {self.args.pgbench_clients} "
+                    f"coroutines, ledger {'ok' if consistent else 'WRONG'}",
+                    "cpu": rate.cores,
+                }
+            )
 
     async def create_wallets(self, stack: Stack) -> None:
         """Setup, not measured: the wallets, created through the API, in batches."""
@@ -452,7 +485,9 @@ class Run:
         }
         if "pgbench" in args.only:
             await self.baseline()  # before the stack starts, so nothing else of ours runs
-        if set(args.only) - {"pgbench"}:
+        if "service" in args.only:
+            await self.service_layer()
+        if set(args.only) - {"pgbench", "service"}:
             async with fresh_database() as database_url:
                 with running(
                     database_url,
@@ -578,6 +613,9 @@ def summary_line(figures: dict[str, Any]) -> str:
         "transfer_hot_p99_ms",
         "read_wallet_rps",
         "read_typename_rps",
+        "service_deposit_ops",
+        "service_submit_ops",
+        "service_settle_ops",
         "wrk_cores_max",
         "ledger_consistent",
     ]

@@ -28,6 +28,10 @@ KEYS = (
     "transfer_ratio",
     "hot_ratio",
     "read_ratio",
+    # The service layer straight on PostgreSQL, the ceiling under HTTP and GraphQL.
+    "service_deposit_ops",
+    "service_submit_ops",
+    "service_settle_ops",
 )
 
 

@@ -1,0 +1,126 @@
+"""The service layer straight on PostgreSQL: the ceiling under the HTTP and GraphQL layers.
+
+The same use cases the API and the worker run (wallet.domain.services, on the real unit of
+work), called in-process by `clients` coroutines on one event loop, with no HTTP, no GraphQL
+and no Redis. Set beside pgbench and the full stack, it tells how much of a request's cost is
+the database's and the domain's, and how much the layers above add.
+
+    deposits     services.deposit, each with its own clientTransactionId
+    submissions  services.submit_transfer (records a PENDING transfer and its key)
+    settlements  services.settle_many over those submissions, `batch` at a time, as the
+                 worker's batcher does under load
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wallet.domain import services
+from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.database import create_engine
+from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
+
+
+class Meter(Protocol):
+    def stop(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Rate:
+    name: str
+    operations: int
+    seconds: float
+    cores: dict[str, float] = field(default_factory=dict)  # where the CPU went meanwhile
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds if self.seconds else 0.0
+
+
+async def _for(seconds: float, clients: int, one: object) -> tuple[int, float]:
+    """Run `one()` from `clients` coroutines until `seconds` pass; (operations, elapsed)."""
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await one()  # type: ignore[operator]
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done, time.monotonic() - started
+
+
+async def measure(
+    database_url: str,
+    *,
+    seconds: float,
+    meter: Callable[[], Meter],
+    clients: int = 8,
+    wallets: int = 1000,
+    batch: int = 64,
+) -> list[Rate]:
+    """Deposits, then transfer submissions, then their settlement, on a fresh database."""
+    engine = create_engine(database_url, pool_size=clients + 2)
+    book = CurrencyBook()
+
+    def uow_factory() -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine, (), book)
+
+    factory: UnitOfWorkFactory = uow_factory
+    try:
+        ids = [
+            str(
+                (
+                    await services.create_wallet(
+                        factory, services.CreateWallet(initial_balance="1000000.00")
+                    )
+                ).id
+            )
+            for _ in range(wallets)
+        ]
+        rng = random.Random(11)
+        run = uuid.uuid4().hex[:8]
+
+        async def deposit() -> None:
+            command = services.Deposit(rng.choice(ids), "1.00", f"s{run}-{uuid.uuid4().hex}")
+            await services.deposit(factory, command)
+
+        submitted: list[uuid.UUID] = []
+
+        async def submit() -> None:
+            sender, receiver = rng.sample(ids, 2)
+            command = services.Transfer(sender, receiver, "0.01", f"s{run}-{uuid.uuid4().hex}")
+            submitted.append((await services.submit_transfer(factory, command)).id)
+
+        rates = []
+        for name, one in (("deposits", deposit), ("submissions", submit)):
+            watching = meter()
+            done, elapsed = await _for(seconds, clients, one)
+            rates.append(Rate(name, done, elapsed, watching.stop()))
+
+        batches = [submitted[i : i + batch] for i in range(0, len(submitted), batch)]
+        pending = iter(batches)
+
+        async def settler() -> int:
+            settled = 0
+            for ids_of_batch in pending:
+                settled += len(await services.settle_many(factory, ids_of_batch))
+            return settled
+
+        watching = meter()
+        started = time.monotonic()
+        counts = await asyncio.gather(*(settler() for _ in range(clients)))
+        elapsed = time.monotonic() - started
+        rates.append(Rate(f"settlements ({batch} a batch)", sum(counts), elapsed, watching.stop()))
+        return rates
+    finally:
+        await engine.dispose()
