@@ -39,6 +39,7 @@ from taskiq.exceptions import SendTaskError
 
 from wallet.config import Settings
 from wallet.domain import services
+from wallet.domain.batching import Batcher
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.queries import SqlHistoryQuery
@@ -46,7 +47,7 @@ from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.resources import Resources, install_cache, open_resources, queue_client
-from wallet.schema.context import Context, Dispatch
+from wallet.schema.context import Context, Depositor, Dispatch
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
@@ -122,6 +123,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         self.resources: Resources | None = None
         self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
+        self.deposit: Depositor | None = None
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -154,10 +156,12 @@ class WalletGraphQL(GraphQL[Context, None]):
         assert self.resources is not None, "the lifespan has not started"
         assert self.reads is not None
         assert self.dispatch is not None
+        assert self.deposit is not None
         return Context(
             uow_factory=self.resources.unit_of_work,
             reads=self.reads,
             dispatch=self.dispatch,
+            deposit=self.deposit,
             feed=self.resources.feed,
             request_id=request_id.get(),
         )
@@ -207,6 +211,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             graphql.dispatch = (
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
             )
+            # The deposits this process receives at the same time share a commit.
+            graphql.deposit = Batcher(partial(services.deposit_many, resources.unit_of_work))
             # What start-up made lives as long as the process: keep the collector from
             # walking it again and again, and let it run less often. Requests waiting on I/O
             # keep many young objects alive, and each collection then walked them all.

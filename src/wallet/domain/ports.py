@@ -62,6 +62,17 @@ class IdempotencyKeys(Protocol):
 
     async def get(self, key: str) -> IdempotencyRecord | None: ...
 
+    async def claim_many(
+        self, records: Sequence[IdempotencyRecord]
+    ) -> dict[str, IdempotencyRecord]:
+        """Record the keys that are free; returns, by key, what the others were first
+        recorded for. The keys must differ from each other."""
+        ...
+
+    async def release(self, keys: Sequence[str]) -> None:
+        """Forget keys this unit of work claimed, for requests it ended up refusing."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One database transaction. Leaving it without commit() rolls everything back."""

@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -176,15 +177,86 @@ async def create_wallet(uow_factory: UnitOfWorkFactory, command: CreateWallet) -
 
 async def deposit(uow_factory: UnitOfWorkFactory, command: Deposit) -> Transaction:
     """Deposits are applied at once: there is nothing they can wait for."""
-    wallet_id = parse_wallet_id(command.wallet_id, "walletId")
-    key = check_key(command.client_transaction_id)
+    (outcome,) = await deposit_many(uow_factory, [command])
+    if isinstance(outcome, WalletError):
+        raise outcome
+    return outcome
 
-    async def attempt() -> Transaction:
-        async with uow_factory() as uow:
-            wallet = (await uow.wallets.lock([wallet_id])).get(wallet_id)
+
+async def deposit_many(
+    uow_factory: UnitOfWorkFactory, commands: Sequence[Deposit]
+) -> list[Transaction | WalletError]:
+    """Apply deposits together: one lock pass, one write and one commit for them all.
+
+    Each is decided on its own, as if it came alone: applied, refused (its error in its
+    place), or, for a clientTransactionId used before, answered with what it recorded. Only
+    the database work is shared. A deposit repeating a key of an earlier one in the same call
+    waits for that one's commit, then replays it.
+    """
+    outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
+    now: list[tuple[int, UUID, str | None]] = []
+    later: list[int] = []
+    keys: set[str] = set()
+    for n, command in enumerate(commands):
+        try:
+            wallet_id = parse_wallet_id(command.wallet_id, "walletId")
+            key = check_key(command.client_transaction_id)
+        except WalletError as refusal:
+            outcomes[n] = refusal
+            continue
+        if key is not None and key in keys:
+            later.append(n)
+            continue
+        if key is not None:
+            keys.add(key)
+        now.append((n, wallet_id, key))
+
+    if now:
+        try:
+            decided = await retrying(lambda: _deposit_together(uow_factory, commands, now))
+        except WalletError:
+            raise
+        except Exception:
+            if len(now) == 1:
+                raise
+            # Something none of them was refused for (a constraint, a bug): settle each on
+            # its own, so that one bad deposit fails alone.
+            decided = {}
+            for n, wallet_id, key in now:
+                alone = await retrying(
+                    partial(_deposit_together, uow_factory, commands, [(n, wallet_id, key)])
+                )
+                decided.update(alone)
+        for n, outcome in decided.items():
+            outcomes[n] = outcome
+    for n in later:
+        try:
+            outcomes[n] = await deposit(uow_factory, commands[n])
+        except WalletError as refusal:
+            outcomes[n] = refusal
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _deposit_together(
+    uow_factory: UnitOfWorkFactory,
+    commands: Sequence[Deposit],
+    now: Sequence[tuple[int, UUID, str | None]],
+) -> dict[int, Transaction | WalletError]:
+    decided: dict[int, Transaction | WalletError] = {}
+    async with uow_factory() as uow:
+        wallets = await uow.wallets.lock({wallet_id for _, wallet_id, _ in now})
+        fresh: list[tuple[int, Transaction, IdempotencyRecord | None]] = []
+        for n, wallet_id, key in now:
+            wallet = wallets.get(wallet_id)
             if wallet is None:
-                raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
-            amount = parse_positive_amount(command.amount, wallet.currency)
+                decided[n] = WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
+                continue
+            try:
+                amount = parse_positive_amount(commands[n].amount, wallet.currency)
+            except WalletError as refusal:
+                decided[n] = refusal
+                continue
             transaction = Transaction(
                 uuid4(),
                 TransactionType.DEPOSIT,
@@ -194,6 +266,7 @@ async def deposit(uow_factory: UnitOfWorkFactory, command: Deposit) -> Transacti
                 wallet_id,
                 key,
             )
+            record = None
             if key is not None:
                 record = IdempotencyRecord(
                     key,
@@ -201,19 +274,48 @@ async def deposit(uow_factory: UnitOfWorkFactory, command: Deposit) -> Transacti
                     fingerprint("deposit", wallet=wallet_id, amount=amount.minor),
                     transaction_id=transaction.id,
                 )
-                earlier = await _replay_or_claim(uow, record)
-                if earlier is not None:
-                    return await _recorded_transaction(uow, earlier)
-            transaction = await _record_deposit(uow, transaction, wallet)
-            await uow.commit()
-            return transaction
+            fresh.append((n, transaction, record))
 
-    return await retrying(attempt)
+        earlier = await uow.idempotency_keys.claim_many([r for _, _, r in fresh if r])
+        applied: list[tuple[int, Transaction]] = []
+        replayed: list[tuple[int, IdempotencyRecord]] = []
+        entries: list[LedgerEntry] = []
+        released: list[str] = []
+        for n, transaction, record in fresh:
+            if record is not None and record.key in earlier:
+                try:
+                    replayed.append((n, _replayed(earlier[record.key], record)))
+                except WalletError as refusal:
+                    decided[n] = refusal
+                continue
+            try:
+                # In the order they came: each sees the balance the ones before it left.
+                entries += transaction.apply(wallets)
+            except WalletError as refusal:
+                # Refused, so recorded nowhere (not as FAILED: nobody waits on it), and its
+                # key is free again for a corrected request.
+                decided[n] = refusal
+                if record is not None:
+                    released.append(record.key)
+                continue
+            applied.append((n, transaction))
+        if released:
+            await uow.idempotency_keys.release(released)
+        if applied:
+            touched = {t.receiver_wallet_id for _, t in applied}
+            stored = await uow.write(
+                recorded=[t for _, t in applied],
+                balances=[w for i, w in wallets.items() if i in touched],
+                entries=entries,
+            )
+            decided.update(zip((n for n, _ in applied), stored, strict=True))
+        for n, record in replayed:
+            decided[n] = await _recorded_transaction(uow, record)
+        await uow.commit()
+    return decided
 
 
 async def _record_deposit(uow: UnitOfWork, transaction: Transaction, wallet: Wallet) -> Transaction:
-    # A deposit the wallet cannot take is refused and recorded nowhere, not recorded as FAILED:
-    # nothing outside this request was waiting on it.
     entries = transaction.apply({wallet.id: wallet})
     (transaction,) = await uow.write(recorded=[transaction], balances=[wallet], entries=entries)
     return transaction

@@ -99,6 +99,21 @@ _CLAIM_KEY = """
     ON CONFLICT (key) DO NOTHING
     RETURNING key
 """
+# In key order: two units of work claiming overlapping keys then wait for each other in one
+# direction only, never in a cycle.
+_CLAIM_KEYS = """
+    INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[])
+        AS v(key, operation, fingerprint, transaction_id, wallet_id)
+    ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+"""
+_GET_KEYS = """
+    SELECT key, operation, fingerprint, transaction_id, wallet_id
+    FROM idempotency_keys WHERE key = ANY($1::text[])
+"""
+_RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
 _GET_KEY = """
     SELECT key, operation, fingerprint, transaction_id, wallet_id
     FROM idempotency_keys WHERE key = $1
@@ -312,17 +327,46 @@ class SqlIdempotencyKeys:
         assert earlier is not None, "a key that conflicts exists"
         return earlier
 
+    async def claim_many(
+        self, records: Sequence[IdempotencyRecord]
+    ) -> dict[str, IdempotencyRecord]:
+        if not records:
+            return {}
+        connection = await self._uow.begun()
+        claimed = {
+            row["key"]
+            for row in await connection.fetch(
+                _CLAIM_KEYS,
+                [r.key for r in records],
+                [r.operation for r in records],
+                [r.fingerprint for r in records],
+                [r.transaction_id for r in records],
+                [r.wallet_id for r in records],
+            )
+        }
+        taken = [r.key for r in records if r.key not in claimed]
+        if not taken:
+            return {}
+        return {row["key"]: _record(row) for row in await connection.fetch(_GET_KEYS, taken)}
+
+    async def release(self, keys: Sequence[str]) -> None:
+        await (await self._uow.begun()).execute(_RELEASE_KEYS, list(keys))
+
     async def get(self, key: str) -> IdempotencyRecord | None:
         row = await (await self._uow.begun()).fetchrow(_GET_KEY, key)
         if row is None:
             return None
-        return IdempotencyRecord(
-            key=row["key"],
-            operation=row["operation"],
-            fingerprint=row["fingerprint"],
-            transaction_id=row["transaction_id"],
-            wallet_id=row["wallet_id"],
-        )
+        return _record(row)
+
+
+def _record(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=row["key"],
+        operation=row["operation"],
+        fingerprint=row["fingerprint"],
+        transaction_id=row["transaction_id"],
+        wallet_id=row["wallet_id"],
+    )
 
 
 class SqlUnitOfWork:

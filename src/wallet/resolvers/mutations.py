@@ -50,7 +50,7 @@ class Mutation:
     async def deposit(self, info: Info[Context, None], input: DepositInput) -> TransactionPayload:
         command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await services.deposit(info.context.uow_factory, command)
+            transaction = await info.context.deposit(command)
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, transaction)

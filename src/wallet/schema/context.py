@@ -11,10 +11,13 @@ from strawberry.dataloader import DataLoader
 
 from wallet.domain.model import Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
+from wallet.domain.services import Deposit
 
 # Hands a PENDING transaction on to be settled; returns it as it stands afterwards
 # (settled at once when run inline, still PENDING when queued for a worker).
 Dispatch = Callable[[Transaction], Awaitable[Transaction]]
+# Applies a deposit (together with the others made at the same time); raises its refusal.
+Depositor = Callable[[Deposit], Awaitable[Transaction]]
 
 
 @dataclass(slots=True)
@@ -22,6 +25,7 @@ class Context:
     uow_factory: UnitOfWorkFactory
     reads: HistoryQuery
     dispatch: Dispatch
+    deposit: Depositor
     feed: TransactionFeed
     request_id: str = ""
     wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)

@@ -1,0 +1,56 @@
+"""Calls made at the same time, run as one batch: the way past one commit per request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Gathers the calls that arrive while a batch is running, and runs them as the next.
+
+    A lone call waits for nobody: it runs at the next turn of the event loop. Under load,
+    calls pile up while one batch talks to the database and go together in the next, so
+    batches grow with the load, and so does what each database round trip and commit is
+    shared by. One batch runs at a time.
+
+    `run` answers each item of a batch, in order, with its result or the exception to raise
+    for it; an exception `run` itself raises is raised for every item of the batch.
+    """
+
+    def __init__(
+        self, run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], max_batch: int = 64
+    ) -> None:
+        self._run = run
+        self._max_batch = max_batch
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._flushing is None or self._flushing.done():
+            # A task of its own: a caller that goes away does not take the batch with it.
+            self._flushing = asyncio.create_task(self._flush(), name="batch")
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the calls made in this same turn of the loop join in
+        while self._waiting:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            try:
+                outcomes: Sequence[R | Exception] = await self._run([item for item, _ in batch])
+            except Exception as error:
+                outcomes = [error] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
