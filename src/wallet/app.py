@@ -47,7 +47,7 @@ from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.resources import Resources, install_cache, open_resources, queue_client
-from wallet.schema.context import Context, Depositor, Dispatch
+from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
@@ -124,6 +124,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
         self.deposit: Depositor | None = None
+        self.submit: Submitter | None = None
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -157,11 +158,13 @@ class WalletGraphQL(GraphQL[Context, None]):
         assert self.reads is not None
         assert self.dispatch is not None
         assert self.deposit is not None
+        assert self.submit is not None
         return Context(
             uow_factory=self.resources.unit_of_work,
             reads=self.reads,
             dispatch=self.dispatch,
             deposit=self.deposit,
+            submit=self.submit,
             feed=self.resources.feed,
             request_id=request_id.get(),
         )
@@ -211,8 +214,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             graphql.dispatch = (
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
             )
-            # The deposits this process receives at the same time share a commit.
+            # What this process receives at the same time shares a commit.
             graphql.deposit = Batcher(partial(services.deposit_many, resources.unit_of_work))
+            graphql.submit = Batcher(partial(services.submit_many, resources.unit_of_work))
             # What start-up made lives as long as the process: keep the collector from
             # walking it again and again, and let it run less often. Requests waiting on I/O
             # keep many young objects alive, and each collection then walked them all.

@@ -391,12 +391,12 @@ async def test_a_submission_on_its_own_is_one_statement_committed_as_it_returns(
     transaction = _pending_transfer(sender, receiver, key)
     record = IdempotencyRecord(key, "transfer", "f" * 64, transaction_id=transaction.id)
     async with SqlUnitOfWork(engine) as uow:
-        assert await uow.submit(transaction, record) is not None
+        assert await uow.submit([(transaction, record)]) != [None]
         assert await _transaction_exists(engine, transaction.id), "visible before commit()"
     # The same key again writes nothing and says so.
     again = _pending_transfer(sender, receiver, key)
     async with SqlUnitOfWork(engine) as uow:
-        assert await uow.submit(again, record) is None
+        assert await uow.submit([(again, record)]) == [None]
     assert not await _transaction_exists(engine, again.id)
 
 
@@ -408,6 +408,6 @@ async def test_a_submission_after_other_statements_joins_their_transaction(
     transaction = _pending_transfer(sender, receiver, fresh_key())
     async with SqlUnitOfWork(engine) as uow:
         await uow.wallets.lock([sender])
-        assert await uow.submit(transaction, None) is not None
+        assert await uow.submit([(transaction, None)]) != [None]
         # Left without commit(): rolled back with the lock.
     assert not await _transaction_exists(engine, transaction.id)

@@ -111,13 +111,14 @@ class UnitOfWork(Protocol):
         ...
 
     async def submit(
-        self, transaction: Transaction, claim: IdempotencyRecord | None
-    ) -> Transaction | None:
-        """Record a new PENDING transaction together with its key, in one step.
+        self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
+    ) -> list[Transaction | None]:
+        """Record new PENDING transactions, each together with its key, in one step.
 
-        Returns it as stored, or None when the key was already taken (nothing is written
-        then: read what the key recorded). Done first in a unit of work, it stands alone and
-        is committed as it returns; after other statements it joins their transaction.
+        Returns each as stored, or None where its key was already taken (nothing is written
+        for that one: read what the key recorded). The keys must differ from each other.
+        Done first in a unit of work, it stands alone and is committed as it returns; after
+        other statements it joins their transaction.
         """
         ...
 

@@ -323,93 +323,152 @@ async def _record_deposit(uow: UnitOfWork, transaction: Transaction, wallet: Wal
 
 async def submit_withdrawal(uow_factory: UnitOfWorkFactory, command: Withdraw) -> Transaction:
     """Record a PENDING withdrawal; settle() decides it under the wallet's lock."""
-    wallet_id = parse_wallet_id(command.wallet_id, "walletId")
-    key = check_key(command.client_transaction_id)
-
-    async def attempt() -> Transaction:
-        async with uow_factory() as uow:
-            currency = (await uow.wallets.currencies([wallet_id])).get(wallet_id)
-            if currency is None:
-                raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
-            amount = parse_positive_amount(command.amount, currency)
-            transaction = Transaction(
-                uuid4(),
-                TransactionType.WITHDRAWAL,
-                TransactionStatus.PENDING,
-                amount,
-                wallet_id,
-                None,
-                key,
-            )
-            return await _record_submission(
-                uow,
-                transaction,
-                fingerprint("withdraw", wallet=wallet_id, amount=amount.minor),
-                "withdraw",
-            )
-
-    return await retrying(attempt)
+    return _raised(await submit_many(uow_factory, [command]))
 
 
 async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> Transaction:
     """Record a PENDING transfer; settle() decides it under both wallets' locks."""
-    sender_id = parse_wallet_id(command.from_wallet_id, "fromWalletId")
-    receiver_id = parse_wallet_id(command.to_wallet_id, "toWalletId")
-    key = check_key(command.client_transaction_id)
-    if sender_id == receiver_id:
-        raise SameWallet("a transfer needs two different wallets", field="toWalletId")
+    return _raised(await submit_many(uow_factory, [command]))
 
-    async def attempt() -> Transaction:
+
+def _raised(outcomes: Sequence[Transaction | WalletError]) -> Transaction:
+    (outcome,) = outcomes
+    if isinstance(outcome, WalletError):
+        raise outcome
+    return outcome
+
+
+async def submit_many(
+    uow_factory: UnitOfWorkFactory, commands: Sequence[Withdraw | Transfer]
+) -> list[Transaction | WalletError]:
+    """Record withdrawals and transfers as PENDING, together in one statement.
+
+    Each is checked and answered on its own, as if it came alone: recorded, refused (its
+    error in its place), or, for a clientTransactionId used before, answered with what it
+    recorded. Nothing is locked: a wallet's existence and currency never change, and the
+    balance is only looked at when settle() decides. A command repeating a key of another in
+    the same call waits for that one, then replays it.
+    """
+    outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
+    checked: list[tuple[int, Withdraw | Transfer, tuple[UUID, ...], str | None]] = []
+    later: list[int] = []
+    keys: set[str] = set()
+    for n, command in enumerate(commands):
+        try:
+            wallet_ids, key = _check_submission(command)
+        except WalletError as refusal:
+            outcomes[n] = refusal
+            continue
+        if key is not None and key in keys:
+            later.append(n)
+            continue
+        if key is not None:
+            keys.add(key)
+        checked.append((n, command, wallet_ids, key))
+
+    async def attempt() -> dict[int, Transaction | WalletError]:
+        decided: dict[int, Transaction | WalletError] = {}
         async with uow_factory() as uow:
-            found = await uow.wallets.currencies([sender_id, receiver_id])
-            sender, receiver = found.get(sender_id), found.get(receiver_id)
-            if sender is None:
-                raise WalletNotFound(f"there is no wallet {sender_id}", field="fromWalletId")
-            if receiver is None:
-                raise WalletNotFound(f"there is no wallet {receiver_id}", field="toWalletId")
-            if sender != receiver:
-                raise CurrencyMismatch(
-                    f"wallet {sender_id} holds {sender.code} and wallet "
-                    f"{receiver_id} holds {receiver.code}",
-                    field="toWalletId",
-                )
-            amount = parse_positive_amount(command.amount, sender)
-            transaction = Transaction(
-                uuid4(),
-                TransactionType.TRANSFER,
-                TransactionStatus.PENDING,
-                amount,
-                sender_id,
-                receiver_id,
-                key,
+            currencies = await uow.wallets.currencies({i for _, _, ids, _ in checked for i in ids})
+            submissions: list[tuple[int, Transaction, IdempotencyRecord | None]] = []
+            for n, command, wallet_ids, key in checked:
+                try:
+                    submissions.append((n, *_submission(command, wallet_ids, key, currencies)))
+                except WalletError as refusal:
+                    decided[n] = refusal
+            stored = await uow.submit([(t, r) for _, t, r in submissions])
+            for (n, _, record), submitted in zip(submissions, stored, strict=True):
+                if submitted is not None:
+                    decided[n] = submitted
+                    continue
+                assert record is not None, "only a taken key stops a submission"
+                earlier = await uow.idempotency_keys.get(record.key)
+                assert earlier is not None, "a taken key is never given back once committed"
+                try:
+                    decided[n] = await _recorded_transaction(uow, _replayed(earlier, record))
+                except WalletError as refusal:
+                    decided[n] = refusal
+            await uow.commit()
+        return decided
+
+    if checked:
+        for n, outcome in (await retrying(attempt)).items():
+            outcomes[n] = outcome
+    for n in later:
+        (outcomes[n],) = await submit_many(uow_factory, [commands[n]])
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _check_submission(command: Withdraw | Transfer) -> tuple[tuple[UUID, ...], str | None]:
+    """What can be checked without the database: the wallets named, and the key."""
+    if isinstance(command, Withdraw):
+        wallet_ids: tuple[UUID, ...] = (parse_wallet_id(command.wallet_id, "walletId"),)
+    else:
+        sender_id = parse_wallet_id(command.from_wallet_id, "fromWalletId")
+        receiver_id = parse_wallet_id(command.to_wallet_id, "toWalletId")
+        wallet_ids = (sender_id, receiver_id)
+    key = check_key(command.client_transaction_id)
+    if len(wallet_ids) == 2 and wallet_ids[0] == wallet_ids[1]:
+        raise SameWallet("a transfer needs two different wallets", field="toWalletId")
+    return wallet_ids, key
+
+
+def _submission(
+    command: Withdraw | Transfer,
+    wallet_ids: tuple[UUID, ...],
+    key: str | None,
+    currencies: dict[UUID, Currency],
+) -> tuple[Transaction, IdempotencyRecord | None]:
+    """The PENDING transaction a checked command records, and its key's record."""
+    if isinstance(command, Withdraw):
+        (wallet_id,) = wallet_ids
+        currency = currencies.get(wallet_id)
+        if currency is None:
+            raise WalletNotFound(f"there is no wallet {wallet_id}", field="walletId")
+        amount = parse_positive_amount(command.amount, currency)
+        transaction = Transaction(
+            uuid4(),
+            TransactionType.WITHDRAWAL,
+            TransactionStatus.PENDING,
+            amount,
+            wallet_id,
+            None,
+            key,
+        )
+        operation = "withdraw"
+        digest = fingerprint("withdraw", wallet=wallet_id, amount=amount.minor)
+    else:
+        sender_id, receiver_id = wallet_ids
+        sender, receiver = currencies.get(sender_id), currencies.get(receiver_id)
+        if sender is None:
+            raise WalletNotFound(f"there is no wallet {sender_id}", field="fromWalletId")
+        if receiver is None:
+            raise WalletNotFound(f"there is no wallet {receiver_id}", field="toWalletId")
+        if sender != receiver:
+            raise CurrencyMismatch(
+                f"wallet {sender_id} holds {sender.code} and wallet "
+                f"{receiver_id} holds {receiver.code}",
+                field="toWalletId",
             )
-            return await _record_submission(
-                uow,
-                transaction,
-                fingerprint(
-                    "transfer", sender=sender_id, receiver=receiver_id, amount=amount.minor
-                ),
-                "transfer",
-            )
-
-    return await retrying(attempt)
-
-
-async def _record_submission(
-    uow: UnitOfWork, transaction: Transaction, digest: str, operation: str
-) -> Transaction:
-    key = transaction.client_transaction_id
+        amount = parse_positive_amount(command.amount, sender)
+        transaction = Transaction(
+            uuid4(),
+            TransactionType.TRANSFER,
+            TransactionStatus.PENDING,
+            amount,
+            sender_id,
+            receiver_id,
+            key,
+        )
+        operation = "transfer"
+        digest = fingerprint(
+            "transfer", sender=sender_id, receiver=receiver_id, amount=amount.minor
+        )
     record = None
     if key is not None:
         record = IdempotencyRecord(key, operation, digest, transaction_id=transaction.id)
-    submitted = await uow.submit(transaction, record)
-    if submitted is None:
-        assert record is not None, "only a taken key stops a submission"
-        earlier = await uow.idempotency_keys.get(record.key)
-        assert earlier is not None, "a taken key is never given back"
-        return await _recorded_transaction(uow, _replayed(earlier, record))
-    await uow.commit()
-    return submitted
+    return transaction, record
 
 
 async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transaction | None:

@@ -200,27 +200,37 @@ def write_statement(parts: tuple[str, ...]) -> str:
     return f"WITH {', '.join(ctes)} {tail}"
 
 
-# A submission in one statement: its idempotency key and its PENDING transaction together,
-# or, when the key is already taken, neither (ON CONFLICT waits for a concurrent holder of
-# the key to commit or roll back). The key's foreign key to the transaction is deferred, so
-# it is checked at the end of the statement, once both rows are in.
+# Submissions in one statement: each one's idempotency key and its PENDING transaction
+# together, or, when its key is already taken, neither (ON CONFLICT waits for a concurrent
+# holder of the key to commit or roll back). Keys are claimed in key order, so statements
+# claiming overlapping keys never wait for each other in a cycle. The keys' foreign keys to
+# their transactions are deferred: checked once every row is in.
 _SUBMIT = """
     WITH now AS (SELECT clock_timestamp() AS at),
+    v AS (
+        SELECT * FROM unnest(
+            $1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[],
+            $7::text[], $8::text[], $9::text[], $10::text[]
+        ) WITH ORDINALITY AS v(
+            id, type, amount, currency, sender, receiver, reference, key, operation,
+            fingerprint, n
+        )
+    ),
     claimed AS (
         INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id)
-        SELECT $8::text, $9::text, $10::text, $1::uuid
-        WHERE $8::text IS NOT NULL
+        SELECT key, operation, fingerprint, id FROM v WHERE key IS NOT NULL ORDER BY key
         ON CONFLICT (key) DO NOTHING
-        RETURNING key
+        RETURNING transaction_id
     )
     INSERT INTO transactions (
         id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
         client_transaction_id, created_at
     )
-    SELECT $1::uuid, $2::text, 'PENDING', $3::bigint, $4::text, $5::uuid, $6::uuid,
-           $7::text, now.at
-    FROM now
-    WHERE $8::text IS NULL OR EXISTS (SELECT FROM claimed)
+    SELECT v.id, v.type, 'PENDING', v.amount, v.currency, v.sender, v.receiver, v.reference,
+           now.at
+    FROM now, v
+    WHERE v.key IS NULL OR v.id IN (SELECT transaction_id FROM claimed)
+    ORDER BY v.n
     RETURNING *
 """
 
@@ -518,28 +528,31 @@ class SqlUnitOfWork:
         return [stored[t.id] for t in (*recorded, *decided)]
 
     async def submit(
-        self, transaction: Transaction, claim: IdempotencyRecord | None
-    ) -> Transaction | None:
-        row = await (await self._begun_or_bare()).fetchrow(
+        self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
+    ) -> list[Transaction | None]:
+        if not submissions:
+            return []
+        transactions = [t for t, _ in submissions]
+        claims = [c for _, c in submissions]
+        rows = await (await self._begun_or_bare()).fetch(
             _SUBMIT,
-            transaction.id,
-            transaction.type.value,
-            transaction.amount.minor,
-            transaction.amount.currency.code,
-            transaction.sender_wallet_id,
-            transaction.receiver_wallet_id,
-            transaction.client_transaction_id,
-            claim.key if claim else None,
-            claim.operation if claim else None,
-            claim.fingerprint if claim else None,
+            [t.id for t in transactions],
+            [t.type.value for t in transactions],
+            [t.amount.minor for t in transactions],
+            [t.amount.currency.code for t in transactions],
+            [t.sender_wallet_id for t in transactions],
+            [t.receiver_wallet_id for t in transactions],
+            [t.client_transaction_id for t in transactions],
+            [c.key if c else None for c in claims],
+            [c.operation if c else None for c in claims],
+            [c.fingerprint if c else None for c in claims],
         )
-        if row is None:
-            return None  # the key was taken; nothing was written
-        if self._transaction is None:
+        if rows and self._transaction is None:
             self._committed = True  # one statement on its own: committed as it ended
-        submitted = transaction_from_row(row)
-        self.transactions_changed[submitted.id] = submitted
-        return submitted
+        submitted = {row["id"]: transaction_from_row(row) for row in rows}
+        self.transactions_changed.update(submitted)
+        # None where the key was taken: nothing was written for that one.
+        return [submitted.get(t.id) for t in transactions]
 
     async def _begun_or_bare(self) -> asyncpg.Connection:
         return self.connection if self._transaction is None else await self.begun()

@@ -59,7 +59,7 @@ class Mutation:
     async def withdraw(self, info: Info[Context, None], input: WithdrawInput) -> TransactionPayload:
         command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await services.submit_withdrawal(info.context.uow_factory, command)
+            transaction = await info.context.submit(command)
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))
@@ -70,7 +70,7 @@ class Mutation:
             input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
         )
         try:
-            transaction = await services.submit_transfer(info.context.uow_factory, command)
+            transaction = await info.context.submit(command)
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))

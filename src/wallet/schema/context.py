@@ -11,13 +11,16 @@ from strawberry.dataloader import DataLoader
 
 from wallet.domain.model import Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
-from wallet.domain.services import Deposit
+from wallet.domain.services import Deposit, Transfer, Withdraw
 
 # Hands a PENDING transaction on to be settled; returns it as it stands afterwards
 # (settled at once when run inline, still PENDING when queued for a worker).
 Dispatch = Callable[[Transaction], Awaitable[Transaction]]
 # Applies a deposit (together with the others made at the same time); raises its refusal.
 Depositor = Callable[[Deposit], Awaitable[Transaction]]
+# Records a withdrawal or transfer as PENDING (together with the others made at the same
+# time); raises its refusal.
+Submitter = Callable[[Withdraw | Transfer], Awaitable[Transaction]]
 
 
 @dataclass(slots=True)
@@ -26,6 +29,7 @@ class Context:
     reads: HistoryQuery
     dispatch: Dispatch
     deposit: Depositor
+    submit: Submitter
     feed: TransactionFeed
     request_id: str = ""
     wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)
