@@ -65,6 +65,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     resources = Resources(settings, engine, redis, feed, redis_commits, listeners=[redis_commits])
     cache = install_cache(resources)
     await cache.load_scripts()
+    await feed.load_scripts()
     try:
         yield resources
     finally:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.integration.redis_servers import BlackHole, Switch
 from wallet.domain import services
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.money import Money
 from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.queries import SqlHistoryQuery
@@ -163,6 +164,27 @@ async def test_a_fill_never_replaces_a_newer_version_with_an_older_one(
     assert cached is not None
     assert cached[0][wallet_id].version == old.version + 1
     assert cache.wallet_stats.fills_refused == 1
+
+
+async def test_a_commit_told_late_never_replaces_a_newer_version_of_any_of_its_wallets(
+    engine: AsyncEngine, cache: ReadCache
+) -> None:
+    writes = writes_through(engine, cache)
+    wallet_ids = [await new_wallet(writes, "1.00"), await new_wallet(writes, "2.00")]
+    old = [w for w in await SqlHistoryQuery(engine).wallets(wallet_ids) if w is not None]
+    newer = [
+        Wallet(w.id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1)
+        for w in old
+    ]
+
+    # Two commits of both wallets whose writes reach Redis out of order: the newer first.
+    await cache.on_commit(newer, [])
+    await cache.on_commit(old, [])
+
+    cached = await cache.open_wallets(wallet_ids)
+    assert cached is not None
+    assert [cached[0][i] for i in wallet_ids] == newer
+    assert (cache.redis_errors, cache.unwritten) == (0, 0)
 
 
 async def test_a_history_page_read_before_a_deposit_is_not_stored_after_it(

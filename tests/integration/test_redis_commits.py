@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.connection import AbstractConnection
 
 from tests.integration.moves import fresh_key, new_wallet
@@ -23,7 +23,9 @@ from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.model import TransactionStatus
 from wallet.persistence import cache as cache_module
+from wallet.persistence import events as events_module
 from wallet.persistence.cache import ReadCache
+from wallet.persistence.codec import transaction_to_json
 from wallet.resources import Resources, install_cache, open_resources
 
 
@@ -49,6 +51,19 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+# The scripts a commit runs, named in what Sent records.
+SCRIPTS = {cache_module._COMMIT: "cache", events_module._PUBLISH: "feed"}
+
+
+def described(command: tuple[Any, ...]) -> str:
+    """A command's name, and for a script call whose script it runs."""
+    name = str(command[0])
+    for script, what in SCRIPTS.items():
+        if (name, command[1]) in {("EVALSHA", script.sha), ("EVAL", script.source)}:
+            return f"{name} {what}"
+    return name
+
+
 class Sent:
     """What this process sends to Redis: each send is one round trip's request."""
 
@@ -63,7 +78,7 @@ class Sent:
             await send(connection, *args, **kwargs)
 
         async def recorded_execute(pipe: Pipeline, *args: Any, **kwargs: Any) -> list[Any]:
-            self.pipelines.append([str(command[0]) for command, _ in pipe.command_stack])
+            self.pipelines.append([described(command) for command, _ in pipe.command_stack])
             return await execute(pipe, *args, **kwargs)
 
         monkeypatch.setattr(AbstractConnection, "send_packed_command", counted_send)
@@ -93,6 +108,19 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> Non
     pytest.fail(what)
 
 
+async def heard(pubsub: PubSub, count: int) -> list[dict[str, Any]]:
+    """The next `count` messages; fails when they do not all come."""
+    messages: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while len(messages) < count and asyncio.get_running_loop().time() < deadline:
+        # None too for each subscription's own confirmation, hence the loop.
+        message = await pubsub.get_message(timeout=0.1)
+        if message is not None:
+            messages.append(message)
+    assert len(messages) == count, f"{len(messages)} messages heard, not {count}"
+    return messages
+
+
 async def test_a_deposit_sends_its_cache_writes_and_then_its_messages_in_one_round_trip(
     database_url: str,
     redis_url: str,
@@ -107,9 +135,9 @@ async def test_a_deposit_sends_its_cache_writes_and_then_its_messages_in_one_rou
         await deposit(resources, wallet.id, "2.00")
 
         assert sent.sends == 1
-        # The wallet's entry and its history's generation, then the transaction's channel
-        # and the wallet's: Redis runs them in this order.
-        assert sent.pipelines == [["EVALSHA", "EVALSHA", "PUBLISH", "PUBLISH"]]
+        # The wallet's entry and its history's generation, then the message on the
+        # transaction's channel and the wallet's: Redis runs them in this order.
+        assert sent.pipelines == [["EVALSHA cache", "EVALSHA feed"]]
         assert await cached_balance(redis, cache, wallet.id) == 300
         assert (cache.redis_errors, cache.unwritten) == (0, 0)
         await cache.clear()
@@ -125,24 +153,107 @@ async def test_a_script_redis_lacks_is_sent_whole_and_the_commit_still_lands_in_
     async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
         wallet = await new_wallet(resources.unit_of_work, "1.00")
         # A digest Redis never saw: it answers NOSCRIPT, as after a restart or SCRIPT FLUSH.
-        monkeypatch.setattr(cache_module._COMMIT_WALLET, "sha", "0" * 40)
+        monkeypatch.setattr(cache_module._COMMIT, "sha", "0" * 40)
         sent = Sent(monkeypatch)
 
         await deposit(resources, wallet.id, "2.00")
 
         assert sent.sends == 2
-        assert sent.pipelines[1] == ["EVAL"]
+        assert sent.pipelines[1] == ["EVAL cache"]
         assert await cached_balance(redis, cache, wallet.id) == 300
         assert (cache.redis_errors, cache.unwritten) == (0, 0)
         await cache.clear()
 
 
-async def test_a_failed_cache_write_is_remembered_alone_while_the_rest_of_the_trip_lands(
+async def test_a_redis_that_lost_both_scripts_gets_the_cache_writes_again_before_the_messages(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
+        wallet = await new_wallet(resources.unit_of_work, "1.00")
+        # Digests Redis never saw, as after a restart or SCRIPT FLUSH (which, on the Redis
+        # the tests share, would reach other processes too).
+        monkeypatch.setattr(cache_module._COMMIT, "sha", "0" * 40)
+        monkeypatch.setattr(events_module._PUBLISH, "sha", "1" * 40)
+        channel = resources.key("events", "wallet", str(wallet.id))
+        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(channel)
+            sent = Sent(monkeypatch)
+
+            await deposit(resources, wallet.id, "2.00")
+
+            # Neither ran the first time; the feed's call is sent again only once the
+            # cache's has been answered.
+            assert sent.pipelines == [
+                ["EVALSHA cache", "EVALSHA feed"],
+                ["EVAL cache"],
+                ["EVAL feed"],
+            ]
+            assert sent.sends == 3
+            (message,) = await heard(pubsub, 1)
+            assert message["channel"] == channel.encode()
+        assert await cached_balance(redis, cache, wallet.id) == 300
+        assert (cache.redis_errors, cache.unwritten) == (0, 0)
+        await cache.clear()
+
+
+async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_every_channel(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
+        uow = resources.unit_of_work
+        wallets = [(await new_wallet(uow, "100.00")).id for _ in range(4)]
+        submitted = [
+            await services.submit_transfer(
+                uow,
+                services.Transfer(
+                    str(wallets[n % 4]), str(wallets[(n + 1) % 4]), "1.00", fresh_key()
+                ),
+            )
+            for n in range(20)
+        ]
+        channels = {t.id: resources.key("events", "transaction", str(t.id)) for t in submitted}
+        channels |= {i: resources.key("events", "wallet", str(i)) for i in wallets}
+        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(*channels.values())
+            sent = Sent(monkeypatch)
+
+            settled = await services.settle_many(uow, [t.id for t in submitted])
+
+            assert sent.sends == 1
+            assert sent.pipelines == [["EVALSHA cache", "EVALSHA feed"]]
+            # One on each transaction's channel and one on each of its two wallets'.
+            messages = await heard(pubsub, 20 * 3)
+        by_channel: dict[str, list[bytes]] = {channel: [] for channel in channels.values()}
+        for message in messages:
+            by_channel[message["channel"].decode()].append(message["data"])
+        assert [t.status for t in settled] == [TransactionStatus.COMPLETED] * 20
+        expected = {t.id: transaction_to_json(t).encode() for t in settled}
+        # Each message as one PUBLISH per channel sent it, in the order of the commit.
+        for transaction in settled:
+            assert by_channel[channels[transaction.id]] == [expected[transaction.id]]
+        for wallet_id in wallets:
+            assert by_channel[channels[wallet_id]] == [
+                expected[t.id] for t in settled if wallet_id in t.wallet_ids
+            ]
+        assert await cached_balance(redis, cache, wallets[0]) == 10_000
+        assert (cache.redis_errors, cache.unwritten) == (0, 0)
+        await cache.clear()
+
+
+async def test_a_failed_cache_write_is_remembered_whole_and_repaired_entry_by_entry(
     database_url: str, redis_url: str, redis_prefix: str, redis: Redis
 ) -> None:
     async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
         wallet = await new_wallet(resources.unit_of_work, "1.00")
-        # Not a hash: the wallet's commit script fails (WRONGTYPE); nothing else does.
+        # Not a hash: the commit's script fails (WRONGTYPE) at the wallet's entry.
         await redis.set(cache.wallet_key(wallet.id), "in the way")
         channel = resources.key("events", "wallet", str(wallet.id))
         async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -150,13 +261,14 @@ async def test_a_failed_cache_write_is_remembered_alone_while_the_rest_of_the_tr
 
             await deposit(resources, wallet.id, "2.00")  # does not raise
 
-            async def heard() -> bool:
-                # None too for the subscription's own confirmation, hence the loop.
-                return await pubsub.get_message(timeout=0.05) is not None
-
-            await eventually(heard, "the feed's messages did not go out")
+            await heard(pubsub, 1)  # the feed's message went out all the same
         assert cache.redis_errors == 1
-        assert cache.unwritten == 1, "the wallet only: its history's generation was written"
+        assert cache.unwritten == 2, "the one call carried the wallet and its history"
+
+        async def history_repaired() -> bool:
+            return cache.unwritten == 1
+
+        await eventually(history_repaired, "the key in the way held back the history's repair")
         await redis.delete(cache.wallet_key(wallet.id))
 
         async def repaired() -> bool:

@@ -38,7 +38,6 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from wallet.domain.model import (
     MAX_PAGE_SIZE,
@@ -86,35 +85,52 @@ return found
 """
 )
 
-# The end both wallet scripts share: store ARGV[3] as version ARGV[2] unless the entry holds
-# that version or a newer one (the compare-and-set), and renew the TTL (ARGV[4], ms).
+# What storing a wallet means to both scripts that store one: `data` as `version` unless the
+# entry holds that version or a newer one (the compare-and-set), and the TTL renewed (ms).
 _STORE_IF_NEWER = """
-local stored = tonumber(redis.call('HGET', KEYS[1], 'version'))
-if stored and stored >= tonumber(ARGV[2]) then
-  return 0
+local function store_if_newer(key, version, data, ttl)
+  local stored = tonumber(redis.call('HGET', key, 'version'))
+  if stored and stored >= tonumber(version) then
+    return 0
+  end
+  redis.call('HSET', key, 'version', version, 'data', data)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
 """
 
 # KEYS[1] a wallet's entry; ARGV generation read under, version, data, ttl in ms.
 # 1 when stored; 0 when a commit came since, or the entry holds this version or a newer one.
 _FILL_WALLET = Script(
-    """
+    _STORE_IF_NEWER
+    + """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return 0
 end
+return store_if_newer(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
 """
-    + _STORE_IF_NEWER
 )
 
-# KEYS[1] a wallet's entry; ARGV a fresh token, version, data, ttl in ms.
-_COMMIT_WALLET = Script(
-    """
-redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+# What a commit changed, in one call however many entries: a new generation for each, so that
+# no read begun before the commit can store anything, then each wallet stored if newer and
+# each history's page dropped.
+# KEYS the changed wallets' entries, then the changed histories' hashes.
+# ARGV a fresh token, ttl in ms, the number of wallets, then each wallet's version and data.
+_COMMIT = Script(
+    _STORE_IF_NEWER
+    + """
+local token, ttl, wallets = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'gen', token .. ':' .. i)
+  if i <= wallets then
+    store_if_newer(key, ARGV[2 + 2 * i], ARGV[3 + 2 * i], ttl)
+  else
+    redis.call('HDEL', key, 'page')
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return #KEYS
 """
-    + _STORE_IF_NEWER
 )
 
 # KEYS[1] a wallet's history hash {gen, page}; ARGV a fresh token, ttl in ms.
@@ -143,23 +159,12 @@ return 1
 """
 )
 
-# KEYS[1] a wallet's history hash; ARGV a fresh token, ttl in ms.
-_NEW_HISTORY_GENERATION = Script(
-    """
-redis.call('HSET', KEYS[1], 'gen', ARGV[1])
-redis.call('HDEL', KEYS[1], 'page')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-)
-
 _SCRIPTS = (
     _READ_WALLETS,
     _FILL_WALLET,
-    _COMMIT_WALLET,
+    _COMMIT,
     _OPEN_HISTORY,
     _FILL_HISTORY,
-    _NEW_HISTORY_GENERATION,
 )
 
 # The cached head of a history: the newest transactions, one more than a page can hold so
@@ -503,62 +508,38 @@ class ReadCache:
         if not wallets and not histories:
             return None
         try:
-            calls = self._commit_calls(wallets, histories)
+            call = self._commit_call(wallets, histories)
         except Exception:
             log.exception("could not update the read cache after a commit")
             self._remember(wallets, histories)
             return None
-        for call in calls:
-            call.stage(pipe)
-        return _CommitWrites(self, wallets, histories, calls)
+        call.stage(pipe)
+        return _CommitWrites(self, wallets, histories, call)
 
-    def _commit_calls(
-        self, wallets: Sequence[Wallet], histories: Sequence[UUID]
-    ) -> list[ScriptCall]:
-        """The writes of wallets then histories, one call each, in the order given."""
-        return [
-            ScriptCall(
-                _COMMIT_WALLET,
-                (self.wallet_key(wallet.id),),
-                (uuid.uuid4().hex, wallet.version, encode_wallet(wallet), self._ttl_ms),
-            )
-            for wallet in wallets
-        ] + [
-            ScriptCall(
-                _NEW_HISTORY_GENERATION,
-                (self.history_key(wallet_id),),
-                (uuid.uuid4().hex, self._ttl_ms),
-            )
-            for wallet_id in histories
-        ]
+    def _commit_call(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> ScriptCall:
+        """The writes of these wallets and new generations of these histories, in one call."""
+        keys = [self.wallet_key(w.id) for w in wallets] + [self.history_key(h) for h in histories]
+        args: list[str | int] = [uuid.uuid4().hex, self._ttl_ms, len(wallets)]
+        for wallet in wallets:
+            args += (wallet.version, encode_wallet(wallet))
+        return ScriptCall(_COMMIT, tuple(keys), tuple(args))
 
     async def _committed(
         self,
         wallets: Sequence[Wallet],
         histories: Sequence[UUID],
-        calls: Sequence[ScriptCall],
+        call: ScriptCall,
         replies: Sequence[Any],
     ) -> None:
-        """Remember each change whose write failed; the others are in Redis."""
+        """Remember the whole commit when its call failed: Redis may have taken any part of it,
+        and writing again what it took is safe."""
         try:
             async with asyncio.timeout(self._timeout):
-                replies = await rerun_missing(self._redis, calls, replies)
+                (reply,) = await rerun_missing(self._redis, [call], replies)
         except Exception as error:
-            # Only the calls sent again are lost: the others were answered already.
-            replies = [error if isinstance(r, NoScriptError) else r for r in replies]
-        failures = [r for r in replies if isinstance(r, Exception)]
-        if not failures:
-            return
-        self._lost("writing committed changes", failures[0])
-        wallet_replies, history_replies = replies[: len(wallets)], replies[len(wallets) :]
-        self._remember(
-            [w for w, r in zip(wallets, wallet_replies, strict=True) if isinstance(r, Exception)],
-            [
-                h
-                for h, r in zip(histories, history_replies, strict=True)
-                if isinstance(r, Exception)
-            ],
-        )
+            reply = error
+        if isinstance(reply, Exception):
+            self._uncommitted(wallets, histories, reply)
 
     def _uncommitted(
         self, wallets: Sequence[Wallet], histories: Sequence[UUID], error: Exception
@@ -619,7 +600,11 @@ class ReadCache:
             return
         wallets = dict(self._unwritten_wallets)
         histories = dict(self._unwritten_histories)
-        calls = self._commit_calls(list(wallets.values()), list(histories))
+        # A call per change, not one for all: an entry Redis refuses (a key in the way) then
+        # holds back no other.
+        calls = [self._commit_call([wallet], []) for wallet in wallets.values()] + [
+            self._commit_call([], [wallet_id]) for wallet_id in histories
+        ]
         replies = await run_calls(self._redis, calls)
         wallet_replies, history_replies = replies[: len(wallets)], replies[len(wallets) :]
         for (wallet_id, wallet), reply in zip(wallets.items(), wallet_replies, strict=True):
@@ -694,15 +679,15 @@ class _CommitWrites:
         cache: ReadCache,
         wallets: Sequence[Wallet],
         histories: Sequence[UUID],
-        calls: Sequence[ScriptCall],
+        call: ScriptCall,
     ) -> None:
         self._cache = cache
         self._wallets = wallets
         self._histories = histories
-        self._calls = calls
+        self._call = call
 
     async def answered(self, replies: Sequence[Any]) -> None:
-        await self._cache._committed(self._wallets, self._histories, self._calls, replies)
+        await self._cache._committed(self._wallets, self._histories, self._call, replies)
 
     def unanswered(self, error: Exception) -> None:
         self._cache._uncommitted(self._wallets, self._histories, error)

@@ -1,9 +1,14 @@
 """Transaction changes over Redis pub/sub, so any API process hears what any worker committed.
 
-Publishing runs after the commit, its commands staged on the round trip that the commit's
+Publishing runs after the commit, its command staged on the round trip that the commit's
 listeners share (redis_commits.py), after the read cache's writes. A Redis failure there is
 logged, not raised (the money has moved; subscribers also re-read PostgreSQL when they hear
 nothing).
+
+A commit's messages go out in one script call, each message sent once however many channels
+it goes to: a PUBLISH per channel carried each message again and cost a reply each, a large
+share of the settlement worker's CPU when it commits a batch.
+
 Each process holds one pub/sub connection, shared by all of its subscribers.
 """
 
@@ -23,8 +28,25 @@ from redis.exceptions import RedisError
 
 from wallet.domain.model import Transaction, Wallet
 from wallet.persistence.codec import transaction_from_json, transaction_to_json
+from wallet.persistence.redis_commits import REDIS_FAILURES
+from wallet.persistence.scripts import Script, ScriptCall, load, rerun_missing
 
 log = logging.getLogger(__name__)
+
+# ARGV for each transaction: its message, the number of its channels, then its channels, in
+# the order to publish them. Channels are not keys, so they travel as ARGV.
+_PUBLISH = Script(
+    """
+local i = 1
+while i <= #ARGV do
+  local message, channels = ARGV[i], tonumber(ARGV[i + 1])
+  for j = i + 2, i + 1 + channels do
+    redis.call('PUBLISH', ARGV[j], message)
+  end
+  i = i + 2 + channels
+end
+"""
+)
 
 
 class _Subscription:
@@ -39,18 +61,21 @@ class _Subscription:
 
 
 class _Published:
-    def __init__(self, changes: int) -> None:
+    def __init__(self, redis: Redis, call: ScriptCall, changes: int) -> None:
+        self._redis = redis
+        self._call = call
         self._changes = changes
 
     async def answered(self, replies: Sequence[Any]) -> None:
-        failures = [r for r in replies if isinstance(r, Exception)]
-        if failures:
-            log.warning(
-                "could not publish %d of %d transaction messages (%r)",
-                len(failures),
-                len(replies),
-                failures[0],
-            )
+        # A Redis that lost the script has published nothing: the call is sent again whole,
+        # after the cache's own resend (the listeners' replies are handled in their order).
+        # The client's socket timeout bounds it.
+        try:
+            (reply,) = await rerun_missing(self._redis, [self._call], replies)
+        except Exception as error:
+            reply = error
+        if isinstance(reply, Exception):
+            self.unanswered(reply)
 
     def unanswered(self, error: Exception) -> None:
         log.warning("could not publish %d transaction changes (%r)", self._changes, error)
@@ -79,12 +104,24 @@ class RedisTransactionFeed:
         """Stage a message for each changed transaction, on its channel and its wallets'."""
         if not transactions:
             return None
+        args: list[str | int] = []
         for transaction in transactions:
-            message = transaction_to_json(transaction)
-            pipe.publish(self._transaction_channel(transaction.id), message)
-            for wallet_id in transaction.wallet_ids:
-                pipe.publish(self._wallet_channel(wallet_id), message)
-        return _Published(len(transactions))
+            channels = [self._transaction_channel(transaction.id)]
+            channels += (self._wallet_channel(wallet_id) for wallet_id in transaction.wallet_ids)
+            args += (transaction_to_json(transaction), len(channels), *channels)
+        call = ScriptCall(_PUBLISH, (), tuple(args))
+        call.stage(pipe)
+        return _Published(self._redis, call, len(transactions))
+
+    async def load_scripts(self) -> None:
+        """Put the feed's script in Redis, so that no first publish needs to send it again.
+
+        When Redis cannot take it now, it is sent when it is first missed.
+        """
+        try:
+            await load(self._redis, [_PUBLISH])
+        except REDIS_FAILURES as error:
+            log.warning("could not load the feed's script into redis (%r)", error)
 
     def transaction(self, transaction_id: UUID) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._listen(self._transaction_channel(transaction_id))

@@ -6,11 +6,18 @@ Here they stage their commands on one non-transactional pipeline instead, in the
 listeners: Redis runs the commands of one connection in the order they were sent, so with the
 cache staged first its writes are applied before any subscriber hears of the change.
 
-One case breaks that order: a Redis that has lost its scripts (a restart, SCRIPT FLUSH)
-answers the cache's EVALSHAs with NOSCRIPT while running the PUBLISHes after them, and the
-cache's writes land one round trip later, when sent again whole. Each process loads the
-scripts when it starts, and a Redis restarted without its data holds no old entry to read
-then; what is left is a restart from a snapshot or a SCRIPT FLUSH, once per process.
+Each listener stages one script call, so the trip holds two commands however much the
+commit changed. A Redis that has lost its scripts (a restart, SCRIPT FLUSH) has lost both, so
+it answers both with NOSCRIPT and runs neither; each listener sends its call again whole when
+handed its replies, and the listeners are handed theirs one after another, each awaited, so
+the cache's resend is answered before the feed's is sent: the order holds then too.
+
+It breaks where the cache's write fails, or its resend does, while the feed's goes out: the
+cache remembers the change and reads it from PostgreSQL until it is written again, but other
+processes may read the old entry meanwhile (until the TTL, at worst). It breaks too where Redis
+loses one script and keeps the other: recent versions evict the least recently used of the
+scripts that EVAL loaded once there are many (SCRIPT LOAD's are kept), and a resend after a
+SCRIPT FLUSH loads its script by EVAL.
 """
 
 from __future__ import annotations
@@ -84,8 +91,8 @@ class RedisCommitListener:
                 each.unanswered(error)
             return
         for each, start, end in staged:
-            # In order, each awaited: a listener that sends more (the cache, when Redis had
-            # lost its scripts) is done before the next one's replies are looked at.
+            # In order, each awaited: a listener that sends more (its call again, when Redis
+            # had lost its script) is done before the next one's replies are looked at.
             try:
                 await each.answered(replies[start:end])
             except Exception:
