@@ -209,7 +209,8 @@ class Run:
                 database_url,
                 seconds=max(2, self.args.duration),
                 meter=lambda: CpuMeter(groups).start(),
-                clients=self.args.pgbench_clients,
+                # As many requests in flight as the HTTP phases have.
+                clients=self.args.connections,
                 wallets=self.args.wallets,
             )
             consistent = await self.ledger_check(database_url)
@@ -226,7 +227,7 @@ class Run:
                     "rate": f"{rate.per_second:,.0f} /s",
                     "p50": "",
                     "p99": "",
-                    "checked": f"{rate.operations:,} done, {self.args.pgbench_clients} "
+                    "checked": f"{rate.operations:,} done, {self.args.connections} "
                     f"coroutines, ledger {'ok' if consistent else 'WRONG'}",
                     "cpu": rate.cores,
                 }

@@ -1,14 +1,15 @@
 """The service layer straight on PostgreSQL: the ceiling under the HTTP and GraphQL layers.
 
 The same use cases the API and the worker run (wallet.domain.services, on the real unit of
-work), called in-process by `clients` coroutines on one event loop, with no HTTP, no GraphQL
-and no Redis. Set beside pgbench and the full stack, it tells how much of a request's cost is
-the database's and the domain's, and how much the layers above add.
+work, through the same Batchers an API process uses), called in-process by `clients`
+coroutines on one event loop, with no HTTP, no GraphQL and no Redis. Set beside pgbench and
+the full stack, it tells how much of a request's cost is the database's and the domain's,
+and how much the layers above add.
 
-    deposits     services.deposit, each with its own clientTransactionId
-    submissions  services.submit_transfer (records a PENDING transfer and its key)
-    settlements  services.settle_many over those submissions, `batch` at a time, as the
-                 worker's batcher does under load
+    deposits     services.deposit_many, each deposit with its own clientTransactionId
+    submissions  services.submit_many (records PENDING transfers and their keys)
+    settlements  services.settle_many over those submissions, `batch` at a time and one
+                 batch at a time, as one worker's batcher does under load
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from wallet.domain import services
+from wallet.domain.batching import Batcher
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine
 from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
@@ -90,16 +93,19 @@ async def measure(
         rng = random.Random(11)
         run = uuid.uuid4().hex[:8]
 
+        deposits = Batcher(partial(services.deposit_many, factory))
+        submissions = Batcher(partial(services.submit_many, factory))
+
         async def deposit() -> None:
             command = services.Deposit(rng.choice(ids), "1.00", f"s{run}-{uuid.uuid4().hex}")
-            await services.deposit(factory, command)
+            await deposits(command)
 
         submitted: list[uuid.UUID] = []
 
         async def submit() -> None:
             sender, receiver = rng.sample(ids, 2)
             command = services.Transfer(sender, receiver, "0.01", f"s{run}-{uuid.uuid4().hex}")
-            submitted.append((await services.submit_transfer(factory, command)).id)
+            submitted.append((await submissions(command)).id)
 
         rates = []
         for name, one in (("deposits", deposit), ("submissions", submit)):
@@ -107,20 +113,15 @@ async def measure(
             done, elapsed = await _for(seconds, clients, one)
             rates.append(Rate(name, done, elapsed, watching.stop()))
 
-        batches = [submitted[i : i + batch] for i in range(0, len(submitted), batch)]
-        pending = iter(batches)
-
-        async def settler() -> int:
-            settled = 0
-            for ids_of_batch in pending:
-                settled += len(await services.settle_many(factory, ids_of_batch))
-            return settled
+        pending = [submitted[i : i + batch] for i in range(0, len(submitted), batch)]
 
         watching = meter()
         started = time.monotonic()
-        counts = await asyncio.gather(*(settler() for _ in range(clients)))
+        settled = 0
+        for ids_of_batch in pending:
+            settled += len(await services.settle_many(factory, ids_of_batch))
         elapsed = time.monotonic() - started
-        rates.append(Rate(f"settlements ({batch} a batch)", sum(counts), elapsed, watching.stop()))
+        rates.append(Rate(f"settlements ({batch} a batch)", settled, elapsed, watching.stop()))
         return rates
     finally:
         await engine.dispose()
