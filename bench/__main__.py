@@ -1,6 +1,6 @@
 """The wallet's benchmark: the whole stack against PostgreSQL's own limit, in one run.
 
-    python -m bench [--apis 2] [--workers 1] [--concurrency 64] [--connections 32]
+    python -m bench [--apis 2] [--workers 1] [--concurrency 256] [--connections 32]
                     [--duration 10] [--quick] [--out bench/results] [--only PHASE,...]
 
 One run, against a fresh database on this machine's PostgreSQL and Redis:
@@ -78,7 +78,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=64,
+        default=256,
         help="jobs each worker runs (and batches) at once; `wallet worker`'s default",
     )
     parser.add_argument(
