@@ -13,7 +13,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from wallet.domain.errors import (
@@ -194,22 +194,14 @@ async def deposit_many(
     waits for that one's commit, then replays it.
     """
     outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
-    now: list[tuple[int, UUID, str | None]] = []
-    later: list[int] = []
-    keys: set[str] = set()
+    checked: list[tuple[int, UUID, str | None]] = []
     for n, command in enumerate(commands):
         try:
             wallet_id = parse_wallet_id(command.wallet_id, "walletId")
-            key = check_key(command.client_transaction_id)
+            checked.append((n, wallet_id, check_key(command.client_transaction_id)))
         except WalletError as refusal:
             outcomes[n] = refusal
-            continue
-        if key is not None and key in keys:
-            later.append(n)
-            continue
-        if key is not None:
-            keys.add(key)
-        now.append((n, wallet_id, key))
+    now, later = _first_use_of_each_key(checked)
 
     if now:
         try:
@@ -229,13 +221,33 @@ async def deposit_many(
                 decided.update(alone)
         for n, outcome in decided.items():
             outcomes[n] = outcome
-    for n in later:
+    for n, *_ in later:
         try:
             outcomes[n] = await deposit(uow_factory, commands[n])
         except WalletError as refusal:
             outcomes[n] = refusal
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+Checked = TypeVar("Checked", bound=tuple[Any, ...])
+
+
+def _first_use_of_each_key(checked: Sequence[Checked]) -> tuple[list[Checked], list[Checked]]:
+    """Split checked commands (their key last) into those that can go together, and those
+    repeating the key of one before them: they go after it, and so replay it."""
+    together: list[Checked] = []
+    after: list[Checked] = []
+    keys: set[str] = set()
+    for item in checked:
+        key = item[-1]
+        if key is None or key not in keys:
+            together.append(item)
+            if key is not None:
+                keys.add(key)
+        else:
+            after.append(item)
+    return together, after
 
 
 async def _deposit_together(
@@ -350,21 +362,13 @@ async def submit_many(
     the same call waits for that one, then replays it.
     """
     outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
-    checked: list[tuple[int, Withdraw | Transfer, tuple[UUID, ...], str | None]] = []
-    later: list[int] = []
-    keys: set[str] = set()
+    valid: list[tuple[int, Withdraw | Transfer, tuple[UUID, ...], str | None]] = []
     for n, command in enumerate(commands):
         try:
-            wallet_ids, key = _check_submission(command)
+            valid.append((n, command, *_check_submission(command)))
         except WalletError as refusal:
             outcomes[n] = refusal
-            continue
-        if key is not None and key in keys:
-            later.append(n)
-            continue
-        if key is not None:
-            keys.add(key)
-        checked.append((n, command, wallet_ids, key))
+    checked, later = _first_use_of_each_key(valid)
 
     async def attempt() -> dict[int, Transaction | WalletError]:
         decided: dict[int, Transaction | WalletError] = {}
@@ -394,7 +398,7 @@ async def submit_many(
     if checked:
         for n, outcome in (await retrying(attempt)).items():
             outcomes[n] = outcome
-    for n in later:
+    for n, *_ in later:
         (outcomes[n],) = await submit_many(uow_factory, [commands[n]])
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
