@@ -119,6 +119,29 @@ async def test_a_transfer_sent_again_with_its_key_moves_money_once(api: Api) -> 
     assert (await api.balance(sender), await api.balance(receiver)) == ("16.00", "4.00")
 
 
+async def test_deposits_sent_at_once_with_one_key_move_money_once_and_a_changed_one_is_refused(
+    api: Api,
+) -> None:
+    """They reach one API process together, so they meet in one batch of deposits."""
+    wallet = await api.new_wallet()
+    client_key = key()
+
+    results = await asyncio.gather(
+        *(api.deposit(wallet, "2.50", client_key) for _ in range(10)),
+        api.deposit(wallet, "9.99", client_key),
+    )
+
+    # Whichever amount claimed the key first wins; every request for the other is refused.
+    accepted = [r for r in results if r["errors"] == []]
+    refused = [r for r in results if r["errors"] != []]
+    assert len({r["transaction"]["id"] for r in accepted}) == 1
+    (amount,) = {r["transaction"]["amount"] for r in accepted}
+    assert len(accepted) == (10 if amount == "2.50" else 1)
+    assert all(r["transaction"] is None for r in refused)
+    assert {e["code"] for r in refused for e in r["errors"]} <= {"IDEMPOTENCY_KEY_REUSED"}
+    assert await api.balance(wallet) == amount
+
+
 @pytest.mark.parametrize("transaction_id", [str(uuid.uuid4()), "nope"])
 async def test_asking_for_a_transaction_that_does_not_exist_gives_null(
     api: Api, transaction_id: str
