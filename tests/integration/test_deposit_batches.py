@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import text
@@ -21,6 +23,7 @@ from wallet.domain.errors import (
 )
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 NEAR_FULL = 2**63 - 1 - 7  # 7 cents short of the most a USD wallet can hold
 
@@ -127,3 +130,36 @@ async def test_a_batch_that_fails_as_a_whole_fails_every_caller_in_it() -> None:
     batcher: Batcher[int, int] = Batcher(run)
     outcomes = await asyncio.gather(*(batcher(n) for n in range(5)), return_exceptions=True)
     assert all(isinstance(o, Down) for o in outcomes)
+
+
+class _FailsOnAnAmount(SqlUnitOfWork):
+    """The real unit of work, except that writing a transaction of 13.13 fails: a stand-in
+    for a fault no deposit was refused for (a constraint the domain missed, a bug)."""
+
+    async def write(self, *, recorded: Sequence[Transaction] = (), **parts: Any) -> Any:
+        if any(t.amount.minor == 13_13 for t in recorded):
+            raise RuntimeError("a fault in one deposit")
+        return await super().write(recorded=recorded, **parts)
+
+
+async def test_a_deposit_that_breaks_its_batch_fails_alone(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    wallet = str((await new_wallet(uow_factory)).id)
+
+    def faulty() -> SqlUnitOfWork:
+        return _FailsOnAnAmount(engine)
+
+    first, broken, last = await services.deposit_many(
+        faulty,
+        [
+            services.Deposit(wallet, "1.00", fresh_key()),
+            services.Deposit(wallet, "13.13", fresh_key()),
+            services.Deposit(wallet, "2.00", fresh_key()),
+        ],
+    )
+
+    assert isinstance(first, Transaction)
+    assert isinstance(last, Transaction)
+    assert isinstance(broken, RuntimeError)
+    assert await assert_balances_explained(engine, [wallet]) == {wallet: 3_00}

@@ -177,23 +177,27 @@ async def create_wallet(uow_factory: UnitOfWorkFactory, command: CreateWallet) -
 
 async def deposit(uow_factory: UnitOfWorkFactory, command: Deposit) -> Transaction:
     """Deposits are applied at once: there is nothing they can wait for."""
-    (outcome,) = await deposit_many(uow_factory, [command])
-    if isinstance(outcome, WalletError):
+    return _raised(await deposit_many(uow_factory, [command]))
+
+
+def _raised(outcomes: Sequence[Transaction | Exception]) -> Transaction:
+    (outcome,) = outcomes
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 async def deposit_many(
     uow_factory: UnitOfWorkFactory, commands: Sequence[Deposit]
-) -> list[Transaction | WalletError]:
+) -> list[Transaction | Exception]:
     """Apply deposits together: one lock pass, one write and one commit for them all.
 
-    Each is decided on its own, as if it came alone: applied, refused (its error in its
-    place), or, for a clientTransactionId used before, answered with what it recorded. Only
-    the database work is shared. A deposit repeating a key of an earlier one in the same call
-    waits for that one's commit, then replays it.
+    Each is decided on its own, as if it came alone: applied, refused (its WalletError in
+    its place), or, for a clientTransactionId used before, answered with what it recorded.
+    Only the database work is shared. A deposit repeating a key of an earlier one in the
+    same call waits for that one's commit, then replays it.
     """
-    outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
+    outcomes: list[Transaction | Exception | None] = [None] * len(commands)
     checked: list[tuple[int, UUID, str | None]] = []
     for n, command in enumerate(commands):
         try:
@@ -202,35 +206,45 @@ async def deposit_many(
         except WalletError as refusal:
             outcomes[n] = refusal
     now, later = _first_use_of_each_key(checked)
-
-    if now:
-        try:
-            decided = await retrying(lambda: _deposit_together(uow_factory, commands, now))
-        except WalletError:
-            raise
-        except Exception:
-            if len(now) == 1:
-                raise
-            # Something none of them was refused for (a constraint, a bug): settle each on
-            # its own, so that one bad deposit fails alone.
-            decided = {}
-            for n, wallet_id, key in now:
-                alone = await retrying(
-                    partial(_deposit_together, uow_factory, commands, [(n, wallet_id, key)])
-                )
-                decided.update(alone)
-        for n, outcome in decided.items():
-            outcomes[n] = outcome
+    decided = await _together_or_each_alone(partial(_deposit_together, uow_factory, commands), now)
     for n, *_ in later:
-        try:
-            outcomes[n] = await deposit(uow_factory, commands[n])
-        except WalletError as refusal:
-            outcomes[n] = refusal
-    assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
+        (decided[n],) = await deposit_many(uow_factory, [commands[n]])
+    return _in_order(outcomes, decided)
 
 
 Checked = TypeVar("Checked", bound=tuple[Any, ...])
+
+
+async def _together_or_each_alone(
+    run: Callable[[Sequence[Checked]], Awaitable[dict[int, Transaction | Exception]]],
+    checked: Sequence[Checked],
+) -> dict[int, Transaction | Exception]:
+    """Run checked commands (each numbered first) in one unit of work. When that fails for
+    a reason none of them was refused for (a constraint, a bug), run each alone, so that a
+    bad one fails alone; its error then stands in its place."""
+    if not checked:
+        return {}
+    try:
+        return await retrying(partial(run, checked))
+    except Exception as failure:
+        if len(checked) == 1:
+            return {checked[0][0]: failure}
+    decided: dict[int, Transaction | Exception] = {}
+    for one in checked:
+        try:
+            decided.update(await retrying(partial(run, [one])))
+        except Exception as failure:
+            decided[one[0]] = failure
+    return decided
+
+
+def _in_order(
+    outcomes: list[Transaction | Exception | None], decided: dict[int, Transaction | Exception]
+) -> list[Transaction | Exception]:
+    for n, outcome in decided.items():
+        outcomes[n] = outcome
+    assert all(outcome is not None for outcome in outcomes), "every command is answered"
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _first_use_of_each_key(checked: Sequence[Checked]) -> tuple[list[Checked], list[Checked]]:
@@ -254,8 +268,8 @@ async def _deposit_together(
     uow_factory: UnitOfWorkFactory,
     commands: Sequence[Deposit],
     now: Sequence[tuple[int, UUID, str | None]],
-) -> dict[int, Transaction | WalletError]:
-    decided: dict[int, Transaction | WalletError] = {}
+) -> dict[int, Transaction | Exception]:
+    decided: dict[int, Transaction | Exception] = {}
     async with uow_factory() as uow:
         wallets = await uow.wallets.lock({wallet_id for _, wallet_id, _ in now})
         fresh: list[tuple[int, Transaction, IdempotencyRecord | None]] = []
@@ -343,65 +357,61 @@ async def submit_transfer(uow_factory: UnitOfWorkFactory, command: Transfer) -> 
     return _raised(await submit_many(uow_factory, [command]))
 
 
-def _raised(outcomes: Sequence[Transaction | WalletError]) -> Transaction:
-    (outcome,) = outcomes
-    if isinstance(outcome, WalletError):
-        raise outcome
-    return outcome
-
-
 async def submit_many(
     uow_factory: UnitOfWorkFactory, commands: Sequence[Withdraw | Transfer]
-) -> list[Transaction | WalletError]:
+) -> list[Transaction | Exception]:
     """Record withdrawals and transfers as PENDING, together in one statement.
 
     Each is checked and answered on its own, as if it came alone: recorded, refused (its
-    error in its place), or, for a clientTransactionId used before, answered with what it
-    recorded. Nothing is locked: a wallet's existence and currency never change, and the
+    WalletError in its place), or, for a clientTransactionId used before, answered with what
+    it recorded. Nothing is locked: a wallet's existence and currency never change, and the
     balance is only looked at when settle() decides. A command repeating a key of another in
     the same call waits for that one, then replays it.
     """
-    outcomes: list[Transaction | WalletError | None] = [None] * len(commands)
-    valid: list[tuple[int, Withdraw | Transfer, tuple[UUID, ...], str | None]] = []
+    outcomes: list[Transaction | Exception | None] = [None] * len(commands)
+    valid: list[Submission] = []
     for n, command in enumerate(commands):
         try:
             valid.append((n, command, *_check_submission(command)))
         except WalletError as refusal:
             outcomes[n] = refusal
-    checked, later = _first_use_of_each_key(valid)
-
-    async def attempt() -> dict[int, Transaction | WalletError]:
-        decided: dict[int, Transaction | WalletError] = {}
-        async with uow_factory() as uow:
-            currencies = await uow.wallets.currencies({i for _, _, ids, _ in checked for i in ids})
-            submissions: list[tuple[int, Transaction, IdempotencyRecord | None]] = []
-            for n, command, wallet_ids, key in checked:
-                try:
-                    submissions.append((n, *_submission(command, wallet_ids, key, currencies)))
-                except WalletError as refusal:
-                    decided[n] = refusal
-            stored = await uow.submit([(t, r) for _, t, r in submissions])
-            for (n, _, record), submitted in zip(submissions, stored, strict=True):
-                if submitted is not None:
-                    decided[n] = submitted
-                    continue
-                assert record is not None, "only a taken key stops a submission"
-                earlier = await uow.idempotency_keys.get(record.key)
-                assert earlier is not None, "a taken key is never given back once committed"
-                try:
-                    decided[n] = await _recorded_transaction(uow, _replayed(earlier, record))
-                except WalletError as refusal:
-                    decided[n] = refusal
-            await uow.commit()
-        return decided
-
-    if checked:
-        for n, outcome in (await retrying(attempt)).items():
-            outcomes[n] = outcome
+    now, later = _first_use_of_each_key(valid)
+    decided = await _together_or_each_alone(partial(_submit_together, uow_factory), now)
     for n, *_ in later:
-        (outcomes[n],) = await submit_many(uow_factory, [commands[n]])
-    assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
+        (decided[n],) = await submit_many(uow_factory, [commands[n]])
+    return _in_order(outcomes, decided)
+
+
+# A checked withdrawal or transfer: its place in the call, the command, its wallets, its key.
+Submission = tuple[int, Withdraw | Transfer, tuple[UUID, ...], str | None]
+
+
+async def _submit_together(
+    uow_factory: UnitOfWorkFactory, checked: Sequence[Submission]
+) -> dict[int, Transaction | Exception]:
+    decided: dict[int, Transaction | Exception] = {}
+    async with uow_factory() as uow:
+        currencies = await uow.wallets.currencies({i for _, _, ids, _ in checked for i in ids})
+        submissions: list[tuple[int, Transaction, IdempotencyRecord | None]] = []
+        for n, command, wallet_ids, key in checked:
+            try:
+                submissions.append((n, *_submission(command, wallet_ids, key, currencies)))
+            except WalletError as refusal:
+                decided[n] = refusal
+        stored = await uow.submit([(t, r) for _, t, r in submissions])
+        for (n, _, record), submitted in zip(submissions, stored, strict=True):
+            if submitted is not None:
+                decided[n] = submitted
+                continue
+            assert record is not None, "only a taken key stops a submission"
+            earlier = await uow.idempotency_keys.get(record.key)
+            assert earlier is not None, "a taken key is never given back once committed"
+            try:
+                decided[n] = await _recorded_transaction(uow, _replayed(earlier, record))
+            except WalletError as refusal:
+                decided[n] = refusal
+        await uow.commit()
+    return decided
 
 
 def _check_submission(command: Withdraw | Transfer) -> tuple[tuple[UUID, ...], str | None]:

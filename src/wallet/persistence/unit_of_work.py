@@ -269,7 +269,7 @@ class SqlWallets:
 
     async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         rows = await (await self._uow.begun()).fetch(_GET_WALLETS, list(wallet_ids))
-        return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
+        return {row["id"]: wallet_from_row(row) for row in rows}
 
     async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
         book = self._uow.currencies
@@ -290,14 +290,10 @@ class SqlWallets:
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         rows = await (await self._uow.begun()).fetch(_LOCK_WALLETS, sorted(set(wallet_ids)))
-        return {row["id"]: self._met(wallet_from_row(row)) for row in rows}
+        return {row["id"]: wallet_from_row(row) for row in rows}
 
     async def save(self, wallets: Sequence[Wallet]) -> None:
         await self._uow.write(balances=wallets)
-
-    def _met(self, wallet: Wallet) -> Wallet:
-        self._uow.currencies.learn(wallet.id, wallet.currency)
-        return wallet
 
 
 class SqlTransactions:
