@@ -10,7 +10,7 @@ from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
-from tests.processes import Process, api_server, worker
+from tests.processes import Process, api_server, forget_redis_prefix, worker
 
 from wallet.persistence.database import drop_database, migrate
 
@@ -50,14 +50,14 @@ def running(
     concurrency: int = 16,
     **settings: str,
 ) -> Iterator[Stack]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "WALLET_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        **settings,
-    }
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": database_url, "WALLET_REDIS_PREFIX": prefix, **settings}
     stack = Stack(database_url, env)
     with ExitStack() as stack_of_processes:
+        # Last out, once the processes have stopped: the run's queue and cache entries.
+        stack_of_processes.callback(
+            forget_redis_prefix, env.get("REDIS_URL", "redis://127.0.0.1:6379/0"), prefix
+        )
         for _ in range(apis):
             stack.apis.append(
                 stack_of_processes.enter_context(api_server(env, workers=api_workers))

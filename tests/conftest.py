@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.processes import forget_redis_prefix
 from wallet.dev import Started, start_postgres, start_redis
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine, drop_database, migrate
@@ -73,8 +74,10 @@ def redis_url(services: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_prefix() -> str:
-    return f"wallet-test-{RUN_ID}"
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"wallet-test-{RUN_ID}"
+    yield prefix
+    forget_redis_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="session")

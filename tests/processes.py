@@ -156,3 +156,26 @@ def private_redis() -> Iterator[Process]:
     finally:
         process.stop(signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def forget_redis_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under a run's prefix: its queue's stream outlives the run otherwise
+    (40,000 jobs for one benchmark run). Returns how many keys went."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        gone = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                gone += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            gone += client.unlink(*batch)
+        return gone
+    except (redis.RedisError, OSError):
+        return 0  # a Redis that is gone holds nothing of ours to forget
+    finally:
+        client.close()
