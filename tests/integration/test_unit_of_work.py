@@ -411,3 +411,15 @@ async def test_a_submission_after_other_statements_joins_their_transaction(
         assert await uow.submit([(transaction, None)]) != [None]
         # Left without commit(): rolled back with the lock.
     assert not await _transaction_exists(engine, transaction.id)
+
+
+async def test_a_write_that_opens_a_unit_of_work_is_rolled_back_without_commit(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """Only a submission stands alone; a write always joins the unit of work's transaction."""
+    sender = (await new_wallet(uow_factory, "5.00")).id
+    receiver = (await new_wallet(uow_factory)).id
+    transaction = _pending_transfer(sender, receiver, fresh_key())
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.write(recorded=[transaction])
+    assert not await _transaction_exists(engine, transaction.id)

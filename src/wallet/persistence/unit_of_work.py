@@ -511,7 +511,7 @@ class SqlUnitOfWork:
         if not arrays:
             return []
         statement = write_statement(tuple(arrays))
-        rows = await self.connection.fetch(
+        rows = await (await self.begun()).fetch(
             statement, *(a for part in arrays.values() for a in part)
         )
         written_at = rows[0]["written_at"]
