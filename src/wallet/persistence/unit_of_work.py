@@ -92,15 +92,8 @@ _PENDING = """
     ORDER BY created_at, id
 """
 # ON CONFLICT waits for a concurrent holder of the key to commit or roll back, so a duplicate
-# sent at the same time sees the first one's outcome.
-_CLAIM_KEY = """
-    INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (key) DO NOTHING
-    RETURNING key
-"""
-# In key order: two units of work claiming overlapping keys then wait for each other in one
-# direction only, never in a cycle.
+# sent at the same time sees the first one's outcome. In key order: two units of work claiming
+# overlapping keys then wait for each other in one direction only, never in a cycle.
 _CLAIM_KEYS = """
     INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[])
@@ -114,10 +107,6 @@ _GET_KEYS = """
     FROM idempotency_keys WHERE key = ANY($1::text[])
 """
 _RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
-_GET_KEY = """
-    SELECT key, operation, fingerprint, transaction_id, wallet_id
-    FROM idempotency_keys WHERE key = $1
-"""
 
 # What one step writes goes in one statement, whatever its size: each part (transactions
 # recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
@@ -318,20 +307,7 @@ class SqlIdempotencyKeys:
         self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        connection = await self._uow.begun()
-        claimed = await connection.fetchval(
-            _CLAIM_KEY,
-            record.key,
-            record.operation,
-            record.fingerprint,
-            record.transaction_id,
-            record.wallet_id,
-        )
-        if claimed is not None:
-            return None
-        earlier = await self.get(record.key)
-        assert earlier is not None, "a key that conflicts exists"
-        return earlier
+        return (await self.claim_many([record])).get(record.key)
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
@@ -359,10 +335,8 @@ class SqlIdempotencyKeys:
         await (await self._uow.begun()).execute(_RELEASE_KEYS, list(keys))
 
     async def get(self, key: str) -> IdempotencyRecord | None:
-        row = await (await self._uow.begun()).fetchrow(_GET_KEY, key)
-        if row is None:
-            return None
-        return _record(row)
+        row = await (await self._uow.begun()).fetchrow(_GET_KEYS, [key])
+        return _record(row) if row is not None else None
 
 
 def _record(row: Row) -> IdempotencyRecord:
