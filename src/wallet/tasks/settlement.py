@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from taskiq import Context, TaskiqDepends, async_shared_broker
 
 from wallet.domain import services
+from wallet.domain.batching import Batcher
 from wallet.domain.errors import ConcurrencyConflict, InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import is_disconnect
@@ -107,44 +108,26 @@ async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
 
 
 class SettlementBatcher:
-    """Gathers the jobs running at once in this worker and settles them in one unit of work.
-
-    One batch is in flight at a time: while it talks to PostgreSQL the next one fills up, so
-    batches grow with the load and a lone job waits for nobody.
-    """
+    """Gathers the jobs running at once in this worker and settles them in one unit of work,
+    a batch at a time (domain/batching.py): while one talks to PostgreSQL the next fills up."""
 
     def __init__(self, deps: TaskDeps) -> None:
         self._deps = deps
-        self._waiting: list[tuple[UUID, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._batches: Batcher[UUID, None] = Batcher(self._settle_batch, deps.max_batch)
 
     async def settle(self, transaction_id: UUID) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((transaction_id, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush(), name="settle-batch")
-        await future
+        await self._batches(transaction_id)
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let jobs started in this same turn of the loop join in
-        while self._waiting:
-            batch = self._waiting[: self._deps.max_batch]
-            del self._waiting[: self._deps.max_batch]
-            outcomes = await self._settle(list(dict.fromkeys(i for i, _ in batch)))
-            for transaction_id, future in batch:
-                if future.done():
-                    continue
-                error = outcomes.get(transaction_id)
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+    async def _settle_batch(self, ids: list[UUID]) -> list[Exception | None]:
+        # A job delivered twice may be in one batch twice: settle it once, answer both.
+        errors = await self._settle(list(dict.fromkeys(ids)))
+        return [errors.get(i) for i in ids]
 
-    async def _settle(self, ids: list[UUID]) -> dict[UUID, BaseException]:
+    async def _settle(self, ids: list[UUID]) -> dict[UUID, Exception]:
         """Settle the batch; returns the error of each transaction that could not be."""
         deps = self._deps
         attempts = await _count_attempts(deps, ids)
-        errors: dict[UUID, BaseException] = {}
+        errors: dict[UUID, Exception] = {}
         ready = []
         for transaction_id, attempt in zip(ids, attempts, strict=True):
             if attempt > MAX_ATTEMPTS:
