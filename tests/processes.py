@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 WALLET = str(Path(sys.executable).with_name("wallet"))
 
@@ -161,8 +162,6 @@ def private_redis() -> Iterator[Process]:
 def forget_redis_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under a run's prefix: its queue's stream outlives the run otherwise
     (40,000 jobs for one benchmark run). Returns how many keys went."""
-    import redis
-
     client = redis.Redis.from_url(redis_url)
     try:
         gone = 0
