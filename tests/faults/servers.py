@@ -116,6 +116,20 @@ class PostgresServer:
         probe = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
         return subprocess.run(probe, check=False, stdin=subprocess.DEVNULL).returncode == 0
 
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def refused_writes(self, since: int) -> list[str]:
+        """The lines PostgreSQL logged since byte `since` for a write that broke a constraint.
+
+        The constraints are the second line of defence: code that is right never reaches
+        them, so each such line is a bug that the first line let through.
+        """
+        with self.log.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "ERROR:" in line and "violates" in line]
+
     def stop(self, mode: str = "fast") -> None:
         """`pg_ctl stop -m MODE`: "immediate" is a crash as far as the data knows (no
         checkpoint; the next start replays the WAL)."""

@@ -10,6 +10,10 @@ import subprocess
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.processes import WALLET, Process, free_port, start_api, start_worker
 
+# Workers share the queue as in a deployment: a job delivered again, or queued again by a
+# sweeper, may then be taken by two of them at once, which the settlement's locks must handle.
+WORKERS = 2
+
 
 class Stack:
     def __init__(self, postgres: PostgresServer, redis: RedisServer, scenario: str) -> None:
@@ -22,20 +26,21 @@ class Stack:
             "REDIS_URL": redis.url,
             "WALLET_REDIS_PREFIX": f"faults-{scenario}",
             # Recovery within a test's patience: stalled transactions are queued again after
-            # 2 s, a dead worker's jobs handed on after 3 s, a stopping worker waits 5 s.
+            # 2 s, a job held a second by a worker that does not finish it is handed to
+            # another, a stopping worker waits 5 s for its running jobs.
             "WALLET_SWEEP_AFTER_SECONDS": "2",
-            "WALLET_REDELIVER_AFTER_MS": "3000",
+            "WALLET_REDELIVER_AFTER_MS": "1000",
             "WALLET_SHUTDOWN_GRACE_SECONDS": "5",
         }
         self.port = free_port()
         self.api: Process | None = None
-        self.worker: Process | None = None
+        self.workers: list[Process] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/graphql"
 
-    def start(self, *, worker: bool = True) -> None:
+    def start(self, *, workers: bool = True) -> None:
         for server in (self.postgres, self.redis):
             if not server.ready():
                 server.start()
@@ -44,13 +49,13 @@ class Stack:
         )
         assert done.returncode == 0, done.stdout + done.stderr
         self.api = start_api(self.env, port=self.port)
-        if worker:
-            self.start_worker()
+        if workers:
+            self.start_workers(WORKERS)
 
-    def start_worker(self) -> None:
-        self.worker = start_worker(self.env, concurrency=32)
+    def start_workers(self, count: int, **settings: str) -> None:
+        self.workers += [start_worker(self.env, concurrency=32, **settings) for _ in range(count)]
 
     def stop(self) -> None:
-        for process in (self.api, self.worker):
+        for process in (self.api, *self.workers):
             if process is not None:
                 process.stop(signal.SIGKILL)

@@ -10,10 +10,11 @@ run (checks.py) and the scenario's line goes into the report printed at the end 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -26,7 +27,8 @@ from tests.faults.checks import assert_all_holds, wait_quiet
 from tests.faults.conftest import REPORT, ReportLine
 from tests.faults.load import Load, create_wallets, post
 from tests.faults.servers import PostgresServer, RedisServer
-from tests.faults.stack import Stack
+from tests.faults.stack import WORKERS, Stack
+from tests.network import Switch
 from wallet.persistence.database import create_engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -49,10 +51,10 @@ _SCENARIOS = itertools.count(1)
 
 
 @pytest.fixture
-def stack(postgres: PostgresServer, redis_server: RedisServer) -> AsyncIterator[Stack]:
+def stack(postgres: PostgresServer, redis_server: RedisServer) -> Iterator[Stack]:
     stack = Stack(postgres, redis_server, f"scenario_{next(_SCENARIOS)}")
     try:
-        yield stack  # type: ignore[misc]
+        yield stack
     finally:
         stack.stop()
 
@@ -61,8 +63,8 @@ def stack(postgres: PostgresServer, redis_server: RedisServer) -> AsyncIterator[
 async def under_load(stack: Stack, scenario: str) -> AsyncIterator[Fault]:
     """Load before and after the fault the body brings about (marking when it began and
     ended), then the checks and the report line."""
-    wallets = await create_wallets(stack.url, WALLETS, "100.00")
-    load = Load(stack.url, wallets)
+    log_mark = stack.postgres.log_size()
+    load = Load(stack.url, await create_wallets(stack.url, WALLETS, "100.00"))
     load.start()
     fault = Fault()
     try:
@@ -81,6 +83,7 @@ async def under_load(stack: Stack, scenario: str) -> AsyncIterator[Fault]:
         figures = await assert_all_holds(engine, stack.url, load)
     finally:
         await engine.dispose()
+    assert stack.postgres.refused_writes(since=log_mark) == []
     recovered = load.first_answer_after(fault.ended)
     assert recovered is not None
     REPORT.append(
@@ -102,21 +105,24 @@ async def under_load(stack: Stack, scenario: str) -> AsyncIterator[Fault]:
 async def test_a_worker_killed_mid_load_is_replaced_and_nothing_is_lost(stack: Stack) -> None:
     stack.start()
     async with under_load(stack, "1 worker kill -9, another started") as fault:
-        assert stack.worker is not None
         await _jobs_in_hand(stack)
-        stack.worker.stop(signal.SIGKILL)
-        stack.start_worker()
+        doomed = stack.workers.pop(0)
+        doomed.stop(signal.SIGKILL)
+        await asyncio.to_thread(stack.start_workers, 1)
         fault.ended = time.monotonic()
 
 
 async def _jobs_in_hand(stack: Stack) -> None:
-    """Until the worker holds jobs it has not acknowledged: killed then, it dies mid-job."""
+    """Until every worker holds jobs it has not acknowledged: killed then, one dies mid-job."""
     prefix = stack.env["WALLET_REDIS_PREFIX"]
     redis = Redis.from_url(stack.redis.url)
     try:
         deadline = time.monotonic() + 10
-        while (await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers"))["pending"] == 0:
-            assert time.monotonic() < deadline, "the worker never held a job"
+        while True:
+            held = await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers")
+            if len(held["consumers"]) == len(stack.workers):
+                return
+            assert time.monotonic() < deadline, f"the workers never all held a job: {held}"
             await asyncio.sleep(0.005)
     finally:
         await redis.aclose()
@@ -160,19 +166,19 @@ async def test_a_rolling_deploy_stops_api_and_worker_cleanly_and_drops_nothing(
     stack: Stack,
 ) -> None:
     stack.start()
-    async with under_load(stack, "5 SIGTERM to API and worker") as fault:
-        api, worker = stack.api, stack.worker
-        assert api is not None
-        assert worker is not None
-        api.popen.send_signal(signal.SIGTERM)
-        worker.popen.send_signal(signal.SIGTERM)
-        took = await asyncio.to_thread(lambda: max(api.exit(timeout=15), worker.exit(timeout=15)))
-        # uvicorn, once it has shut down cleanly, raises the signal it caught again.
-        assert api.popen.returncode in (0, -signal.SIGTERM), api.this_run()
-        assert worker.popen.returncode == 0, worker.this_run()
+    async with under_load(stack, "5 SIGTERM to API and workers") as fault:
+        assert stack.api is not None
+        everyone = [stack.api, *stack.workers]
+        for process in everyone:
+            process.popen.send_signal(signal.SIGTERM)
+        took = await asyncio.to_thread(lambda: max(p.exit(timeout=15) for p in everyone))
         assert took < 10, f"stopping took {took:.1f} s"
-        await asyncio.to_thread(api.restart)
-        await asyncio.to_thread(worker.restart)
+        # uvicorn, once it has shut down cleanly, raises the signal it caught again.
+        assert stack.api.popen.returncode in (0, -signal.SIGTERM), stack.api.this_run()
+        for worker in stack.workers:
+            assert worker.popen.returncode == 0, worker.this_run()
+        for process in everyone:
+            await asyncio.to_thread(process.restart)
         fault.ended = time.monotonic()
 
 
@@ -186,7 +192,7 @@ async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_stat
     stack: Stack, postgres: PostgresServer
 ) -> None:
     # No worker yet: the transfers watched stay PENDING until after PostgreSQL is back.
-    stack.start(worker=False)
+    stack.start(workers=False)
     wallets = await create_wallets(stack.url, 2, "100.00")
     async with httpx.AsyncClient(timeout=30) as client:
         watched = [
@@ -205,23 +211,25 @@ async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_stat
             )["transfer"]["transaction"]["id"]
             for n in range(SUBSCRIBERS)
         ]
-    async with under_load(stack, "6 PostgreSQL restart, 8 subscribers") as fault:
-        subscribers = [Subscriber(stack.url, TRANSACTION_UPDATED.format(i)) for i in watched]
-        for subscriber in subscribers:
-            await subscriber.__aenter__()
-        try:
-            firsts = [await s.next() for s in subscribers]
-            assert {f["transactionUpdated"]["status"] for f in firsts if f} == {"PENDING"}
-            await asyncio.to_thread(postgres.stop, "immediate")
-            # Past the subscribers' recheck: each of them asks PostgreSQL while it is down.
-            await asyncio.sleep(6.5)
-            await asyncio.to_thread(postgres.start)
-            fault.ended = time.monotonic()
-            stack.start_worker()
-            finals = await asyncio.gather(*(_final_status(s) for s in subscribers))
-        finally:
-            for subscriber in subscribers:
-                await subscriber.__aexit__(None, None, None)
+    async with (
+        under_load(stack, "6 PostgreSQL restart, 8 subscribers") as fault,
+        contextlib.AsyncExitStack() as subscriptions,
+    ):
+        subscribers = [
+            await subscriptions.enter_async_context(
+                Subscriber(stack.url, TRANSACTION_UPDATED.format(i))
+            )
+            for i in watched
+        ]
+        firsts = [await s.next() for s in subscribers]
+        assert {f["transactionUpdated"]["status"] for f in firsts if f} == {"PENDING"}
+        await asyncio.to_thread(postgres.stop, "immediate")
+        # Past the subscribers' recheck: each of them asks PostgreSQL while it is down.
+        await asyncio.sleep(6.5)
+        await asyncio.to_thread(postgres.start)
+        fault.ended = time.monotonic()
+        await asyncio.to_thread(stack.start_workers, WORKERS)
+        finals = await asyncio.gather(*(_final_status(s) for s in subscribers))
     assert finals == ["COMPLETED"] * SUBSCRIBERS
 
 
@@ -232,3 +240,26 @@ async def _final_status(subscriber: Subscriber) -> str:
         status = str(event["transactionUpdated"]["status"])
         if status != "PENDING":
             return status
+
+
+async def test_a_worker_whose_database_link_stalls_settles_nothing_twice(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    """The network between one worker and PostgreSQL stalls now and then, mid-settlement.
+    Its jobs are handed to the other worker after 0.3 s, which settles them (or waits on the
+    locks the stalled one holds). When the link flows again, the stalled worker carries on
+    from wherever it was, and must see under its locks that there is nothing left to do."""
+    stack.env["WALLET_REDELIVER_AFTER_MS"] = "300"
+    async with Switch("127.0.0.1", postgres.port) as link:
+        stack.start(workers=False)
+        through_link = stack.database_url.replace(f":{postgres.port}/", f":{link.port}/")
+        # Started from a thread: the link forwards on this event loop, which must keep going.
+        await asyncio.to_thread(stack.start_workers, 1, DATABASE_URL=through_link)
+        await asyncio.to_thread(stack.start_workers, 1)
+        async with under_load(stack, "7 a worker's link to PostgreSQL stalls 6 x 1 s") as fault:
+            for _ in range(6):
+                link.pause()
+                await asyncio.sleep(1.0)
+                link.resume()
+                await asyncio.sleep(0.5)
+            fault.ended = time.monotonic()

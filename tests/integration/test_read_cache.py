@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.redis_servers import BlackHole, Switch
+from tests.network import BlackHole, Switch
 from wallet.domain import services
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.money import Money

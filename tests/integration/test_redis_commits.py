@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.connection import AbstractConnection
 
 from tests.integration.moves import fresh_key, new_wallet
-from tests.integration.redis_servers import Switch
+from tests.network import Switch
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.model import TransactionStatus

@@ -1,4 +1,4 @@
-"""Stand-ins for a Redis that misbehaves, in front of (or instead of) the real one."""
+"""Stand-ins for a server that misbehaves, in front of (or instead of) the real one."""
 
 from __future__ import annotations
 
@@ -31,12 +31,15 @@ class BlackHole:
 
 
 class Switch:
-    """A TCP proxy to the real Redis that can be cut and restored: a Redis that goes away."""
+    """A TCP proxy to a real server that can be cut and restored (a server that goes away),
+    or paused and resumed (a network that stalls: nothing is lost, everything is late)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.up = True
         self.port = 0
 
@@ -46,6 +49,7 @@ class Switch:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        self.resume()
         self.cut()
         assert self._server is not None
         self._server.close()
@@ -57,6 +61,12 @@ class Switch:
             writer.close()
         self._open.clear()
 
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.close()
@@ -67,6 +77,7 @@ class Switch:
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await source.read(65536):
+                    await self._flowing.wait()
                     sink.write(data)
                     await sink.drain()
             sink.close()
