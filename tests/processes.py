@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,10 +23,28 @@ import redis
 WALLET = str(Path(sys.executable).with_name("wallet"))
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the range the kernel hands out to outgoing connections: a server
+    restarted on it cannot find it taken by a client's own end, nor a client trying it while
+    the server is down connect to itself (TCP's simultaneous open)."""
+    ephemeral = _ephemeral_ports()
+    for _ in range(100):
+        port = random.randrange(10_000, ephemeral.start)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port below the ephemeral range")
 
 
 def wait_until(check: object, timeout: float, what: str) -> None:
@@ -56,9 +75,9 @@ class Process:
         """Send `sig` and wait; returns the seconds it took to exit."""
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
-        return self.exit(timeout)
+        return self.wait_for_exit(timeout)
 
-    def exit(self, timeout: float = 10.0) -> float:
+    def wait_for_exit(self, timeout: float = 10.0) -> float:
         """Wait for it to exit (killed if it takes longer than `timeout`); the seconds it took."""
         started = time.monotonic()
         try:
@@ -113,7 +132,7 @@ def start(
         )
     finally:
         os.close(handle)  # the child has its own copy
-    process = Process(popen, Path(path), env, url, ready, name)
+    process = Process(popen=popen, log=Path(path), env=env, url=url, ready=ready, name=name)
     try:
         process.wait_ready()
     except BaseException:

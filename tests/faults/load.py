@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 _PAYLOAD = "transaction { id status } errors { code }"
-_MUTATIONS = {
+MUTATIONS = {
     "deposit": f"mutation($input: DepositInput!) {{ deposit(input: $input) {{ {_PAYLOAD} }} }}",
     "withdraw": f"mutation($input: WithdrawInput!) {{ withdraw(input: $input) {{ {_PAYLOAD} }} }}",
     "transfer": f"mutation($input: TransferInput!) {{ transfer(input: $input) {{ {_PAYLOAD} }} }}",
@@ -72,7 +72,12 @@ class Request:
 
     @property
     def minor_units(self) -> int:
-        return int(Decimal(self.amount) * 100)
+        return minor_units(self.amount)
+
+
+def minor_units(amount: str) -> int:
+    """Cents of a USD amount as the API writes it, "12.50" -> 1250 (every wallet here is USD)."""
+    return int(Decimal(amount).scaleb(2))
 
 
 async def post(client: httpx.AsyncClient, url: str, query: str, **variables: Any) -> Any:
@@ -121,6 +126,7 @@ class Load:
         self.answered_at: list[float] = []
         self.failed_at: list[float] = []
         self._seed = seed
+        self.started = self.stopped = 0.0
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(
@@ -139,7 +145,11 @@ class Load:
         """Stop sending new requests; wait until every one sent has been answered."""
         self._stopping.set()
         try:
-            await asyncio.gather(*self._tasks)
+            for task in asyncio.as_completed(self._tasks):
+                await task  # the first client that failed says why
+        except BaseException:
+            await self.abort()
+            raise
         finally:
             self.stopped = time.monotonic()
             await self._http.aclose()
@@ -148,6 +158,7 @@ class Load:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stopped = self.stopped or time.monotonic()
         await self._http.aclose()
 
     async def wait_for(self, what: str, condition: Callable[[], bool], timeout: float) -> None:
@@ -201,7 +212,7 @@ class Load:
             request.attempts += 1
             try:
                 data = await post(
-                    self._http, self.url, _MUTATIONS[request.operation], input=request.input
+                    self._http, self.url, MUTATIONS[request.operation], input=request.input
                 )
             except Unanswered as why:
                 request.failed_attempts += 1

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.processes import free_port
 
@@ -77,6 +78,12 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def _as_owner(self) -> dict[str, Any]:
+        """Popen's arguments that run a program as the data's owner."""
+        if self._user is None:
+            return {}
+        return {"user": self._user[0], "group": self._user[1], "extra_groups": []}
+
     def _run(self, program: str, *args: str) -> None:
         with self.log.open("ab") as log:
             subprocess.run(
@@ -86,9 +93,7 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
-                user=self._user[0] if self._user else None,
-                group=self._user[1] if self._user else None,
-                extra_groups=[] if self._user else None,
+                **self._as_owner(),
             )
 
     def start(self) -> None:
@@ -98,17 +103,17 @@ class PostgresServer:
                     str(self.bin / "postgres"),
                     *("-D", str(self.data)),
                     *("-h", "127.0.0.1", "-p", str(self.port), "-k", ""),
-                    # Room for two API processes' pools, a worker's and the checks'.
+                    # Room for the pools of the API, two workers, the sweepers and the checks.
                     *("-c", "max_connections=200"),
+                    # In English whatever the locale: refused_writes() reads the messages.
+                    *("-c", "lc_messages=C"),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
-                user=self._user[0] if self._user else None,
-                group=self._user[1] if self._user else None,
-                extra_groups=[] if self._user else None,
                 preexec_fn=_dies_with_us(),
+                **self._as_owner(),
             )
         _wait(self.ready, 30, "PostgreSQL", self.log)
 

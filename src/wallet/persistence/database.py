@@ -24,9 +24,11 @@ def async_url(database_url: str) -> str:
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}://")
 
 
-# SQLSTATE classes: 08 connection exception, 57 operator intervention (the server is shutting
-# down or starting up).
-_GONE_CLASSES = ("08", "57")
+# SQLSTATE class 08 (connection exception), and of class 57 (operator intervention) the
+# server shutting down, crashed, starting up, or ending an idle session. Not 57014, a query
+# cancelled (a statement timeout): running it again would only be cancelled again.
+_GONE_CLASSES = ("08",)
+_GONE_STATES = ("57P01", "57P02", "57P03", "57P05")
 
 
 def is_disconnect(error: BaseException) -> bool:
@@ -52,7 +54,7 @@ def is_disconnect(error: BaseException) -> bool:
             e is not None and is_disconnect(e) for e in (error.orig, cause)
         )
     state = getattr(error, "sqlstate", None)
-    return isinstance(state, str) and state.startswith(_GONE_CLASSES)
+    return isinstance(state, str) and (state.startswith(_GONE_CLASSES) or state in _GONE_STATES)
 
 
 def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:
