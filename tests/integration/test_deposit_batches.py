@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -142,8 +143,8 @@ class _FailsOnAnAmount(SqlUnitOfWork):
         return await super().write(recorded=recorded, **parts)
 
 
-async def test_a_deposit_that_breaks_its_batch_fails_alone(
-    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+async def test_a_deposit_that_breaks_its_batch_fails_alone_and_the_fallback_is_logged_once(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     wallet = str((await new_wallet(uow_factory)).id)
 
@@ -163,3 +164,7 @@ async def test_a_deposit_that_breaks_its_batch_fails_alone(
     assert isinstance(last, Transaction)
     assert isinstance(broken, RuntimeError)
     assert await assert_balances_explained(engine, [wallet]) == {wallet: 3_00}
+    fallbacks = [r.getMessage() for r in caplog.records if "one at a time" in r.getMessage()]
+    assert fallbacks == [
+        "a batch of 3 failed (RuntimeError: a fault in one deposit); deciding each one at a time"
+    ]

@@ -16,6 +16,7 @@ from wallet.domain import services
 from wallet.domain.errors import IdempotencyKeyReused
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 COPIES = 50
 
@@ -200,3 +201,38 @@ async def test_a_key_sent_with_a_different_request_is_refused_and_changes_nothin
 
     assert refused.value.field == "clientTransactionId"
     assert await snapshot(engine) == before
+
+
+async def test_a_batch_mixing_a_new_submission_and_a_replay_is_decided_in_one_unit_of_work(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay is read after the new one is recorded; nothing falls back to one at a time."""
+    opened = 0
+
+    def counting() -> SqlUnitOfWork:
+        nonlocal opened
+        opened += 1
+        return SqlUnitOfWork(engine)
+
+    sender = str((await new_wallet(counting, "10.00")).id)
+    receiver = str((await new_wallet(counting)).id)
+    replayed_key = fresh_key()
+    first = await services.submit_transfer(
+        counting, services.Transfer(sender, receiver, "1.00", replayed_key)
+    )
+    opened = 0
+
+    new, replay = await services.submit_many(
+        counting,
+        [
+            services.Transfer(sender, receiver, "2.00", fresh_key()),
+            services.Transfer(sender, receiver, "1.00", replayed_key),
+        ],
+    )
+
+    assert isinstance(new, Transaction)
+    assert new.status is TransactionStatus.PENDING
+    assert isinstance(replay, Transaction)
+    assert replay.id == first.id
+    assert opened == 1, "decided together, not again one by one"
+    assert "one at a time" not in caplog.text

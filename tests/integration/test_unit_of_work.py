@@ -391,16 +391,16 @@ async def test_a_submission_on_its_own_is_one_statement_committed_as_it_returns(
     transaction = _pending_transfer(sender, receiver, key)
     record = IdempotencyRecord(key, "transfer", "f" * 64, transaction_id=transaction.id)
     async with SqlUnitOfWork(engine) as uow:
-        assert await uow.submit([(transaction, record)]) != [None]
+        assert await uow.submit_and_commit([(transaction, record)]) != [None]
         assert await _transaction_exists(engine, transaction.id), "visible before commit()"
     # The same key again writes nothing and says so.
     again = _pending_transfer(sender, receiver, key)
     async with SqlUnitOfWork(engine) as uow:
-        assert await uow.submit([(again, record)]) == [None]
+        assert await uow.submit_and_commit([(again, record)]) == [None]
     assert not await _transaction_exists(engine, again.id)
 
 
-async def test_a_submission_after_other_statements_joins_their_transaction(
+async def test_a_submission_after_other_statements_commits_with_them_and_only_reads_follow(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine
 ) -> None:
     sender = (await new_wallet(uow_factory, "5.00")).id
@@ -408,9 +408,11 @@ async def test_a_submission_after_other_statements_joins_their_transaction(
     transaction = _pending_transfer(sender, receiver, fresh_key())
     async with SqlUnitOfWork(engine) as uow:
         await uow.wallets.lock([sender])
-        assert await uow.submit([(transaction, None)]) != [None]
-        # Left without commit(): rolled back with the lock.
-    assert not await _transaction_exists(engine, transaction.id)
+        assert await uow.submit_and_commit([(transaction, None)]) != [None]
+        assert await _transaction_exists(engine, transaction.id), "committed as it returned"
+        assert await uow.transactions.get(transaction.id) is not None
+        with pytest.raises(AssertionError, match="committed"):
+            await uow.wallets.lock([sender])
 
 
 async def test_a_write_that_opens_a_unit_of_work_is_rolled_back_without_commit(

@@ -110,15 +110,16 @@ class UnitOfWork(Protocol):
         """
         ...
 
-    async def submit(
+    async def submit_and_commit(
         self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
     ) -> list[Transaction | None]:
-        """Record new PENDING transactions, each together with its key, in one step.
+        """Record new PENDING transactions, each together with its key, in one step, and
+        commit: the one write that commits without commit(), so it says so in its name.
 
         Returns each as stored, or None where its key was already taken (nothing is written
         for that one: read what the key recorded). The keys must differ from each other.
-        Done first in a unit of work, it stands alone and is committed as it returns; after
-        other statements it joins their transaction.
+        First in a unit of work it is one statement; after others, it commits with them.
+        Only reads may follow it.
         """
         ...
 

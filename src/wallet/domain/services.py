@@ -9,6 +9,7 @@ of work can wait for each other but never in a cycle. PostgreSQL may still abort
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from wallet.domain.model import (
 )
 from wallet.domain.money import Currency, Money, parse_positive_amount
 from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 MAX_ATTEMPTS = 8
@@ -229,6 +232,12 @@ async def _together_or_each_alone(
     except Exception as failure:
         if len(checked) == 1:
             return {checked[0][0]: failure}
+        log.warning(
+            "a batch of %d failed (%s: %s); deciding each one at a time",
+            len(checked),
+            type(failure).__name__,
+            failure,
+        )
     decided: dict[int, Transaction | Exception] = {}
     for one in checked:
         try:
@@ -398,7 +407,7 @@ async def _submit_together(
                 submissions.append((n, *_submission(command, wallet_ids, key, currencies)))
             except WalletError as refusal:
                 decided[n] = refusal
-        stored = await uow.submit([(t, r) for _, t, r in submissions])
+        stored = await uow.submit_and_commit([(t, r) for _, t, r in submissions])
         for (n, _, record), submitted in zip(submissions, stored, strict=True):
             if submitted is not None:
                 decided[n] = submitted
@@ -410,7 +419,6 @@ async def _submit_together(
                 decided[n] = await _recorded_transaction(uow, _replayed(earlier, record))
             except WalletError as refusal:
                 decided[n] = refusal
-        await uow.commit()
     return decided
 
 

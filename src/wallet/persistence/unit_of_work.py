@@ -246,7 +246,7 @@ class SqlWallets:
         self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        row = await (await self._uow.begun()).fetchrow(
+        row = await (await self._uow.reading()).fetchrow(
             _ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
         )
         added = wallet_from_row(row)
@@ -257,7 +257,7 @@ class SqlWallets:
         return (await self.get_many([wallet_id])).get(wallet_id)
 
     async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        rows = await (await self._uow.begun()).fetch(_GET_WALLETS, list(wallet_ids))
+        rows = await (await self._uow.reading()).fetch(_GET_WALLETS, list(wallet_ids))
         return {row["id"]: wallet_from_row(row) for row in rows}
 
     async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
@@ -291,14 +291,16 @@ class SqlTransactions:
 
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
         query = _GET_TRANSACTION + " FOR UPDATE" if lock else _GET_TRANSACTION
-        row = await (await self._uow.begun()).fetchrow(query, transaction_id)
+        connection = await (self._uow.begun() if lock else self._uow.reading())
+        row = await connection.fetchrow(query, transaction_id)
         return transaction_from_row(row) if row is not None else None
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
         query = _PENDING + " FOR UPDATE" if lock else _PENDING
-        rows = await (await self._uow.begun()).fetch(query, list(transaction_ids))
+        connection = await (self._uow.begun() if lock else self._uow.reading())
+        rows = await connection.fetch(query, list(transaction_ids))
         return [transaction_from_row(row) for row in rows]
 
 
@@ -335,7 +337,7 @@ class SqlIdempotencyKeys:
         await (await self._uow.begun()).execute(_RELEASE_KEYS, list(keys))
 
     async def get(self, key: str) -> IdempotencyRecord | None:
-        row = await (await self._uow.begun()).fetchrow(_GET_KEYS, [key])
+        row = await (await self._uow.reading()).fetchrow(_GET_KEYS, [key])
         return _record(row) if row is not None else None
 
 
@@ -391,15 +393,20 @@ class SqlUnitOfWork:
         return self
 
     async def begun(self) -> asyncpg.Connection:
-        """The connection, inside this unit of work's transaction (begun on first use: a
-        submission, one statement on its own, needs none)."""
+        """The connection, inside this unit of work's transaction, begun on first use (a
+        submission alone, one statement, needs none: see submit_and_commit)."""
+        assert not self._committed, "a committed unit of work writes nothing more"
         connection = self.connection
         if self._transaction is None:
-            assert not self._committed, "the unit of work's one statement has committed"
             transaction = connection.transaction()
             await transaction.start()
             self._transaction = transaction
         return connection
+
+    async def reading(self) -> asyncpg.Connection:
+        """The connection for a read: in the transaction while the unit of work may still
+        write, on its own once it has committed (a read needs no transaction to be whole)."""
+        return self.connection if self._committed else await self.begun()
 
     async def __aexit__(
         self,
@@ -497,14 +504,19 @@ class SqlUnitOfWork:
         self.transactions_changed.update(stored)
         return [stored[t.id] for t in (*recorded, *decided)]
 
-    async def submit(
+    async def submit_and_commit(
         self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
     ) -> list[Transaction | None]:
         if not submissions:
+            await self.commit()
             return []
         transactions = [t for t, _ in submissions]
         claims = [c for _, c in submissions]
-        rows = await (await self._begun_or_bare()).fetch(
+        alone = self._transaction is None
+        # First in the unit of work, it is one statement committed as it ends: no BEGIN or
+        # COMMIT round trips, which were half a submission's time.
+        connection = self.connection if alone else await self.begun()
+        rows = await connection.fetch(
             _SUBMIT,
             [t.id for t in transactions],
             [t.type.value for t in transactions],
@@ -517,15 +529,14 @@ class SqlUnitOfWork:
             [c.operation if c else None for c in claims],
             [c.fingerprint if c else None for c in claims],
         )
-        if rows and self._transaction is None:
-            self._committed = True  # one statement on its own: committed as it ended
+        if alone:
+            self._committed = True
+        else:
+            await self.commit()
         submitted = {row["id"]: transaction_from_row(row) for row in rows}
         self.transactions_changed.update(submitted)
         # None where the key was taken: nothing was written for that one.
         return [submitted.get(t.id) for t in transactions]
-
-    async def _begun_or_bare(self) -> asyncpg.Connection:
-        return self.connection if self._transaction is None else await self.begun()
 
     async def commit(self) -> None:
         assert self._connection is not None, "outside `async with`"
