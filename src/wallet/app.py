@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import (
@@ -51,6 +51,7 @@ from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
+from wallet.web import graphiql
 from wallet.web.logs import configure_logging, request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits, operation_type
 from wallet.web.operations import Metrics, healthz, metrics_response, readiness
@@ -125,6 +126,10 @@ class WalletGraphQL(GraphQL[Context, None]):
         self.dispatch: Dispatch | None = None
         self.deposit: Depositor | None = None
         self.submit: Submitter | None = None
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Strawberry's page loads its scripts from unpkg; this one, from the package.
+        return graphiql.page_response()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -254,6 +259,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", ready),
             Route("/metrics", metrics_page),
+            Mount(graphiql.PREFIX, app=graphiql.static_files()),
         ],
         middleware=[
             Middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, limits=limits)
