@@ -120,6 +120,11 @@ def worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Iterat
         process.stop()
 
 
+def start_worker(env: dict[str, str], *args: str) -> Process:
+    """A `wallet worker`, not waited for: it may never listen (the caller stops it)."""
+    return _spawn([WALLET, "worker", *args], env, "worker")
+
+
 @contextmanager
 def private_redis() -> Iterator[Process]:
     """A redis-server of the test's own, which the test may stop and start at will."""

@@ -12,11 +12,21 @@ from wallet.config import Settings
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from wallet.persistence.database import migrate
+    from wallet.persistence.database import is_unavailable, migrate
+    from wallet.persistence.outages import address, describe
 
     settings = Settings()
-    asyncio.run(migrate(settings.database_url))
-    print("database is at the newest schema")
+    try:
+        migrated = asyncio.run(migrate(settings.database_url))
+    except Exception as error:
+        if not is_unavailable(error):
+            raise  # a bug, or a migration PostgreSQL refused: the traceback says where
+        # Down, missing or refusing us: the person running this needs the address and the
+        # reason, not a traceback through asyncpg.
+        where = address(settings.database_url)
+        print(f"wallet migrate: PostgreSQL at {where}: {describe(error)}", file=sys.stderr)
+        return 1
+    print(f"wallet migrate: {migrated.summary()}")
     return 0
 
 

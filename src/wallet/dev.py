@@ -385,7 +385,7 @@ def _start(port: int, data: Path, tiers: list[list[Child]]) -> list[Child]:
         _wait_for(service.child, service.ready, 30, service.log)
         _say(f"{service.child.name} at {service.url} (data in {data}/, log {service.log})")
     try:
-        asyncio.run(migrate(database_url))
+        _say(asyncio.run(migrate(database_url)).summary())
     except (OSError, asyncpg.PostgresError, SQLAlchemyError) as error:
         raise DevError(f"could not migrate {_redacted(database_url)}: {error}") from None
 
