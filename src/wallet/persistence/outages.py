@@ -24,7 +24,10 @@ def address(url: str) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """An error in one line: its type and the first line of its message."""
+    """An error in one line: the type and the first line of the message of the error it
+    came from (SQLAlchemy's and redis-py's wrappers say less than asyncpg's or the socket's)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
