@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -149,6 +150,9 @@ def build_schema(
     return schema
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _code(error: object) -> object:
     extensions = error.get("extensions") if isinstance(error, dict) else None
     return extensions.get("code") if isinstance(extensions, dict) else None
@@ -163,11 +167,19 @@ class WalletGraphQL(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
             graphql_ide="graphiql",
         )
+        self.development = not settings.production
         self.resources: Resources | None = None
         self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
         self.deposit: Depositor | None = None
         self.submit: Submitter | None = None
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        # In development the page is as often on http://localhost:8000 as on
+        # http://127.0.0.1:8000 (or a front end on another local port): the same machine.
+        if self.development and urlsplit(origin).hostname in _LOOPBACK:
+            return True
+        return super().is_websocket_origin_allowed(request, origin)
 
     def create_response(
         self,

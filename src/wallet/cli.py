@@ -85,18 +85,40 @@ def _export_schema(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    # Every option's help ends with its default.
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    levels = ["debug", "info", "warning", "error"]
 
-    migrate = commands.add_parser("migrate", help="create the database and apply migrations")
+    migrate = commands.add_parser(
+        "migrate",
+        help="create the database if missing and apply the migrations it lacks",
+        description="Create DATABASE_URL's database if it is missing and bring it to the "
+        "newest migration; says what it did. Exits 1, with one line, when PostgreSQL cannot "
+        "be reached. Safe to run twice, or from several containers at once.",
+        formatter_class=formatter,
+    )
     migrate.set_defaults(run=_migrate)
 
-    serve = commands.add_parser("serve", help="serve the GraphQL API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the GraphQL API (and GraphiQL) over HTTP and WebSocket",
+        description="Serve GraphQL on /graphql, /healthz, /readyz and /metrics, with "
+        "DATABASE_URL and REDIS_URL from the environment.",
+        formatter_class=formatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="API processes")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
     serve.set_defaults(run=_serve)
 
-    worker = commands.add_parser("worker", help="settle queued withdrawals and transfers")
+    worker = commands.add_parser(
+        "worker",
+        help="settle queued withdrawals and transfers",
+        description="Take settlement jobs from Redis and apply them in PostgreSQL; re-queue "
+        "transactions left PENDING. Run one or more.",
+        formatter_class=formatter,
+    )
     worker.add_argument(
         "--concurrency",
         type=int,
@@ -105,18 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
         # often had all its slots waiting on the batch in flight, and jobs queued behind.
         help="jobs run (and batched) at once",
     )
-    worker.add_argument("--log-level", default="info")
+    worker.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
     worker.set_defaults(run=_worker)
 
     dev = commands.add_parser(
         "dev",
         help="run everything on this machine: PostgreSQL and Redis (embedded unless "
         "DATABASE_URL or REDIS_URL is set, data in ./.wallet/), the API and a worker",
+        description="Run PostgreSQL and Redis (embedded, from the `embedded` extra, unless "
+        "DATABASE_URL or REDIS_URL is set; data and ports kept in ./.wallet/), apply the "
+        "migrations, then the API and one worker. Ctrl-C stops all of it.",
+        formatter_class=formatter,
     )
     dev.add_argument("--port", type=int, default=8000, help="the API's port")
     dev.set_defaults(run=_dev)
 
-    export = commands.add_parser("export-schema", help="print the served GraphQL schema")
+    export = commands.add_parser(
+        "export-schema",
+        help="print the served GraphQL schema",
+        description="Write the schema the API serves, in SDL.",
+        formatter_class=formatter,
+    )
     export.add_argument("--output", default="-", help="a file, or - for standard output")
     export.set_defaults(run=_export_schema)
     return parser
