@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from wallet.config import Settings
@@ -56,12 +57,28 @@ def _worker(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     # uvloop (installed with uvicorn[standard]) where it is available: a faster event loop.
+    work = run_worker(Settings(), args.concurrency, args.heartbeat)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run_worker(Settings(), args.concurrency))
+        asyncio.run(work)
     else:
-        uvloop.run(run_worker(Settings(), args.concurrency))
+        uvloop.run(work)
+    return 0
+
+
+def _check_heartbeat(args: argparse.Namespace) -> int:
+    try:
+        age = time.time() - args.file.stat().st_mtime
+    except OSError as error:
+        print(f"wallet check-heartbeat: no heartbeat: {error}", file=sys.stderr)
+        return 1
+    if age > args.max_age:
+        print(
+            f"wallet check-heartbeat: {args.file} is {age:.0f} s old (more than {args.max_age:g})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -128,7 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs run (and batched) at once",
     )
     worker.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
+    worker.add_argument(
+        "--heartbeat",
+        type=Path,
+        default=None,
+        help="a file to touch every 5 s while the worker runs, for `wallet check-heartbeat`",
+    )
     worker.set_defaults(run=_worker)
+
+    check = commands.add_parser(
+        "check-heartbeat",
+        help="exit 0 if a worker's heartbeat file is fresh (a container's liveness check)",
+        description="Exit 0 when FILE, touched by `wallet worker --heartbeat FILE`, changed "
+        "within --max-age seconds; else print why and exit 1.",
+        formatter_class=formatter,
+    )
+    check.add_argument("file", type=Path, help="the file given to `wallet worker --heartbeat`")
+    check.add_argument(
+        "--max-age", type=float, default=30.0, help="seconds after which the worker is dead"
+    )
+    check.set_defaults(run=_check_heartbeat)
 
     dev = commands.add_parser(
         "dev",

