@@ -36,6 +36,11 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+)
 from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
@@ -166,6 +171,13 @@ class WalletGraphQL(GraphQL[Context, None]):
             build_schema(settings, metrics, postgres),
             allowed_origins=settings.allowed_origins,
             graphql_ide="graphiql",
+            # Server-Sent Events too (a POST with `Accept: text/event-stream`), for clients
+            # behind proxies that drop WebSockets.
+            subscription_protocols=(
+                GRAPHQL_TRANSPORT_WS_PROTOCOL,
+                GRAPHQL_WS_PROTOCOL,
+                GRAPHQL_SSE_PROTOCOL,
+            ),
         )
         self.development = not settings.production
         self.resources: Resources | None = None
@@ -222,7 +234,9 @@ class WalletGraphQL(GraphQL[Context, None]):
                 and operation_type(item.query, item.operation_name) == OperationType.SUBSCRIPTION
             ):
                 raise HTTPException(
-                    400, "Subscriptions are served over WebSocket (graphql-transport-ws)."
+                    400,
+                    "Subscriptions are served over WebSocket (graphql-transport-ws) and "
+                    "Server-Sent Events (Accept: text/event-stream).",
                 )
         return data
 
