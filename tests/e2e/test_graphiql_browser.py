@@ -1,6 +1,7 @@
 """GraphiQL in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-The page is the one `wallet serve` serves on /graphql, with the network blocked: every request
+The page is the one `wallet dev` serves on /graphql (as a new user opens it), with the network
+blocked: every request
 that does not go to the API is refused (and the test fails on it), so the page, its scripts and
 styles must all come from the API itself, under its own Content-Security-Policy.
 """
@@ -9,15 +10,18 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route, async_playwright
 
-from tests.processes import api_server
+from tests.processes import WALLET, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -89,6 +93,36 @@ def _record_console_errors(page: Page) -> list[str]:
     return errors
 
 
+@contextmanager
+def wallet_dev(env: dict[str, str], directory: Path) -> Iterator[str]:
+    """`wallet dev` in `directory`, with the run's PostgreSQL and Redis; the GraphiQL URL it
+    prints once ready."""
+    port = free_port()
+    log = directory / "dev.log"
+    with log.open("wb") as output:
+        popen = subprocess.Popen(
+            [WALLET, "dev", "--port", str(port)],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/graphql"
+
+    def said_ready() -> bool:
+        if popen.poll() is not None:
+            raise RuntimeError(f"wallet dev exited:\n{log.read_text()}")
+        return f"GraphiQL: {url}" in log.read_text()
+
+    try:
+        wait_until(said_ready, 60, "wallet dev")
+        yield url
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(60)
+
+
 async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
     """Paste `operation` into the query editor as a person would, run it, read the result pane.
 
@@ -116,22 +150,26 @@ async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
     return result
 
 
-async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
+async def test_graphiql_from_wallet_dev_creates_a_wallet_and_deposits_into_it_offline(
     browser: BrowserContext,
     env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     # Its own Redis prefix, so its own rate-limit counters: the tests before it may have
     # spent the shared client address's budget for this minute.
-    with api_server(env) as api:
-        origin = api.url.removesuffix("/graphql")
+    with wallet_dev(env, tmp_path) as url:
+        origin = url.removesuffix("/graphql")
         page = browser.pages[0] if browser.pages else await browser.new_page()
         refused = await _block_the_network(page, origin)
         console_errors = _record_console_errors(page)
-        response = await page.goto(api.url)
+        response = await page.goto(url)
         assert response is not None
         assert "script-src 'self'" in (await response.all_headers())["content-security-policy"]
         await page.locator(".graphiql-query-editor .CodeMirror").wait_for(timeout=20_000)
+        # The explorer plugin is there, and opens.
+        await page.get_by_label("Show GraphiQL Explorer").click()
+        await page.locator(".graphiql-explorer-root").wait_for(timeout=10_000)
 
         created = await _run_in_editor(
             page,
