@@ -299,7 +299,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         nonlocal readiness
         async with open_resources(settings) as resources, queue_client(settings):
             graphql.resources = resources
-            readiness = Readiness(resources, postgres, redis)
+            readiness = Readiness(resources, postgres, redis, detailed=not settings.production)
             watcher = asyncio.create_task(readiness.watch(), name="readiness")
             cache = install_cache(resources)
             graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))

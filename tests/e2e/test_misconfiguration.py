@@ -211,3 +211,14 @@ def test_a_worker_without_postgresql_names_it_and_takes_no_jobs(env: dict[str, s
     [lost] = _lines(worker, "ERROR", where)
     assert "is unavailable (ConnectionRefusedError" in lost["message"]
     assert not _lines(worker, "INFO", "worker listening"), worker.output()
+
+
+async def test_in_production_readyz_says_what_is_down_without_naming_hosts(
+    env: dict[str, str],
+) -> None:
+    production = {**env, "DATABASE_URL": _closed_postgres(), "WALLET_ENVIRONMENT": "production"}
+    with api_server(production) as api:
+        async with httpx.AsyncClient(timeout=10) as client:
+            ready = await client.get(api.url.replace("/graphql", "/readyz"))
+    assert ready.status_code == 503
+    assert ready.json() == {"postgres": "down", "migrations": "unknown", "redis": "ok"}

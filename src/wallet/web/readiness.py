@@ -58,18 +58,25 @@ class Report:
     def ready(self) -> bool:
         return not self.problems
 
-    def body(self) -> dict[str, object]:
-        return {
+    def body(self, *, detailed: bool) -> dict[str, object]:
+        body: dict[str, object] = {
             "postgres": self.postgres,
             "migrations": self.migrations,
             "redis": self.redis,
-            "problems": self.problems,
         }
+        if detailed:
+            body["problems"] = self.problems
+        return body
 
 
 class Readiness:
-    def __init__(self, resources: Resources, postgres: Outage, redis: Outage) -> None:
+    def __init__(
+        self, resources: Resources, postgres: Outage, redis: Outage, *, detailed: bool = True
+    ) -> None:
         self._resources = resources
+        # The problems' sentences name hosts, ports and databases: for the log, and for the
+        # body only in development (anyone who reaches /readyz reads it).
+        self._detailed = detailed
         self.postgres = postgres
         self.redis = redis
         self._behind: str | None = None  # the last migrations problem logged
@@ -120,7 +127,9 @@ class Readiness:
 
     async def response(self) -> Response:
         report = await self.check()
-        return JSONResponse(report.body(), status_code=200 if report.ready else 503)
+        return JSONResponse(
+            report.body(detailed=self._detailed), status_code=200 if report.ready else 503
+        )
 
     async def watch(self, interval: float = WATCH_INTERVAL) -> None:
         """Check now and every `interval` seconds; say once that all is well at start-up."""
