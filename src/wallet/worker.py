@@ -93,6 +93,9 @@ async def sweep_forever(resources: Resources, servers: Servers) -> None:
         except (SendTaskError, RedisError, OSError) as error:
             # They stay PENDING: the next sweep after Redis is back queues them.
             servers.redis.lost(error)
+        else:
+            if stalled:
+                servers.redis.back()
         await asyncio.sleep(settings.sweep_interval_seconds)
 
 
