@@ -267,13 +267,15 @@ def inline_dispatch(resources: Resources) -> Dispatch:
     return settle_now
 
 
-def queue_dispatch() -> Dispatch:
+def queue_dispatch(redis: Outage) -> Dispatch:
     async def enqueue(transaction: Transaction) -> Transaction:
         try:
             await settle_transaction.kiq(str(transaction.id))
-        except (SendTaskError, RedisError, OSError):
+        except (SendTaskError, RedisError, OSError) as error:
             # The transaction is recorded; a worker's sweeper queues it once Redis is back.
-            log.warning("could not queue %s; the sweeper will", transaction.id)
+            # Said once per outage (readiness says when Redis is back), not once per request.
+            redis.lost(error)
+            log.debug("could not queue %s; the sweeper will", transaction.id)
         return transaction
 
     return enqueue
@@ -306,7 +308,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.read_cache = cache
             metrics.cache_counts = lambda: (cache.wallet_stats.hits, cache.wallet_stats.misses)
             graphql.dispatch = (
-                inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
+                inline_dispatch(resources) if settings.settle_inline else queue_dispatch(redis)
             )
             # What this process receives at the same time shares a commit.
             graphql.deposit = Batcher(partial(services.deposit_many, resources.unit_of_work))

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.e2e.graphql_client import create_wallet, submit_transfer
 from tests.processes import (
     WALLET,
     Process,
@@ -222,3 +223,18 @@ async def test_in_production_readyz_says_what_is_down_without_naming_hosts(
             ready = await client.get(api.url.replace("/graphql", "/readyz"))
     assert ready.status_code == 503
     assert ready.json() == {"postgres": "down", "migrations": "unknown", "redis": "ok"}
+
+
+async def test_transfers_made_while_redis_is_down_are_recorded_and_the_outage_logged_once(
+    env: dict[str, str],
+) -> None:
+    with private_redis() as redis, api_server({**env, "REDIS_URL": redis.url}) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            sender = await create_wallet(client, api.url, "10.00")
+            receiver = await create_wallet(client, api.url)
+            redis.stop()
+            submitted = [await submit_transfer(client, api.url, sender, receiver) for _ in range(3)]
+    assert len(set(submitted)) == 3  # recorded, PENDING: a worker's sweeper queues them later
+    where = f"Redis at 127.0.0.1:{redis.url.rsplit(':', 1)[1].split('/')[0]}"
+    assert len(_lines(api, "ERROR", where)) == 1, api.output()
+    assert "could not queue" not in api.output()
