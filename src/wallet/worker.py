@@ -157,7 +157,10 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
     servers = Servers.of(settings)
     async with open_resources(settings) as resources:
         broker.state.deps = TaskDeps(
-            uow_factory=resources.unit_of_work, redis=resources.redis, prefix=settings.redis_prefix
+            uow_factory=resources.unit_of_work,
+            redis=resources.redis,
+            prefix=settings.redis_prefix,
+            postgres=servers.postgres,
         )
         log.info(
             "worker started with concurrency %d; %s, %s",
