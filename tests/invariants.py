@@ -80,9 +80,11 @@ async def assert_balances_explained(
     engine: AsyncEngine, wallet_ids: Iterable[UUID | str]
 ) -> dict[str, int]:
     """Every balance is >= 0 and equals both its ledger entries and its COMPLETED
-    transactions; every COMPLETED transaction has one entry per wallet it touches and no
-    other transaction has any. Returns the balances."""
-    ledgers = await wallet_ledgers(engine, wallet_ids)
+    transactions; each entry's `balance_after` is the running balance after it, so the last
+    one is the balance; every COMPLETED transaction has one entry per wallet it touches and
+    no other transaction has any. Returns the balances."""
+    ids = [str(i) for i in wallet_ids]
+    ledgers = await wallet_ledgers(engine, ids)
     for wallet_id, ledger in ledgers.items():
         assert ledger.balance >= 0, (wallet_id, ledger)
         assert ledger.balance == ledger.entries == ledger.completed, (wallet_id, ledger)
@@ -101,8 +103,120 @@ async def assert_balances_explained(
                 )
             )
         ).all()
+        # Entries are numbered in the order they were written; a wallet's rows are locked
+        # while its entries are written, so that order is the order of its balances.
+        wrong_running_balance = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT wallet_id, id, delta, balance_after, running FROM (
+                        SELECT e.*, sum(e.delta) OVER (PARTITION BY e.wallet_id ORDER BY e.id)
+                            AS running
+                        FROM ledger_entries e WHERE e.wallet_id = ANY(CAST(:ids AS uuid[]))
+                    ) AS entries
+                    WHERE balance_after <> running OR balance_after < 0
+                    LIMIT 10
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
+        last_not_balance = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT w.id, w.balance, last.balance_after FROM wallets w
+                    JOIN LATERAL (
+                        SELECT balance_after FROM ledger_entries e WHERE e.wallet_id = w.id
+                        ORDER BY e.id DESC LIMIT 1
+                    ) AS last ON true
+                    WHERE w.id = ANY(CAST(:ids AS uuid[])) AND last.balance_after <> w.balance
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
     assert mismatched == []
+    assert wrong_running_balance == [], "balance_after is the running balance"
+    assert last_not_balance == [], "the last entry's balance_after is the balance"
     return {wallet_id: ledger.balance for wallet_id, ledger in ledgers.items()}
+
+
+@dataclass(frozen=True)
+class LedgerFigures:
+    wallets: int
+    transactions: int
+    pending: int
+    # The longest a withdrawal or transfer took from PENDING to its final status.
+    slowest_settlement_seconds: float
+
+
+async def assert_ledger_holds(engine: AsyncEngine, *, quiet: bool) -> LedgerFigures:
+    """The money rules over a whole database of a test's own, read straight from the tables.
+
+    Money is conserved: what the wallets hold is what COMPLETED deposits brought in less what
+    COMPLETED withdrawals took out. Every balance is explained by its entries (see
+    assert_balances_explained). No client key belongs to two transactions, and every key
+    recorded names a transaction or wallet that exists. Once `quiet` (no request in flight,
+    workers caught up) nothing is PENDING.
+    """
+    async with engine.connect() as conn:
+        wallet_ids = [row[0] for row in (await conn.execute(text("SELECT id FROM wallets"))).all()]
+        held, deposited, withdrawn = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT (SELECT coalesce(sum(balance), 0) FROM wallets),
+                      coalesce(sum(amount) FILTER (WHERE type = 'DEPOSIT'), 0),
+                      coalesce(sum(amount) FILTER (WHERE type = 'WITHDRAWAL'), 0)
+                    FROM transactions WHERE status = 'COMPLETED'
+                    """
+                )
+            )
+        ).one()
+        key_on_two = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT client_transaction_id, count(*) FROM transactions
+                    WHERE client_transaction_id IS NOT NULL
+                    GROUP BY client_transaction_id HAVING count(*) > 1 LIMIT 10
+                    """
+                )
+            )
+        ).all()
+        dangling_keys = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT k.key FROM idempotency_keys k
+                    WHERE (k.transaction_id IS NULL AND k.wallet_id IS NULL)
+                       OR (k.transaction_id IS NOT NULL AND NOT EXISTS (
+                           SELECT 1 FROM transactions t WHERE t.id = k.transaction_id))
+                    LIMIT 10
+                    """
+                )
+            )
+        ).all()
+        transactions, pending, slowest = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT count(*), count(*) FILTER (WHERE status = 'PENDING'),
+                      coalesce(extract(epoch FROM max(completed_at - created_at)
+                                       FILTER (WHERE type <> 'DEPOSIT')), 0)
+                    FROM transactions
+                    """
+                )
+            )
+        ).one()
+    await assert_balances_explained(engine, wallet_ids)
+    assert held == deposited - withdrawn, "money is conserved"
+    assert key_on_two == [], "a client key names one transaction"
+    assert dangling_keys == [], "every recorded key names what it recorded"
+    if quiet:
+        assert pending == 0, f"{pending} transactions still PENDING"
+    return LedgerFigures(len(wallet_ids), int(transactions), int(pending), float(slowest))
 
 
 async def transaction_rows(

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,65 +44,118 @@ def wait_until(check: object, timeout: float, what: str) -> None:
 class Process:
     popen: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str]
     url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    # Whether it is ready to serve; start() and restart() wait for it.
+    ready: Callable[[Process], bool] = field(default=lambda _process: True)
+    name: str = "process"
+    # Where this run's output starts in the log, which restarts append to.
+    log_offset: int = 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> float:
         """Send `sig` and wait; returns the seconds it took to exit."""
-        started = time.monotonic()
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-                raise
+        return self.exit(timeout)
+
+    def exit(self, timeout: float = 10.0) -> float:
+        """Wait for it to exit (killed if it takes longer than `timeout`); the seconds it took."""
+        started = time.monotonic()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise
         return time.monotonic() - started
 
-    def restart(self) -> None:
-        """Start the same command again (after stop())."""
-        self.popen = subprocess.Popen(
-            self.popen.args,  # type: ignore[arg-type]
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the same command again, with the same environment and log (after stop())."""
+        assert self.popen.poll() is not None, "stop it first"
+        self.log_offset = self.log.stat().st_size
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.popen.args,  # type: ignore[arg-type]
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
+            return self.ready(self)
+
+        wait_until(ready, timeout, self.name)
 
     def output(self) -> str:
+        """Everything it has logged, over all its runs."""
         return self.log.read_text(errors="replace")
 
+    def this_run(self) -> str:
+        """What it has logged since it was last started."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
 
-def _spawn(args: list[str], env: dict[str, str], name: str) -> Process:
-    handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+
+def start(
+    args: list[str], env: dict[str, str], name: str, ready: Callable[[Process], bool], url: str = ""
+) -> Process:
+    """Start a process, its output in a log file of its own, and wait until it is ready."""
+    handle, path = tempfile.mkstemp(prefix=f"{name.replace(' ', '-')}-", suffix=".log")
     try:
         popen = subprocess.Popen(
             args, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     finally:
         os.close(handle)  # the child has its own copy
-    return Process(popen, Path(path))
+    process = Process(popen, Path(path), env, url, ready, name)
+    try:
+        process.wait_ready()
+    except BaseException:
+        process.stop(signal.SIGKILL)
+        raise
+    return process
+
+
+def _answers(process: Process) -> bool:
+    return httpx.post(process.url, json={"query": "{ __typename }"}).status_code == 200
+
+
+def start_api(
+    env: dict[str, str], workers: int = 1, port: int | None = None, **settings: str
+) -> Process:
+    """`wallet serve` on a free port (or `port`), answering GraphQL."""
+    port = port or free_port()
+    # Tests hammer one server from one address: limits are off unless a test sets them.
+    defaults = {"WALLET_RATE_LIMITS_ENABLED": "false"}
+    return start(
+        [WALLET, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
+        {**defaults, **env, **settings},
+        "wallet serve",
+        _answers,
+        f"http://127.0.0.1:{port}/graphql",
+    )
+
+
+def start_worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Process:
+    """`wallet worker`, once it listens on the queue."""
+    return start(
+        [WALLET, "worker", "--concurrency", str(concurrency)],
+        {**env, **settings},
+        "wallet worker",
+        lambda process: "worker listening" in process.this_run(),
+    )
 
 
 @contextmanager
 def api_server(env: dict[str, str], workers: int = 1, **settings: str) -> Iterator[Process]:
-    port = free_port()
-    # Tests hammer one server from one address: limits are off unless a test sets them.
-    defaults = {"WALLET_RATE_LIMITS_ENABLED": "false"}
-    process = _spawn(
-        [WALLET, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        {**defaults, **env, **settings},
-        "api",
-    )
-    process.url = f"http://127.0.0.1:{port}/graphql"
-
-    def answers() -> bool:
-        if process.popen.poll() is not None:
-            raise RuntimeError(f"wallet serve exited:\n{process.output()}")
-        return httpx.post(process.url, json={"query": "{ __typename }"}).status_code == 200
-
+    process = start_api(env, workers, **settings)
     try:
-        wait_until(answers, 30, "wallet serve")
         yield process
     finally:
         process.stop()
@@ -110,19 +163,11 @@ def api_server(env: dict[str, str], workers: int = 1, **settings: str) -> Iterat
 
 @contextmanager
 def worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Iterator[Process]:
-    process = _spawn(
-        [WALLET, "worker", "--concurrency", str(concurrency)], {**env, **settings}, "worker"
-    )
+    process = start_worker(env, concurrency, **settings)
     try:
-        wait_until(lambda: "worker listening" in process.output(), 30, "wallet worker")
         yield process
     finally:
         process.stop()
-
-
-def start_worker(env: dict[str, str], *args: str) -> Process:
-    """A `wallet worker`, not waited for: it may never listen (the caller stops it)."""
-    return _spawn([WALLET, "worker", *args], env, "worker")
 
 
 @contextmanager
@@ -148,16 +193,14 @@ def private_redis() -> Iterator[Process]:
         "--dir",
         directory,
     ]
-    process = _spawn(args, dict(os.environ), "redis")
-    process.url = f"redis://127.0.0.1:{port}/0"
 
-    def pings() -> bool:
+    def pings(process: Process) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
 
+    process = start(args, dict(os.environ), "redis-server", pings, f"redis://127.0.0.1:{port}/0")
     try:
-        wait_until(pings, 10, "redis-server")
         yield process
     finally:
         process.stop(signal.SIGKILL)

@@ -24,7 +24,7 @@ from tests.processes import (
     api_server,
     free_port,
     private_redis,
-    start_worker,
+    start,
     wait_until,
 )
 from wallet.persistence.database import create_database, drop_database, newest_revision
@@ -176,7 +176,12 @@ async def test_wallet_migrate_says_what_it_did_then_that_there_was_nothing_to_do
 
 
 def _worker(env: dict[str, str]) -> Process:
-    return start_worker(env, "--log-level", "debug")
+    """A `wallet worker` logging at debug level, not waited for: it may never listen."""
+    return start([WALLET, "worker", "--log-level", "debug"], env, "wallet worker", _started)
+
+
+def _started(_process: Process) -> bool:
+    return True
 
 
 def test_a_worker_without_redis_names_it_once_and_says_when_it_is_back(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import WALLET, start_worker, wait_until
+from tests.processes import WALLET, start, wait_until
 from wallet.worker import HEARTBEAT_SECONDS
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,12 @@ def test_a_running_worker_is_alive_and_a_frozen_one_is_found_dead(
     # Longer than the time between two beats: only a worker that stopped beating is too old.
     max_age = HEARTBEAT_SECONDS + 2
     assert _check(heartbeat, max_age).returncode == 1  # no worker yet
-    worker = start_worker(env, "--heartbeat", str(heartbeat))
+    worker = start(
+        [WALLET, "worker", "--heartbeat", str(heartbeat)],
+        env,
+        "wallet worker",
+        lambda process: "worker listening" in process.this_run(),
+    )
     try:
         wait_until(heartbeat.exists, 30, "the first heartbeat")
         assert _check(heartbeat, max_age).returncode == 0

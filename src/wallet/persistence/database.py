@@ -48,7 +48,13 @@ def is_disconnect(error: BaseException) -> bool:
     ):
         return True
     if isinstance(error, DBAPIError):
-        return error.connection_invalidated
+        # The driver's own error (`orig`, then what asyncpg raised under it) says why: "the
+        # database system is starting up" arrives while connecting, on no connection to
+        # invalidate.
+        cause = error.orig.__cause__ if error.orig is not None else None
+        return error.connection_invalidated or any(
+            e is not None and is_disconnect(e) for e in (error.orig, cause)
+        )
     state = getattr(error, "sqlstate", None)
     return isinstance(state, str) and state.startswith(_GONE_CLASSES)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from uuid import UUID
 
@@ -7,12 +8,18 @@ import strawberry
 from strawberry.types import Info
 
 from wallet.domain.model import Transaction as DomainTransaction
+from wallet.persistence.database import is_disconnect
 from wallet.schema.context import Context
 from wallet.schema.types import PublicError, Transaction
 
 # How long a subscriber waits for news before it checks PostgreSQL itself, so that an event
 # lost while Redis was away delays an update by seconds at most, never forever.
 RECHECK_SECONDS = 5.0
+# While PostgreSQL is out of reach, the first recheck comes this soon, then twice as late each
+# time, up to RECHECK_SECONDS: the final status reaches the subscriber soon after it is back.
+OUTAGE_RECHECK_SECONDS = 0.25
+
+log = logging.getLogger(__name__)
 
 
 def _id(text: str, argument: str) -> UUID:
@@ -25,6 +32,18 @@ def _id(text: str, argument: str) -> UUID:
 async def _current(info: Info[Context, None], transaction_id: UUID) -> DomainTransaction | None:
     (transaction,) = await info.context.reads.transactions([transaction_id])
     return transaction
+
+
+async def _recheck(info: Info[Context, None], transaction_id: UUID) -> DomainTransaction | None:
+    """The transaction as PostgreSQL has it now, or None while PostgreSQL is out of reach: a
+    subscriber waits out an outage (a restart, a failover) rather than losing its answer."""
+    try:
+        return await _current(info, transaction_id)
+    except Exception as error:
+        if not is_disconnect(error):
+            raise
+        log.info("a subscriber could not reach PostgreSQL (%s); it will ask again", error)
+        return None
 
 
 def _fresh(info: Info[Context, None], transaction: DomainTransaction) -> Transaction:
@@ -54,11 +73,18 @@ class Subscription:
             if current is None:
                 raise PublicError(f"there is no transaction {transaction_id}")
             yield _fresh(info, current)
+            misses = 0  # rechecks in a row that could not reach PostgreSQL
             while not current.is_final:
-                change = await changes.next(RECHECK_SECONDS)
+                wait = RECHECK_SECONDS
+                if misses:
+                    wait = min(OUTAGE_RECHECK_SECONDS * 2 ** (misses - 1), RECHECK_SECONDS)
+                change = await changes.next(wait)
                 if change is None:
-                    change = await _current(info, transaction_id)
-                    assert change is not None
+                    change = await _recheck(info, transaction_id)
+                    if change is None:
+                        misses += 1
+                        continue
+                misses = 0
                 if change.status == current.status:
                     continue
                 current = change
