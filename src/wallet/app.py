@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -20,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import (
@@ -33,7 +35,12 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+)
 from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
@@ -42,6 +49,8 @@ from wallet.domain import services
 from wallet.domain.batching import Batcher
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
+from wallet.persistence.database import is_unavailable
+from wallet.persistence.outages import Outage
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
@@ -51,11 +60,17 @@ from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
+from wallet.web import graphiql
 from wallet.web.logs import configure_logging, request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits, operation_type
-from wallet.web.operations import Metrics, healthz, metrics_response, readiness
+from wallet.web.operations import Metrics, healthz, metrics_response
+from wallet.web.readiness import Readiness, postgres_outage, redis_outage
 
 log = logging.getLogger("wallet")
+
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+# Seconds a client is asked to wait when PostgreSQL is away: about how often readiness looks.
+RETRY_AFTER_SECONDS = 5
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -66,19 +81,46 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(error.original_error, PublicError)
 
 
+class Unavailable(MaskErrors):
+    """Masks what execution let escape: "Internal error.", or, when PostgreSQL cannot serve,
+    an error coded SERVICE_UNAVAILABLE (answered with HTTP 503 and Retry-After)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if error.original_error is not None and is_unavailable(error.original_error):
+            return GraphQLError(
+                "The service is unavailable: its database cannot serve requests now. "
+                "Try again shortly.",
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": SERVICE_UNAVAILABLE},
+            )
+        return super().anonymise_error(error)
+
+
 class WalletSchema(strawberry.Schema):
+    # Told of each request that found PostgreSQL unavailable (None: nobody is listening).
+    postgres: Outage | None = None
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # The client's own mistakes (bad documents, bad cursors) are answered, not logged as
-        # failures; anything else is a bug, logged with its traceback and the request id.
+        # failures; an outage is logged once, when it begins; anything else is a bug, logged
+        # with its traceback and the request id.
         for error in errors:
-            if _should_mask(error):
+            if not _should_mask(error):
+                continue
+            assert error.original_error is not None
+            if self.postgres is not None and is_unavailable(error.original_error):
+                self.postgres.lost(error.original_error)
+            else:
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
 def build_schema(
-    settings: Settings | None = None, metrics: Metrics | None = None
+    settings: Settings | None = None,
+    metrics: Metrics | None = None,
+    postgres: Outage | None = None,
 ) -> strawberry.Schema:
     settings = settings or Settings()
     # Factories, not instances: Strawberry makes one per request, so concurrent requests
@@ -96,35 +138,80 @@ def build_schema(
         partial(AddValidationRules, rules),
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ValidationCache, maxsize=1024),
-        partial(MaskErrors, should_mask_error=_should_mask, error_message="Internal error."),
+        partial(Unavailable, should_mask_error=_should_mask, error_message="Internal error."),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
     if metrics is not None:
         extensions.append(metrics.extension())
-    return WalletSchema(
+    schema = WalletSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
         scalar_overrides={DecimalText: DECIMAL, datetime: DATETIME},
     )
+    schema.postgres = postgres
+    return schema
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _code(error: object) -> object:
+    extensions = error.get("extensions") if isinstance(error, dict) else None
+    return extensions.get("code") if isinstance(extensions, dict) else None
 
 
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, postgres: Outage) -> None:
         super().__init__(
-            build_schema(settings, metrics),
+            build_schema(settings, metrics, postgres),
             allowed_origins=settings.allowed_origins,
             graphql_ide="graphiql",
+            # Server-Sent Events too (a POST with `Accept: text/event-stream`), for clients
+            # behind proxies that drop WebSockets.
+            subscription_protocols=(
+                GRAPHQL_TRANSPORT_WS_PROTOCOL,
+                GRAPHQL_WS_PROTOCOL,
+                GRAPHQL_SSE_PROTOCOL,
+            ),
         )
+        self.development = not settings.production
         self.resources: Resources | None = None
         self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
         self.deposit: Depositor | None = None
         self.submit: Submitter | None = None
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        # In development the page is as often on http://localhost:8000 as on
+        # http://127.0.0.1:8000 (or a front end on another local port): the same machine.
+        if self.development and urlsplit(origin).hostname in _LOOPBACK:
+            return True
+        return super().is_websocket_origin_allowed(request, origin)
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        results = response_data if isinstance(response_data, list) else [response_data]
+        if any(
+            _code(error) == SERVICE_UNAVAILABLE
+            for result in results
+            for error in result.get("errors") or []
+        ):
+            response.status_code = 503
+            response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Strawberry's page loads its scripts from unpkg; this one, from the package.
+        return graphiql.page_response()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -147,7 +234,9 @@ class WalletGraphQL(GraphQL[Context, None]):
                 and operation_type(item.query, item.operation_name) == OperationType.SUBSCRIPTION
             ):
                 raise HTTPException(
-                    400, "Subscriptions are served over WebSocket (graphql-transport-ws)."
+                    400,
+                    "Subscriptions are served over WebSocket (graphql-transport-ws) and "
+                    "Server-Sent Events (Accept: text/event-stream).",
                 )
         return data
 
@@ -178,13 +267,15 @@ def inline_dispatch(resources: Resources) -> Dispatch:
     return settle_now
 
 
-def queue_dispatch() -> Dispatch:
+def queue_dispatch(redis: Outage) -> Dispatch:
     async def enqueue(transaction: Transaction) -> Transaction:
         try:
             await settle_transaction.kiq(str(transaction.id))
-        except (SendTaskError, RedisError, OSError):
+        except (SendTaskError, RedisError, OSError) as error:
             # The transaction is recorded; a worker's sweeper queues it once Redis is back.
-            log.warning("could not queue %s; the sweeper will", transaction.id)
+            # Said once per outage (readiness says when Redis is back), not once per request.
+            redis.lost(error)
+            log.debug("could not queue %s; the sweeper will", transaction.id)
         return transaction
 
     return enqueue
@@ -201,18 +292,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.json_logs:
         configure_logging(settings.log_level)
     metrics = Metrics()
-    graphql = WalletGraphQL(settings, metrics)
+    postgres, redis = postgres_outage(settings.database_url), redis_outage(settings.redis_url)
+    graphql = WalletGraphQL(settings, metrics, postgres)
+    readiness: Readiness | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal readiness
         async with open_resources(settings) as resources, queue_client(settings):
             graphql.resources = resources
+            readiness = Readiness(resources, postgres, redis, detailed=not settings.production)
+            watcher = asyncio.create_task(readiness.watch(), name="readiness")
             cache = install_cache(resources)
             graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))
             app.state.read_cache = cache
             metrics.cache_counts = lambda: (cache.wallet_stats.hits, cache.wallet_stats.misses)
             graphql.dispatch = (
-                inline_dispatch(resources) if settings.settle_inline else queue_dispatch()
+                inline_dispatch(resources) if settings.settle_inline else queue_dispatch(redis)
             )
             # What this process receives at the same time shares a commit.
             graphql.deposit = Batcher(partial(services.deposit_many, resources.unit_of_work))
@@ -225,6 +321,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             try:
                 yield
             finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
                 graphql.resources = None
 
     def opened() -> Resources:
@@ -232,7 +331,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return graphql.resources
 
     async def ready(_request: Request) -> Response:
-        return await readiness(opened())
+        assert readiness is not None, "the lifespan has not started"
+        return await readiness.response()
 
     async def metrics_page(_request: Request) -> Response:
         return await metrics_response(metrics, opened())
@@ -254,6 +354,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", ready),
             Route("/metrics", metrics_page),
+            Mount(graphiql.PREFIX, app=graphiql.static_files()),
         ],
         middleware=[
             Middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, limits=limits)

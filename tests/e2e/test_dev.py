@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +55,16 @@ class DevRun:
             self.popen.send_signal(signal.SIGTERM)
         self.popen.wait(60)
         return running
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A directory for a project, outside pytest's base temporary directory: pytest sessions
+    running at the same time (other checkouts) set that back to 0700, and the `pgserver`
+    account that runs PostgreSQL under root then cannot reach the data in it."""
+    directory = Path(tempfile.mkdtemp(prefix="wallet-dev-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _environment(**overrides: str) -> dict[str, str]:
@@ -110,9 +124,9 @@ def assert_nothing_left(run: DevRun, running: list[psutil.Process], directory: P
 
 
 async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_leaves_nothing(
-    tmp_path: Path,
+    tmp_path: Path, workdir: Path
 ) -> None:
-    directory = tmp_path / "empty"
+    directory = workdir / "empty"
     directory.mkdir()
     with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
         assert run.startup_seconds < 60
@@ -141,21 +155,44 @@ async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_l
     print(f"wallet dev answered GraphQL {run.startup_seconds:.1f} s after it started")
 
 
-async def test_wallet_dev_keeps_its_data_between_runs_and_stops_on_ctrl_c(
-    tmp_path: Path,
+def _clients(run: DevRun) -> list[str]:
+    """The ready-to-paste client lines `wallet dev` printed for its embedded servers."""
+    return re.findall(r"(?:PostgreSQL|Redis) client: (.+)", run.output())
+
+
+async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctrl_c(
+    tmp_path: Path, workdir: Path
 ) -> None:
-    directory = tmp_path / "project"
+    directory = workdir / "project"
     directory.mkdir()
-    with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
+    with wallet_dev(directory, _environment(), tmp_path / "dev1.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
             wallet = await create_wallet(client, run.url, balance="12.34")
+        first = _clients(run)
         running = run.stop(ctrl_c=True)
     assert_nothing_left(run, running, directory)
+    psql, redis_cli = first
+    assert re.search(r"psql -h 127\.0\.0\.1 -p \d+ -U postgres wallet$", psql), psql
+    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+$", redis_cli), redis_cli
+    assert set(json.loads((directory / ".wallet" / "ports.json").read_text())) == {
+        "postgres",
+        "redis",
+    }
 
-    with wallet_dev(directory, _environment(), tmp_path / "dev.log") as run:
+    with wallet_dev(directory, _environment(), tmp_path / "dev2.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
             data = await execute(client, run.url, BALANCE, id=wallet)
         assert data["wallet"] == {"balance": "12.34"}
+        # Yesterday's psql line still works.
+        answer = subprocess.run(
+            [*psql.split(), "-tAc", "SELECT count(*) FROM wallets"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert answer.stdout.strip() == "1", answer.stderr
+        assert _clients(run) == first
         running = run.stop()
     assert_nothing_left(run, running, directory)
 

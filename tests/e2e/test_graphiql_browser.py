@@ -1,24 +1,27 @@
 """GraphiQL in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-The page is the one `wallet serve` serves on /graphql. Its CDN files come from the npm registry
-(graphiql_assets.py); any other request that leaves the API is refused, and the test fails on it.
+The page is the one `wallet dev` serves on /graphql (as a new user opens it), with the network
+blocked: every request
+that does not go to the API is refused (and the test fails on it), so the page, its scripts and
+styles must all come from the API itself, under its own Content-Security-Policy.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, Route, async_playwright
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route, async_playwright
 
-from tests.e2e.graphiql_assets import cdn_assets, local_copies
-from tests.processes import api_server
+from tests.processes import WALLET, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -32,6 +35,8 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # No name resolves but the API's address: nothing off this machine can load.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
 pytestmark = [
@@ -59,21 +64,13 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             await context.close()
 
 
-async def _serve_cdn_locally(page: Page, api_origin: str, cache: Path) -> list[str]:
-    """Answer the CDN's URLs from local copies; refuse (and list) anything else off the API."""
-    html = httpx.get(f"{api_origin}/graphql", headers={"accept": "text/html"}).text
-    copies = local_copies(cdn_assets(html), cache)
-    assert copies, "the GraphiQL page loads nothing from a CDN any more: drop this routing"
+async def _block_the_network(page: Page, api_origin: str) -> list[str]:
+    """Let requests to the API through; refuse (and list) every other one."""
     refused: list[str] = []
 
     async def route(route: Route) -> None:
         url = route.request.url
-        if url in copies:
-            kind = "text/css" if url.endswith(".css") else "application/javascript"
-            # The page asks for them with `crossorigin`: integrity is checked only under CORS.
-            headers = {"access-control-allow-origin": "*"}
-            await route.fulfill(path=copies[url], content_type=kind, headers=headers)
-        elif url.startswith(api_origin):
+        if url.startswith(api_origin) or url.startswith("data:"):
             await route.continue_()
         else:
             refused.append(url)
@@ -81,6 +78,49 @@ async def _serve_cdn_locally(page: Page, api_origin: str, cache: Path) -> list[s
 
     await page.route("**/*", route)
     return refused
+
+
+def _record_console_errors(page: Page) -> list[str]:
+    """The page's console errors: a script the policy refused, a hash that did not match."""
+    errors: list[str] = []
+
+    def seen(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", seen)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+@contextmanager
+def wallet_dev(env: dict[str, str], directory: Path) -> Iterator[str]:
+    """`wallet dev` in `directory`, with the run's PostgreSQL and Redis; the GraphiQL URL it
+    prints once ready."""
+    port = free_port()
+    log = directory / "dev.log"
+    with log.open("wb") as output:
+        popen = subprocess.Popen(
+            [WALLET, "dev", "--port", str(port)],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/graphql"
+
+    def said_ready() -> bool:
+        if popen.poll() is not None:
+            raise RuntimeError(f"wallet dev exited:\n{log.read_text()}")
+        return f"GraphiQL: {url}" in log.read_text()
+
+    try:
+        wait_until(said_ready, 60, "wallet dev")
+        yield url
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(60)
 
 
 async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
@@ -110,24 +150,26 @@ async def _run_in_editor(page: Page, operation: str) -> dict[str, Any]:
     return result
 
 
-async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
+async def test_graphiql_from_wallet_dev_creates_a_wallet_and_deposits_into_it_offline(
     browser: BrowserContext,
     env: dict[str, str],
-    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    # Kept between runs in pytest's cache, when it has one.
-    pytest_cache = getattr(request.config, "cache", None)
-    cache = pytest_cache.mkdir("graphiql-assets") if pytest_cache else tmp_path
     # Its own Redis prefix, so its own rate-limit counters: the tests before it may have
     # spent the shared client address's budget for this minute.
-    with api_server(env) as api:
-        origin = api.url.removesuffix("/graphql")
+    with wallet_dev(env, tmp_path) as url:
+        origin = url.removesuffix("/graphql")
         page = browser.pages[0] if browser.pages else await browser.new_page()
-        refused = await _serve_cdn_locally(page, origin, cache)
-        await page.goto(api.url)
+        refused = await _block_the_network(page, origin)
+        console_errors = _record_console_errors(page)
+        response = await page.goto(url)
+        assert response is not None
+        assert "script-src 'self'" in (await response.all_headers())["content-security-policy"]
         await page.locator(".graphiql-query-editor .CodeMirror").wait_for(timeout=20_000)
+        # The explorer plugin is there, and opens.
+        await page.get_by_label("Show GraphiQL Explorer").click()
+        await page.locator(".graphiql-explorer-root").wait_for(timeout=10_000)
 
         created = await _run_in_editor(
             page,
@@ -162,3 +204,4 @@ async def test_graphiql_creates_a_wallet_and_deposits_into_it_from_its_editor(
         assert '"COMPLETED"' in seen
         assert '"25.50"' in seen
         assert refused == []
+        assert console_errors == []

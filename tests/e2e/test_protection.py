@@ -113,7 +113,9 @@ async def test_readyz_follows_redis_down_and_back(env: dict[str, str]) -> None:
                 redis.stop(signal.SIGKILL)
                 down = await client.get(f"{base}/readyz")
                 assert down.status_code == 503
-                assert down.json() == {"postgres": "ok", "redis": "down"}
+                body = down.json()
+                assert (body["postgres"], body["migrations"], body["redis"]) == ("ok", "ok", "down")
+                assert body["problems"][0].startswith("Redis at 127.0.0.1:")
                 assert (await client.get(f"{base}/healthz")).status_code == 200
                 # Reads go on without Redis.
                 assert (await client.post(api.url, json=TYPENAME)).status_code == 200

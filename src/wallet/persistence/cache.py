@@ -632,7 +632,8 @@ class ReadCache:
             async with asyncio.timeout(self._timeout):
                 await load(self._redis, _SCRIPTS)
         except REDIS_FAILURES as error:
-            log.warning("could not load the read cache's scripts into redis (%r)", error)
+            # Debug only: the process's readiness line names Redis and why it is away.
+            log.debug("could not load the read cache's scripts into redis (%r)", error)
 
     async def clear(self) -> None:
         """Delete every entry under this cache's prefix."""

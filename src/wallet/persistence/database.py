@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -55,6 +59,26 @@ def is_disconnect(error: BaseException) -> bool:
         )
     state = getattr(error, "sqlstate", None)
     return isinstance(state, str) and (state.startswith(_GONE_CLASSES) or state in _GONE_STATES)
+
+
+# SQLSTATEs that say the database cannot serve at all, whatever the request: it does not exist,
+# refuses the credentials, has no room for another connection, or lacks the schema's tables
+# (never migrated).
+_UNAVAILABLE_STATES = {"3D000", "28000", "28P01", "53300", "42P01"}
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether the error (or one it was raised from) says PostgreSQL cannot serve requests
+    now: gone, missing, or not migrated. Such a request may succeed later; retrying it at once
+    will not help."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if is_disconnect(current) or getattr(current, "sqlstate", None) in _UNAVAILABLE_STATES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:
@@ -116,7 +140,7 @@ async def drop_database(database_url: str) -> None:
         await conn.close()
 
 
-def _alembic_config(connection: Connection) -> Config:
+def _alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     script_location = resources.files("wallet.persistence").joinpath("migrations")
     config.set_main_option("script_location", str(script_location))
@@ -124,19 +148,67 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def _upgrade(connection: Connection) -> None:
+@functools.cache
+def newest_revision() -> str:
+    """The newest migration this code knows of."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "no migrations"
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The migration the database is at; None when it was never migrated.
+
+    Read with plain SQL: Alembic's MigrationContext logs two lines each time it is made."""
+    async with engine.connect() as connection:
+        if await connection.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+            return None
+        revision = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return None if revision is None else str(revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Migrated:
+    """What `migrate` did."""
+
+    database: str
+    created: bool
+    applied: tuple[str, ...]
+    revision: str
+
+    def summary(self) -> str:
+        if not self.created and not self.applied:
+            return (
+                f"database {self.database} is at the newest migration ({self.revision}); "
+                "nothing to do"
+            )
+        count = f"{len(self.applied)} migration{'' if len(self.applied) == 1 else 's'}"
+        done = f"applied {count} ({', '.join(self.applied)})" if self.applied else "applied none"
+        created = f"created database {self.database}, " if self.created else ""
+        return f"{created}{done}; database {self.database} is at {self.revision}"
+
+
+def _upgrade(connection: Connection) -> tuple[str, ...]:
+    """Apply the missing migrations; returns their ids, oldest first."""
     # Held until the migration's transaction ends.
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-    command.upgrade(_alembic_config(connection), "head")
+    config = _alembic_config(connection)
+    before = MigrationContext.configure(connection).get_current_revision()
+    command.upgrade(config, "head")
+    script = ScriptDirectory.from_config(config)
+    applied = script.iterate_revisions(newest_revision(), before or "base")
+    return tuple(reversed([revision.revision for revision in applied]))
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str) -> Migrated:
     """Create the database if needed and apply every migration not applied yet."""
-    await create_database(database_url)
+    created = await create_database(database_url)
     engine = create_async_engine(async_url(database_url), pool_size=1)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_upgrade)
+            applied = await connection.run_sync(_upgrade)
             await connection.commit()
     finally:
         await engine.dispose()
+    name = make_url(database_url).database or ""
+    return Migrated(name, created, applied, newest_revision())

@@ -121,7 +121,8 @@ class RedisTransactionFeed:
         try:
             await load(self._redis, [_PUBLISH])
         except REDIS_FAILURES as error:
-            log.warning("could not load the feed's script into redis (%r)", error)
+            # Debug only: the process's readiness line names Redis and why it is away.
+            log.debug("could not load the feed's script into redis (%r)", error)
 
     def transaction(self, transaction_id: UUID) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._listen(self._transaction_channel(transaction_id))

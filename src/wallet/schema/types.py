@@ -93,16 +93,28 @@ class Wallet:
             updated_at=wallet.updated_at,
         )
 
-    @strawberry.field(description="Every transaction that touches this wallet, newest first.")
+    @strawberry.field(
+        description="Every transaction that touches this wallet, newest first, "
+        f"in pages of at most {MAX_PAGE_SIZE}."
+    )
     async def transactions(
         self,
         info: Info[Context, None],
-        first: int | None = 20,
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description=f"How many transactions, newest first: at most {MAX_PAGE_SIZE}; "
+                f"a larger number is answered with {MAX_PAGE_SIZE}."
+            ),
+        ] = 20,
         after: str | None = None,
         filter: TransactionFilter | None = None,
         last: Annotated[
             int | None,
-            strawberry.argument(description="With `before`: the transactions just newer."),
+            strawberry.argument(
+                description="With `before`: the transactions just newer; at most "
+                f"{MAX_PAGE_SIZE}, a larger number is answered with {MAX_PAGE_SIZE}."
+            ),
         ] = None,
         before: Annotated[
             str | None,

@@ -28,6 +28,7 @@ from wallet.domain.batching import Batcher
 from wallet.domain.errors import ConcurrencyConflict, InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import is_disconnect
+from wallet.persistence.outages import Outage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +47,8 @@ class TaskDeps:
     prefix: str
     # Jobs that run at the same time in one worker are settled together, up to this many.
     max_batch: int = 256
+    # Told when PostgreSQL is found away, so the worker says so once, naming it by address.
+    postgres: Outage | None = None
     batcher: SettlementBatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -148,7 +151,9 @@ class SettlementBatcher:
                 # PostgreSQL is away: not these transactions' fault, so it does not count
                 # towards giving up on them. The sweeper queues them again once it is back.
                 await _uncount_attempts(deps, ready)
-                log.warning("PostgreSQL unavailable; %d transactions wait", len(ready))
+                if deps.postgres is not None:
+                    deps.postgres.lost(error)
+                log.debug("PostgreSQL unavailable; %d transactions wait", len(ready))
                 return errors | dict.fromkeys(ready, error)
             # One bad transaction must not hold the others back: settle each on its own.
             log.warning("a batch of %d failed; settling one by one", len(ready), exc_info=True)

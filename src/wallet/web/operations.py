@@ -1,8 +1,7 @@
-"""/healthz, /readyz and /metrics (Prometheus text), and the GraphQL timing extension."""
+"""/healthz and /metrics (Prometheus text), and the GraphQL timing extension."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -14,14 +13,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from strawberry.extensions import SchemaExtension
 
 from wallet.persistence.sweeper import pending_stats
 from wallet.resources import Resources, settlement_queue
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-PROBE_TIMEOUT = 1.0
 
 
 class Metrics:
@@ -121,29 +119,6 @@ class Metrics:
 
 async def healthz(_request: Request) -> Response:
     return PlainTextResponse("ok")
-
-
-async def _postgres_ok(resources: Resources) -> bool:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT), resources.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except (SQLAlchemyError, OSError, TimeoutError):
-        return False
-
-
-async def _redis_ok(resources: Resources) -> bool:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            return bool(await resources.redis.ping())
-    except (RedisError, OSError, TimeoutError):
-        return False
-
-
-async def readiness(resources: Resources) -> Response:
-    postgres, redis = await asyncio.gather(_postgres_ok(resources), _redis_ok(resources))
-    body = {"postgres": "ok" if postgres else "down", "redis": "ok" if redis else "down"}
-    return JSONResponse(body, status_code=200 if postgres and redis else 503)
 
 
 async def metrics_response(metrics: Metrics, resources: Resources) -> Response:
