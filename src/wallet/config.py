@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_aliases: int = 30
     max_query_tokens: int = 2000
+    # The most nodes one operation may return in the worst case (list sizes from first/last,
+    # default 20, times their nesting), as GitHub's node limit; refused before it runs.
+    max_query_cost: int = 10_000
     # A PENDING transaction untouched this long is queued again by the worker's sweeper.
     sweep_after_seconds: float = 5.0
     sweep_interval_seconds: float = 1.0
