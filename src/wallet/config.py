@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     rate_limit: str = "100/second;3000/minute"
     mutation_rate_limit: str = "20/second;600/minute"
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips: addresses
+    # or networks, "*" for any). None by default: the client is the socket's peer.
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
     max_query_depth: int = 10
     max_aliases: int = 30
