@@ -58,11 +58,14 @@ log = logging.getLogger("wallet")
 
 
 def _should_mask(error: GraphQLError) -> bool:
-    # Errors without a path come from parsing, validation or variable coercion: they describe
-    # the client's document and carry no internals. Inside execution only PublicError is shown.
-    if error.path is None or error.original_error is None:
+    # Errors of parsing, validation and variable coercion describe the client's document:
+    # they wrap no exception, or one of graphql-core's own. Anything else was raised while
+    # serving the request (a resolver, or a subscription's stream, whose errors carry no
+    # path), and only a PublicError is shown.
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
         return False
-    return not isinstance(error.original_error, PublicError)
+    return not isinstance(original, PublicError)
 
 
 class WalletSchema(strawberry.Schema):
