@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from uuid import UUID
 
@@ -13,6 +14,11 @@ from wallet.schema.types import PublicError, Transaction
 # How long a subscriber waits for news before it checks PostgreSQL itself, so that an event
 # lost while Redis was away delays an update by seconds at most, never forever.
 RECHECK_SECONDS = 5.0
+# A recheck that fails waits twice as long for the next, up to this: the subscriber outlasts
+# an outage of PostgreSQL without knocking on it five times a second per subscriber.
+MAX_RECHECK_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def _id(text: str, argument: str) -> UUID:
@@ -54,10 +60,25 @@ class Subscription:
             if current is None:
                 raise PublicError(f"there is no transaction {transaction_id}")
             yield _fresh(info, current)
+            wait = RECHECK_SECONDS
             while not current.is_final:
-                change = await changes.next(RECHECK_SECONDS)
+                change = await changes.next(wait)
                 if change is None:
-                    change = await _current(info, transaction_id)
+                    try:
+                        change = await _current(info, transaction_id)
+                    except Exception:
+                        # The recheck only guards against an event lost on the way; its
+                        # failure (PostgreSQL away, most likely) must not end a subscription
+                        # whose final status is still to come, by event or by a later recheck.
+                        wait = min(wait * 2, MAX_RECHECK_SECONDS)
+                        log.warning(
+                            "could not recheck %s; again in %.0f s",
+                            transaction_id,
+                            wait,
+                            exc_info=True,
+                        )
+                        continue
+                    wait = RECHECK_SECONDS
                     assert change is not None
                 if change.status == current.status:
                     continue

@@ -1,0 +1,63 @@
+"""A PostgreSQL of the test's own (the pgserver wheel's, as `wallet dev` runs it), which the
+test may stop and start again on the same port; the shared one is never touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from wallet.dev import Started, start_postgres
+
+
+@dataclass
+class PrivatePostgres:
+    started: Started
+    data: Path
+
+    @property
+    def url(self) -> str:
+        return self.started.url
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.started.ready():
+            assert time.monotonic() < deadline, "the private PostgreSQL did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.started.child.send_stop()
+        self.started.child.wait()
+
+    def start(self) -> None:
+        """Start it again with the same command: same data, same port."""
+        pgdata = self.data / "postgres"
+        owner = pgdata.stat()
+        as_owner = os.geteuid() == 0
+        with self.started.log.open("ab") as log:
+            self.started.child.popen = subprocess.Popen(
+                self.started.child.popen.args,
+                cwd=pgdata,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                user=owner.st_uid if as_owner else None,
+                group=owner.st_gid if as_owner else None,
+                extra_groups=[] if as_owner else None,
+            )
+        self.wait_ready()
+
+
+@contextmanager
+def private_postgres(data: Path) -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres(start_postgres(data), data)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
