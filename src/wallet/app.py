@@ -59,13 +59,14 @@ log = logging.getLogger("wallet")
 
 def _should_mask(error: GraphQLError) -> bool:
     # Errors of parsing, validation and variable coercion describe the client's document:
-    # they wrap no exception, or one of graphql-core's own. Anything else was raised while
-    # serving the request (a resolver, or a subscription's stream, whose errors carry no
-    # path), and only a PublicError is shown.
+    # they wrap nothing or one of graphql-core's own errors, or (a scalar refusing a literal)
+    # point at the document's nodes. Anything else was raised while serving the request: in a
+    # resolver (with a path) or in a subscription's stream (with neither path nor nodes), and
+    # only a PublicError is shown.
     original = error.original_error
-    if original is None or isinstance(original, GraphQLError):
+    if original is None or isinstance(original, GraphQLError | PublicError):
         return False
-    return not isinstance(original, PublicError)
+    return error.path is not None or not error.nodes
 
 
 class WalletSchema(strawberry.Schema):

@@ -50,7 +50,7 @@ async def test_subscribers_whose_recheck_falls_in_an_outage_still_get_the_final_
                     await asyncio.sleep(0.2)
                 postgres.start()
 
-                with worker(own):
+                with worker(own, WALLET_SHUTDOWN_GRACE_SECONDS="1"):
                     finals = [await subscriber.next(timeout=60) for subscriber in subscribers]
                     ends = [await subscriber.next(timeout=30) for subscriber in subscribers]
     assert [f["transactionUpdated"]["status"] if f else None for f in finals] == [
