@@ -59,7 +59,7 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, object]) ->
 async def test_a_fragment_bomb_is_answered_in_milliseconds_and_never_holds_the_loop(
     hostile_api: Process, client: httpx.AsyncClient, levels: int
 ) -> None:
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         started = time.perf_counter()
         response = await _post(client, hostile_api.url, {"query": fragment_bomb(levels)})
         elapsed = time.perf_counter() - started
@@ -70,7 +70,7 @@ async def test_a_fragment_bomb_is_answered_in_milliseconds_and_never_holds_the_l
 async def test_aliases_multiplied_by_fragments_are_counted_as_spread_and_refused(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         response = await _post(
             client, hostile_api.url, {"query": fragment_bomb(30, "a: __typename")}
         )
@@ -81,7 +81,7 @@ async def test_aliases_multiplied_by_fragments_are_counted_as_spread_and_refused
 async def test_depth_reached_through_fragments_is_refused(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         response = await _post(client, hostile_api.url, {"query": deep_fragments(3)})
     (error,) = response.json()["errors"]
     assert error["message"] == "'Deep' exceeds maximum operation depth of 10"
@@ -91,7 +91,7 @@ async def test_a_document_that_may_return_too_many_nodes_is_refused_before_it_ru
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
     wallet = await new_wallet(client, hostile_api.url)
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         started = time.perf_counter()
         response = await _post(client, hostile_api.url, {"query": COSTLY.replace("WALLET", wallet)})
         elapsed = time.perf_counter() - started
@@ -99,7 +99,7 @@ async def test_a_document_that_may_return_too_many_nodes_is_refused_before_it_ru
     assert body["data"] is None
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
-    assert error["message"] == "the query may return 612060 nodes; the limit is 10000"
+    assert error["message"] == "the query may return 612060 nodes; the limit is 2500"
     assert elapsed < 0.5, f"{elapsed:.3f} s"
 
 
@@ -122,7 +122,7 @@ async def test_the_cost_of_an_accepted_request_follows_its_variables_and_is_repo
         assert len(body["data"]["wallet"]["transactions"]["edges"]) == 1
         costs[n] = body["extensions"]["cost"]
     # The wallet, its connection, an edge and a node for each item of the page, pageInfo.
-    assert costs[5] == {"requested": 1 + 1 + 5 * 2 + 1, "limit": 10000}
+    assert costs[5] == {"requested": 1 + 1 + 5 * 2 + 1, "limit": 2500}
     assert costs[100]["requested"] == 1 + 1 + 100 * 2 + 1
     assert costs[None]["requested"] == 1 + 1 + 20 * 2 + 1, "a page is 20 unless asked"
 
@@ -155,7 +155,7 @@ async def test_several_operations_without_an_operation_name_are_refused_and_none
 async def test_bombs_that_were_already_refused_still_are_without_holding_the_loop(
     hostile_api: Process, client: httpx.AsyncClient, query: str
 ) -> None:
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         response = await _post(client, hostile_api.url, {"query": query})
     assert response.status_code >= 400 or response.json()["errors"]
     if response.status_code == 200:
@@ -175,8 +175,38 @@ async def test_a_bad_cursor_is_refused_with_its_code(
 async def test_a_body_over_the_cap_is_refused_without_holding_the_loop(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         response = await client.post(
             hostile_api.url, json={"query": "{ __typename }", "variables": {"x": "x" * 200_000}}
         )
     assert response.status_code == 413
+
+
+async def test_a_query_just_under_the_cost_limit_runs_without_holding_the_loop(
+    hostile_api: Process, client: httpx.AsyncClient
+) -> None:
+    sender = await new_wallet(client, hostile_api.url, "1000.00")
+    receiver = await new_wallet(client, hostile_api.url, "0")
+    for batch in range(4):
+        transfers = " ".join(
+            f't{n}: transfer(input: {{fromWalletId: "{sender}", toWalletId: "{receiver}",'
+            f' amount: "1.00", clientTransactionId: "under-limit-{receiver}-{batch}-{n}"}})'
+            " { errors { code } }"
+            for n in range(25)
+        )
+        made = await _post(client, hostile_api.url, {"query": f"mutation {{ {transfers} }}"})
+        assert all(not p["errors"] for p in made.json()["data"].values()), made.text
+    # 100 transfers, each with its sender's 10 newest: 1,100 transactions in one answer.
+    query = (
+        "query($id: ID!) { wallet(id: $id) { transactions(first: 100) { edges { node {"
+        " id senderWallet { id transactions(first: 10) { edges { node { id amount } } } } } } } } }"
+    )
+    with healthz_watched(hostile_api):
+        response = await _post(
+            client, hostile_api.url, {"query": query, "variables": {"id": receiver}}
+        )
+    body = response.json()
+    assert body["extensions"]["cost"] == {"requested": 2402, "limit": 2500}
+    edges = body["data"]["wallet"]["transactions"]["edges"]
+    assert len(edges) == 100
+    assert all(len(e["node"]["senderWallet"]["transactions"]["edges"]) == 10 for e in edges)

@@ -65,7 +65,7 @@ async def test_a_malformed_frame_closes_the_socket_with_4400_and_nothing_else_br
     hostile_api: Process, protocol: str, frame: Any
 ) -> None:
     url = hostile_api.url.replace("http://", "ws://")
-    with healthz_watched(hostile_api.url):
+    with healthz_watched(hostile_api):
         async with websockets.connect(url, subprotocols=[protocol]) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
