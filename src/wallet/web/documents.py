@@ -279,25 +279,27 @@ def mutation_fields(document: DocumentNode, operation: OperationDefinitionNode) 
 
 
 @lru_cache(maxsize=2048)
-def request_mutations(query: str, operation_name: str | None) -> int:
-    """Mutations a request for this document and operation would run (0 if it cannot run)."""
+def _request(query: str, operation_name: str | None) -> tuple[OperationType | None, int]:
+    # One cache for both questions the edge asks before GraphQL runs: a document is parsed
+    # once, and a client sending many documents fills one bounded cache, not two.
     try:
         document = parse(query)
     except GraphQLError:
-        return 0  # GraphQL itself will refuse it
+        return None, 0  # GraphQL itself will refuse it
     operation = chosen_operation(document, operation_name)
-    return 0 if operation is None else mutation_fields(document, operation)
+    if operation is None:
+        return None, 0
+    return operation.operation, mutation_fields(document, operation)
 
 
-@lru_cache(maxsize=2048)
 def request_operation(query: str, operation_name: str | None) -> OperationType | None:
     """What the request's chosen operation is; None when it does not parse or has none."""
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return None
-    operation = chosen_operation(document, operation_name)
-    return None if operation is None else operation.operation
+    return _request(query, operation_name)[0]
+
+
+def request_mutations(query: str, operation_name: str | None) -> int:
+    """Mutations a request for this document and operation would run (0 if it cannot run)."""
+    return _request(query, operation_name)[1]
 
 
 def _strings(value: object) -> Iterator[str]:
