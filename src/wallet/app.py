@@ -129,8 +129,12 @@ class WalletGraphQL(GraphQL[Context, None]):
     def decode_json(self, data: str | bytes) -> object:
         try:
             value = json.loads(data)
-        except UnicodeDecodeError as error:
-            raise json.JSONDecodeError("the body is not UTF-8", "", 0) from error
+        except json.JSONDecodeError:
+            raise
+        except ValueError as error:
+            # Not UTF-8, or an integer of 4,300 digits or more (Python's limit on converting
+            # digit strings): Strawberry answers 400 only for a JSONDecodeError.
+            raise json.JSONDecodeError(f"the body is not JSON we read: {error}", "", 0) from error
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(item, dict) for item in items):
             raise HTTPException(400, "The request body must be a JSON object.")

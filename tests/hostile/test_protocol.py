@@ -55,26 +55,30 @@ async def _until_closed(ws: Any) -> None:
         ),
         pytest.param("graphql-transport-ws", {"type": "complete", "id": []}, id="a list as id"),
         pytest.param("graphql-transport-ws", [1, 2], id="a JSON list"),
-        pytest.param("graphql-transport-ws", "subscribe", id="a JSON string"),
+        pytest.param("graphql-transport-ws", '"subscribe"', id="a JSON string"),
         pytest.param("graphql-transport-ws", {"type": 7}, id="a type that is a number"),
         pytest.param("graphql-ws", {"type": "start", "id": 5, "payload": "x"}, id="legacy start"),
         pytest.param("graphql-ws", {"type": "stop"}, id="legacy stop with no id"),
+        pytest.param("graphql-transport-ws", "9" * 5000, id="an integer Python will not read"),
+        pytest.param("graphql-transport-ws", "{not json", id="not JSON"),
     ],
 )
 async def test_a_malformed_frame_closes_the_socket_with_4400_and_nothing_else_breaks(
     hostile_api: Process, protocol: str, frame: Any
 ) -> None:
     url = hostile_api.url.replace("http://", "ws://")
+    logged = len(hostile_api.output())
     with healthz_watched(hostile_api):
         async with websockets.connect(url, subprotocols=[protocol]) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
-            await ws.send(json.dumps(frame))
+            # A str is sent as it is; anything else as JSON.
+            await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
             with pytest.raises(ConnectionClosed) as closed:
                 await _until_closed(ws)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4400
-    assert "Traceback" not in hostile_api.output()
+    assert "Traceback" not in hostile_api.output()[logged:]
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.post(hostile_api.url, json={"query": QUERY})).status_code == 200
 

@@ -239,8 +239,8 @@ class _FrameCheck:
                 return message
             try:
                 frame = json.loads(message["text"])
-            except ValueError:
-                return message  # not JSON: Strawberry closes with 4400 itself
+            except ValueError:  # not JSON, or an integer Python refuses to convert
+                frame = None
             problem = _malformed(frame)
             if problem is not None:
                 log.info("closing a WebSocket: %s", problem)
