@@ -26,7 +26,10 @@ class PrivatePostgres:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.started.ready():
-            assert time.monotonic() < deadline, "the private PostgreSQL did not start"
+            exited = self.started.child.popen.poll()
+            if exited is not None or time.monotonic() > deadline:
+                log = self.started.log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"the private PostgreSQL did not start ({exited}):\n{log}")
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -34,7 +37,19 @@ class PrivatePostgres:
         self.started.child.wait()
 
     def start(self) -> None:
-        """Start it again with the same command: same data, same port."""
+        """Start it again with the same command: same data, same port. Tried three times:
+        on a busy machine the last server's processes may still be leaving."""
+        for attempt in range(3):
+            self._spawn_again()
+            try:
+                self.wait_ready()
+                return
+            except AssertionError:
+                if attempt == 2 or self.started.child.popen.poll() is None:
+                    raise
+                time.sleep(1)
+
+    def _spawn_again(self) -> None:
         pgdata = self.data / "postgres"
         owner = pgdata.stat()
         as_owner = os.geteuid() == 0
@@ -50,7 +65,6 @@ class PrivatePostgres:
                 group=owner.st_gid if as_owner else None,
                 extra_groups=[] if as_owner else None,
             )
-        self.wait_ready()
 
 
 @contextmanager
