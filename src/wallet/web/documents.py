@@ -45,6 +45,7 @@ from graphql import (
     parse,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from wallet.domain.model import MAX_PAGE_SIZE
 
@@ -54,6 +55,7 @@ DEFAULT_PAGE = 20
 # which JSON's \ud800 escapes can carry): refused at the edge, whatever the field.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 INVALID_TEXT = "strings may not hold NUL characters or lone surrogates"
+_REMEMBERED_COSTS = 1024
 
 
 def clean_text(text: str) -> bool:
@@ -320,6 +322,24 @@ def admission(max_cost: int) -> type[SchemaExtension]:
     is chosen unambiguously, no variable holds unstorable text, the cost is within the limit.
     The cost of an admitted request is reported in `extensions.cost`."""
 
+    # A cost depends on the document, the operation and the integers among the variables
+    # (`first: $n`); the same few documents come again and again, so costs are remembered.
+    known: dict[tuple[str, str | None, tuple[tuple[str, int], ...]], int] = {}
+
+    def cost_of(context: ExecutionContext, operation: OperationDefinitionNode) -> int:
+        assert context.graphql_document is not None
+        variables = context.variables or {}
+        numbers = tuple(sorted((k, v) for k, v in variables.items() if isinstance(v, int)))
+        key = (context.query or "", context.operation_name, numbers)
+        cost = known.get(key) if context.query else None
+        if cost is None:
+            schema = context.schema._schema
+            cost = query_cost(schema, context.graphql_document, operation, variables)
+            if len(known) >= _REMEMBERED_COSTS:
+                known.clear()
+            known[key] = cost
+        return cost
+
     class Admission(SchemaExtension):
         cost: int | None = None
         named: bool = False
@@ -344,8 +364,7 @@ def admission(max_cost: int) -> type[SchemaExtension]:
                 raise GraphQLError(INVALID_TEXT, extensions={"code": "INVALID_INPUT"})
             operation = chosen_operation(document, context.operation_name)
             if operation is not None:
-                schema = context.schema._schema
-                cost = query_cost(schema, document, operation, variables)
+                cost = cost_of(context, operation)
                 if cost > max_cost:
                     raise GraphQLError(
                         f"the query may return {cost} nodes; the limit is {max_cost}",
