@@ -222,8 +222,8 @@ class _FrameCheck:
     (a string id; a payload object with a string query) closes the socket with 4400, as
     graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
     Each operation counts as a request, and its mutations as mutations, against the
-    client's limits, as over HTTP; an operation over them is
-    answered with an error for its id while the socket stays open.
+    client's limits, as over HTTP; an operation over them is answered with an error for its
+    id while the socket stays open.
     """
 
     def __init__(self, receive: Receive, send: Send, client: str, limits: RateLimits | None):
