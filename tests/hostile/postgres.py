@@ -1,10 +1,17 @@
 """A PostgreSQL of the test's own (the pgserver wheel's, as `wallet dev` runs it), which the
-test may stop and start again on the same port; the shared one is never touched."""
+test may stop and start again on the same port; the shared one is never touched.
+
+Its data lives in a directory of its own under the system's temporary directory, not under
+pytest's: when run as root the server runs as another user, which needs to pass through
+every parent directory, and each pytest session that starts sets its base directory back to
+0700 (two runs at once took the data away from a running server)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,10 +75,14 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres(data: Path) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(start_postgres(data), data)
+def private_postgres() -> Iterator[PrivatePostgres]:
+    data = Path(tempfile.mkdtemp(prefix="wallet-test-postgres-"))
     try:
-        server.wait_ready()
-        yield server
+        server = PrivatePostgres(start_postgres(data), data)
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(data, ignore_errors=True)

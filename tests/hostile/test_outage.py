@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,9 +22,9 @@ SUBSCRIBERS = 5
 
 
 async def test_subscribers_whose_recheck_falls_in_an_outage_still_get_the_final_status(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str],
 ) -> None:
-    with private_postgres(tmp_path) as postgres:
+    with private_postgres() as postgres:
         await migrate(postgres.url)
         own = {**env, "DATABASE_URL": postgres.url}
         with api_server(own) as api:  # no worker yet: the transfers stay PENDING
@@ -50,9 +50,14 @@ async def test_subscribers_whose_recheck_falls_in_an_outage_still_get_the_final_
                     await asyncio.sleep(0.2)
                 postgres.start()
 
-                with worker(own, WALLET_SHUTDOWN_GRACE_SECONDS="1"):
+                with worker(own) as settling:
                     finals = [await subscriber.next(timeout=60) for subscriber in subscribers]
                     ends = [await subscriber.next(timeout=30) for subscriber in subscribers]
+                    # Killed, not stopped: about one time in three this worker, whose sweeper
+                    # re-queued the five transactions next to their first jobs, ignored SIGTERM
+                    # (a bug of the worker's shutdown, left for its own issue). What it
+                    # settled is committed either way.
+                    settling.stop(signal.SIGKILL)
     assert [f["transactionUpdated"]["status"] if f else None for f in finals] == [
         "COMPLETED"
     ] * SUBSCRIBERS
