@@ -146,14 +146,18 @@ def _answers(process: Process) -> bool:
 
 
 def start_api(
-    env: dict[str, str], workers: int = 1, port: int | None = None, **settings: str
+    env: dict[str, str],
+    workers: int = 1,
+    port: int | None = None,
+    log_level: str = "warning",
+    **settings: str,
 ) -> Process:
     """`wallet serve` on a free port (or `port`), answering GraphQL."""
     port = port or free_port()
     # Tests hammer one server from one address: limits are off unless a test sets them.
     defaults = {"WALLET_RATE_LIMITS_ENABLED": "false"}
     return start(
-        [WALLET, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
+        [WALLET, "serve", "--port", str(port), "--log-level", log_level, "--workers", str(workers)],
         {**defaults, **env, **settings},
         "wallet serve",
         _answers,

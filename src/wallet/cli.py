@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Read by create_app in every API process, spawned ones included.
     os.environ["WALLET_JSON_LOGS"] = "true"
     os.environ["WALLET_LOG_LEVEL"] = args.log_level
+    # X-Forwarded-For names the client only when a proxy we trust wrote it: a client's own
+    # header would otherwise pick its address, and with it its rate-limit counter.
+    trusted = Settings().forwarded_allow_ips
     uvicorn.run(
         "wallet.app:create_app",
         factory=True,
@@ -46,7 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=None,  # keep the JSON logging configured above
         access_log=False,  # the edge middleware logs each request, with its id
-        proxy_headers=True,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
     )
     return 0
 

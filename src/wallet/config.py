@@ -40,10 +40,18 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     rate_limit: str = "100/second;3000/minute"
     mutation_rate_limit: str = "20/second;600/minute"
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips: addresses
+    # or networks, "*" for any). None by default: the client is the socket's peer.
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
     max_query_depth: int = 10
     max_aliases: int = 30
     max_query_tokens: int = 2000
+    # The most nodes one operation may return in the worst case (list sizes from first/last,
+    # default 20, times their nesting), as GitHub's node limit; refused before it runs. At
+    # 4,800 nodes one request took 100 ms of an API process's CPU on the development machine;
+    # a history page of 100 with both wallets of each transaction costs about 400.
+    max_query_cost: int = 2_500
     # A PENDING transaction untouched this long is queued again by the worker's sweeper.
     sweep_after_seconds: float = 5.0
     sweep_interval_seconds: float = 1.0

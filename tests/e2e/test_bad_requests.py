@@ -137,7 +137,7 @@ async def test_a_query_over_get_is_answered(client: httpx.AsyncClient, api_url: 
         api_url, params={"query": "{ __typename }"}, headers={"accept": "application/json"}
     )
     assert response.status_code == 200
-    assert response.json() == {"data": {"__typename": "Query"}}
+    assert response.json()["data"] == {"__typename": "Query"}
 
 
 async def test_a_browser_gets_graphiql(client: httpx.AsyncClient, api_url: str) -> None:
@@ -151,5 +151,5 @@ async def test_an_operation_name_picks_one_of_several_operations(
 ) -> None:
     document = "query A { __typename } query B { __schema { queryType { name } } }"
     response = await client.post(api_url, json={"query": document, "operationName": "B"})
-    assert response.json() == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+    assert response.json()["data"] == {"__schema": {"queryType": {"name": "Query"}}}
     assert_refused(await client.post(api_url, json={"query": document, "operationName": "C"}))

@@ -40,7 +40,7 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/graphql"
 
-    def start(self, *, workers: bool = True) -> None:
+    def start(self, *, workers: bool = True, api_log_level: str = "warning") -> None:
         for server in (self.postgres, self.redis):
             if not server.ready():
                 server.start()
@@ -48,7 +48,7 @@ class Stack:
             [WALLET, "migrate"], env=self.env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        self.api = start_api(self.env, port=self.port)
+        self.api = start_api(self.env, port=self.port, log_level=api_log_level)
         if workers:
             self.start_workers(WORKERS)
 

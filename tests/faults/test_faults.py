@@ -207,8 +207,9 @@ TRANSACTION_UPDATED = 'subscription {{ transactionUpdated(id: "{}") {{ id status
 async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_status(
     stack: Stack, postgres: PostgresServer
 ) -> None:
-    # No worker yet: the transfers watched stay PENDING until after PostgreSQL is back.
-    stack.start(workers=False)
+    # No worker yet: the transfers watched stay PENDING until after PostgreSQL is back. The
+    # API logs at info, where it says each recheck that could not reach PostgreSQL.
+    stack.start(workers=False, api_log_level="info")
     wallets = await create_wallets(stack.url, 2, "100.00")
     async with httpx.AsyncClient(timeout=30) as client:
         watched = [
@@ -241,9 +242,15 @@ async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_stat
         assert [f and f["transactionUpdated"]["status"] for f in firsts] == ["PENDING"] * len(
             subscribers
         )
+        api = stack.api
+        assert api is not None
         await asyncio.to_thread(postgres.stop, "immediate")
-        # Past the subscribers' recheck: each of them asks PostgreSQL while it is down.
-        await asyncio.sleep(RECHECK_SECONDS + 1.5)
+        # Until each subscriber has asked PostgreSQL while it was down (within RECHECK_SECONDS
+        # of its last news), and found it gone.
+        deadline = time.monotonic() + RECHECK_SECONDS + 10
+        while sum(f"could not recheck {i}" in api.this_run() for i in watched) < SUBSCRIBERS:
+            assert time.monotonic() < deadline, "a subscriber never rechecked in the outage"
+            await asyncio.sleep(0.1)
         fault.ended = time.monotonic()
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(stack.start_workers, WORKERS)

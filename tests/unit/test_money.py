@@ -75,6 +75,9 @@ def test_amounts_are_read_exactly(text: str, currency: Currency, minor: int) -> 
         ("5.", USD),
         ("0x10", USD),
         ("١٢", USD),
+        ("9" * 5000, USD),
+        ("1" * 20, JPY),
+        ("1." + "1" * 5000, USD),
     ],
 )
 def test_anything_but_a_plain_exact_decimal_is_an_invalid_amount(
@@ -82,6 +85,10 @@ def test_anything_but_a_plain_exact_decimal_is_an_invalid_amount(
 ) -> None:
     with pytest.raises(InvalidAmount):
         Money.parse(text, currency)
+
+
+def test_leading_zeros_do_not_count_against_the_digits_an_amount_may_have() -> None:
+    assert Money.parse("0" * 5000 + "12.50", USD).minor == 1250
 
 
 @pytest.mark.parametrize("text", ["0", "0.00", "-0.01"])

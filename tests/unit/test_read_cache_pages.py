@@ -22,6 +22,7 @@ from wallet.persistence.cache import (
     decode_wallet,
     encode_head,
     encode_wallet,
+    page_from_entry,
     page_from_head,
 )
 
@@ -111,3 +112,22 @@ def test_a_wallet_survives_its_encoding() -> None:
         UUID(int=7), Currency.of("KWD"), Money(1_234, Currency.of("KWD")), 9, START, START
     )
     assert decode_wallet(wallet.id, encode_wallet(wallet).encode()) == wallet
+
+
+@pytest.mark.parametrize(
+    ("kinds", "complete", "limit", "types", "failed_only"),
+    [
+        ("DTDTDT", True, 4, "", False),
+        ("DTD", True, 20, "", False),
+        ("DTFDTF", True, 20, "", True),
+        ("TTTDT", False, 3, "T", False),
+        ("DTDTD", False, 3, "T", False),
+    ],
+)
+def test_a_page_cut_from_the_cached_text_is_the_page_cut_from_the_decoded_head(
+    kinds: str, complete: bool, limit: int, types: str, failed_only: bool
+) -> None:
+    head = history(kinds)
+    entry = encode_head(Page(head, has_next=not complete))
+    asked = request(limit, types=types, failed_only=failed_only)
+    assert page_from_entry(entry, asked) == page_from_head(head, complete, asked)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
 
 import pytest
+from strawberry.types import ExecutionResult
 
 from wallet.app import build_schema
 
@@ -71,3 +73,25 @@ def test_building_the_schema_raises_no_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_schema()
+
+
+class _BrokenFeed:
+    def transaction(self, _transaction_id: object) -> _BrokenUnitOfWork:
+        return _BrokenUnitOfWork(0)
+
+
+@dataclass
+class _SubscriberContext:
+    feed: _BrokenFeed
+
+
+@pytest.mark.filterwarnings(EXTENSION_INSTANCES)
+async def test_an_unexpected_error_inside_a_subscription_is_masked_too() -> None:
+    query = f'subscription {{ transactionUpdated(id: "{uuid.uuid4()}") {{ id }} }}'
+    context = _SubscriberContext(_BrokenFeed())
+    stream = await build_schema().subscribe(query, context_value=context)
+    assert not isinstance(stream, ExecutionResult)
+    results = [result async for result in stream]
+
+    messages = [e.message for r in results for e in r.errors or []]
+    assert messages == ["Internal error."]

@@ -23,6 +23,10 @@ from wallet.domain.errors import InvalidAmount, UnsupportedCurrency
 MAX_AMOUNT_MINOR = 10**15
 # A balance is stored as a PostgreSQL BIGINT.
 MAX_BALANCE_MINOR = 2**63 - 1
+# More whole units than any balance can hold in any currency. Checked before the digits are
+# converted: Python refuses to convert strings of 4,300 digits or more, and the time it
+# takes grows with the square of their number below that.
+_MAX_UNIT_DIGITS = len(str(MAX_BALANCE_MINOR))
 
 _AMOUNT = re.compile(r"(?P<units>[0-9]+)(?:\.(?P<fraction>[0-9]+))?")
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
@@ -78,13 +82,18 @@ class Money:
             raise InvalidAmount("an amount is never negative", field=field)
         if match is None:
             raise InvalidAmount(f'{text!r} is not a decimal amount such as "12.50"', field=field)
+        units = match["units"].lstrip("0") or "0"
+        if len(units) > _MAX_UNIT_DIGITS:
+            raise InvalidAmount(
+                f"an amount has at most {_MAX_UNIT_DIGITS} digits before the point", field=field
+            )
         fraction = (match["fraction"] or "").rstrip("0")
         if len(fraction) > currency.exponent:
             raise InvalidAmount(
                 f"{currency.code} amounts have at most {currency.exponent} decimal places",
                 field=field,
             )
-        minor = int(match["units"]) * 10**currency.exponent
+        minor = int(units) * 10**currency.exponent
         if fraction:
             minor += int(fraction.ljust(currency.exponent, "0"))
         return cls(minor, currency)

@@ -42,7 +42,8 @@ async def _recheck(info: Info[Context, None], transaction_id: UUID) -> DomainTra
     except Exception as error:
         if not is_disconnect(error):
             raise
-        log.info("a subscriber could not reach PostgreSQL (%s); it will ask again", error)
+        # At info: an outage is told once, by readiness; this is one subscriber's share of it.
+        log.info("could not recheck %s: PostgreSQL is out of reach (%s)", transaction_id, error)
         return None
 
 

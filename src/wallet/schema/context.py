@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
-from wallet.domain.model import Transaction, Wallet
+from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
 
@@ -34,11 +35,23 @@ class Context:
     request_id: str = ""
     wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)
     transaction_loader: DataLoader[UUID, Transaction | None] = field(init=False)
+    history_loader: DataLoader[HistoryRequest, Page] = field(init=False)
 
     def __post_init__(self) -> None:
         # One set of loaders per request: nothing cached outlives the request that read it.
         self.wallet_loader = DataLoader(load_fn=self.reads.wallets)
         self.transaction_loader = DataLoader(load_fn=self.reads.transactions)
+        # Not cached: a WebSocket's context outlives its operations, and a page read for one
+        # must not answer the next. Only the pages asked for in the same turn are shared.
+        self.history_loader = DataLoader(load_fn=self._histories, cache=False)
+
+    async def _histories(self, requests: list[HistoryRequest]) -> list[Page]:
+        # The same page asked for in many places of one document (the sender's history of
+        # each of a hundred transactions) is read once.
+        unique = list(dict.fromkeys(requests))
+        pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
+        read = dict(zip(unique, pages, strict=True))
+        return [read[request] for request in requests]
 
     def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
         """Drop loaded wallets after this request changed them."""

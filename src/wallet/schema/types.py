@@ -136,7 +136,7 @@ class Wallet:
             types=frozenset(filter.types) if filter and filter.types else None,
             statuses=frozenset(filter.statuses) if filter and filter.statuses else None,
         )
-        page = await info.context.reads.history(request)
+        page = await info.context.history_loader.load(request)
         loader = info.context.transaction_loader
         edges = []
         for transaction in page.transactions:

@@ -1,49 +1,40 @@
 """Pure ASGI middleware in front of GraphQL: request id and access log, body cap, rate limits.
 
-Rate limits are per client: the X-API-Key header when there is one (hashed, never stored as
-sent), else the client's address. Mutations count against a stricter limit of their own.
+Rate limits are per client address: the socket's peer, or the address a proxy listed in
+`forwarded_allow_ips` wrote in X-Forwarded-For (uvicorn's proxy headers, none trusted by
+default). A header the client picks, such as X-API-Key, would let it pick a fresh counter
+for each request. Every request counts against one limit; every mutation it runs (30
+aliased deposits count 30) against a stricter one, over HTTP and over WebSocket alike.
 Counters live in Redis through the `limits` library, so every API process shares them; when
 Redis does not answer, requests are let through rather than refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
-from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wallet.web.documents import request_mutations
 from wallet.web.logs import request_id
 
 log = logging.getLogger("wallet.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
-
-
-@lru_cache(maxsize=2048)
-def operation_type(query: str, operation_name: str | None) -> OperationType | None:
-    """What the document's chosen operation is; None when it does not parse or has none."""
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return None  # GraphQL itself will refuse it
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode) and (
-            operation_name is None
-            or (definition.name is not None and definition.name.value == operation_name)
-        ):
-            return definition.operation
-    return None
+# Echoed into logs and headers: only printable ASCII of sane length is taken from a client.
+_SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
+# The frames of graphql-transport-ws and the legacy graphql-ws that start an operation.
+_STARTS = frozenset({"subscribe", "start"})
+_WITH_ID = frozenset({"subscribe", "start", "complete", "stop"})
 
 
 def _mutations_in(body: bytes) -> int:
@@ -52,13 +43,17 @@ def _mutations_in(body: bytes) -> int:
     except (ValueError, UnicodeDecodeError):
         return 0
     requests = payload if isinstance(payload, list) else [payload]
-    count = 0
-    for item in requests:
-        if isinstance(item, dict) and isinstance(item.get("query"), str):
-            name = item.get("operationName")
-            kind = operation_type(item["query"], name if isinstance(name, str) else None)
-            count += kind == OperationType.MUTATION
-    return count
+    return sum(
+        _operation_mutations(item.get("query"), item.get("operationName"))
+        for item in requests
+        if isinstance(item, dict)
+    )
+
+
+def _operation_mutations(query: object, operation_name: object) -> int:
+    if not isinstance(query, str):
+        return 0
+    return request_mutations(query, operation_name if isinstance(operation_name, str) else None)
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
@@ -98,9 +93,6 @@ class RateLimits:
 
 
 def client_identity(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-api-key" and value:
-            return "key:" + hashlib.sha256(value).hexdigest()[:32]
     client = scope.get("client")
     return "ip:" + (client[0] if client else "unknown")
 
@@ -149,12 +141,13 @@ class EdgeMiddleware:
             request_id.reset(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = client_identity(scope)
         if self.limits is not None:
-            wait = await self.limits.retry_after(client_identity(scope), 0)
+            wait = await self.limits.retry_after(client, 0)
             if wait is not None:
                 await send({"type": "websocket.close", "code": 1013})
                 return
-        await self.app(scope, receive, send)
+        await self.app(scope, _FrameCheck(receive, send, client, self.limits), send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
@@ -217,9 +210,73 @@ def _content_length(scope: Scope) -> int | None:
 
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER:
-            text: str = value.decode("latin-1")
-            # Echoed into logs and headers: only a sane token is taken from a client.
-            if 0 < len(text) <= 64 and text.replace("-", "").isalnum():
-                return text
+        if name == REQUEST_ID_HEADER and _SANE_REQUEST_ID.fullmatch(value):
+            return str(value.decode("ascii"))
+    return None
+
+
+class _FrameCheck:
+    """The WebSocket's receive, looking at each frame before Strawberry does.
+
+    A frame that starts or stops an operation without the shape both protocols require
+    (a string id; a payload object with a string query) closes the socket with 4400, as
+    graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
+    Each operation counts as a request, and its mutations as mutations, against the
+    client's limits, as over HTTP; an operation over them is answered with an error for its
+    id while the socket stays open.
+    """
+
+    def __init__(self, receive: Receive, send: Send, client: str, limits: RateLimits | None):
+        self.receive = receive
+        self.send = send
+        self.client = client
+        self.limits = limits
+
+    async def __call__(self) -> Message:
+        while True:
+            message = await self.receive()
+            if message["type"] != "websocket.receive" or message.get("text") is None:
+                return message
+            try:
+                frame = json.loads(message["text"])
+            except ValueError:  # not JSON, or an integer Python refuses to convert
+                frame = None
+            problem = _malformed(frame)
+            if problem is not None:
+                log.info("closing a WebSocket: %s", problem)
+                await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
+                return {"type": "websocket.disconnect", "code": 4400}
+            if frame["type"] in _STARTS and not await self._admitted(frame):
+                continue
+            return message
+
+    async def _admitted(self, frame: dict[str, Any]) -> bool:
+        payload = frame["payload"]
+        if self.limits is None:
+            return True
+        mutations = _operation_mutations(payload["query"], payload.get("operationName"))
+        if await self.limits.retry_after(self.client, mutations) is None:
+            return True
+        errors = _error("too many requests; retry later", code="RATE_LIMITED")["errors"]
+        # graphql-transport-ws sends a list of errors; the legacy protocol one error.
+        body = errors if frame["type"] == "subscribe" else errors[0]
+        text = json.dumps({"id": frame["id"], "type": "error", "payload": body})
+        await self.send({"type": "websocket.send", "text": text})
+        return False
+
+
+def _malformed(frame: object) -> str | None:
+    """Why a frame is not one the protocols allow, or None when it is."""
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        return "a message is a JSON object with a string `type`"
+    kind = frame["type"]
+    if kind in _WITH_ID and not isinstance(frame.get("id"), str):
+        return f"`{kind}` needs a string `id`"
+    if kind in _STARTS:
+        payload = frame.get("payload")
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return f"`{kind}` needs a `payload` object with a string `query`"
+        for name, expected in (("variables", dict), ("operationName", str), ("extensions", dict)):
+            if payload.get(name) is not None and not isinstance(payload[name], expected):
+                return f"`{kind}`: `payload.{name}` has the wrong type"
     return None

@@ -20,6 +20,9 @@ from wallet.persistence.sweeper import pending_stats
 from wallet.resources import Resources, settlement_queue
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Operation names are the client's to choose: each new one would be a new series of every
+# histogram bucket (3,000 names made /metrics 5 MB). The first ones seen keep their name.
+MAX_OPERATION_NAMES = 100
 
 
 class Metrics:
@@ -72,6 +75,17 @@ class Metrics:
         )
         # Read at scrape time; set by whoever owns the cache.
         self.cache_counts: Callable[[], tuple[int, int]] | None = None
+        self.operation_names: set[str] = set()
+
+    def operation_label(self, name: str | None) -> str:
+        """The label for an operation name: itself while few names are known, else `other`."""
+        name = name or "anonymous"
+        if name in self.operation_names:
+            return name
+        if not _OPERATION_NAME.fullmatch(name) or len(self.operation_names) >= MAX_OPERATION_NAMES:
+            return "other"
+        self.operation_names.add(name)
+        return name
 
     def extension(self) -> type[SchemaExtension]:
         metrics = self
@@ -81,9 +95,7 @@ class Metrics:
                 started = time.perf_counter()
                 yield
                 context = self.execution_context
-                name = context.operation_name or "anonymous"
-                if not _OPERATION_NAME.fullmatch(name):
-                    name = "other"
+                name = metrics.operation_label(context.operation_name)
                 try:
                     kind = context.operation_type.value
                 except RuntimeError:  # the document did not parse

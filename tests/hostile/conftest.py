@@ -1,0 +1,113 @@
+"""Inputs no client should send, against real `wallet serve` processes.
+
+Each hostile request is made while a thread of its own asks /healthz for an answer again and
+again: the slowest answer is how long the API's event loop was held, and no hostile request
+may hold it longer than MAX_STALL. On a machine shared with other work, a slow answer can
+also be the API waiting for a core: such an answer does not count against the request when
+the API used less than MAX_STALL of CPU in all while it was watched, since a loop cannot be
+held by its own work for longer than the work took.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import psutil
+import pytest
+
+from tests.processes import Process, api_server
+
+MAX_STALL = 0.1
+
+
+@dataclass
+class Watch:
+    """The slowest /healthz answer seen while the watch ran, how many were asked, and the
+    CPU seconds the API used meanwhile."""
+
+    worst: float = 0.0
+    probes: int = 0
+    cpu: float = 0.0
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+@contextmanager
+def healthz_watched(api: Process) -> Iterator[Watch]:
+    """Ask /healthz every few milliseconds while the block runs; assert it never stalled."""
+    watch = Watch()
+    server = psutil.Process(api.popen.pid)
+    graphql_url = api.url
+    stop = threading.Event()
+    first = threading.Event()
+    url = graphql_url.removesuffix("/graphql") + "/healthz"
+
+    def probe() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert client.get(url).status_code == 200
+                watch.worst = max(watch.worst, time.perf_counter() - started)
+                watch.probes += 1
+                first.set()
+                stop.wait(0.005)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    assert first.wait(10), "/healthz did not answer"
+    started = _cpu_seconds(server)
+    try:
+        yield watch
+    finally:
+        stop.set()
+        thread.join(30)
+        watch.cpu = _cpu_seconds(server) - started
+    assert watch.worst < MAX_STALL or watch.cpu < MAX_STALL, (
+        f"/healthz took {watch.worst * 1000:.0f} ms; the API used {watch.cpu * 1000:.0f} ms of CPU"
+    )
+
+
+@pytest.fixture(scope="session")
+def hostile_api(service_env: dict[str, str]) -> Iterator[Process]:
+    """One `wallet serve` for the hostile inputs that need no settings of their own."""
+    env = {
+        **service_env,
+        "WALLET_REDIS_PREFIX": f"{service_env['WALLET_REDIS_PREFIX']}-hostile",
+        "WALLET_SETTLE_INLINE": "1",
+    }
+    with api_server(env) as server:
+        yield server
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
+    """The run's environment with a Redis prefix of this test's own (its own rate-limit
+    counters), for tests that start a server with settings of their own."""
+    prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
+    return {**service_env, "WALLET_REDIS_PREFIX": prefix}
+
+
+async def new_wallet(client: httpx.AsyncClient, url: str, balance: str = "100.00") -> str:
+    response = await client.post(
+        url,
+        json={
+            "query": "mutation($b: Decimal!) { createWallet(input: {initialBalance: $b})"
+            " { wallet { id } } }",
+            "variables": {"b": balance},
+        },
+    )
+    return str(response.json()["data"]["createWallet"]["wallet"]["id"])

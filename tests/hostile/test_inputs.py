@@ -1,0 +1,216 @@
+"""Whatever text or number a client puts in an input, the answer names the client's mistake.
+
+Never "Internal error.", and a refused request writes nothing: not a wallet, a transaction,
+a ledger entry or an idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.processes import Process
+
+pytestmark = pytest.mark.timeout(120)
+
+PAYLOAD = "{ errors { code message field } }"
+MUTATIONS = {
+    "createWallet": (
+        "mutation($input: CreateWalletInput!) { createWallet(input: $input)"
+        " { wallet { id } errors { code message field } } }"
+    ),
+    **{
+        name: (
+            f"mutation($input: {name.title()}Input!) {{ {name}(input: $input)"
+            " { transaction { id status } errors { code message field } } }"
+        )
+        for name in ("deposit", "withdraw", "transfer")
+    },
+}
+# Every string and amount input of every mutation.
+FIELDS = [
+    ("createWallet", "currency"),
+    ("createWallet", "initialBalance"),
+    ("createWallet", "clientTransactionId"),
+    ("deposit", "walletId"),
+    ("deposit", "amount"),
+    ("deposit", "clientTransactionId"),
+    ("withdraw", "walletId"),
+    ("withdraw", "amount"),
+    ("withdraw", "clientTransactionId"),
+    ("transfer", "fromWalletId"),
+    ("transfer", "toWalletId"),
+    ("transfer", "amount"),
+    ("transfer", "clientTransactionId"),
+]
+HOSTILE = '"\\u0000hostile"'  # where the generated JSON goes in the request body
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=30)
+tricky_text = st.sampled_from(["\x00", "\ud800", "a\udfffb", "12.50\x00", " 1", "", "-0"])
+number_text = st.one_of(
+    st.integers().map(str),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(1, 6000).map(lambda n: "9" * n),
+    st.integers(1, 6000).map(lambda n: "0." + "1" * n),
+)
+# JSON text, written by hand: json.dumps refuses ints of 4,300 digits or more.
+raw_json = st.one_of(
+    st.one_of(any_text, tricky_text, number_text).map(json.dumps),
+    st.integers().map(str),
+    st.integers(1, 6000).map(lambda n: "9" * n),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["true", "null", "[]", "{}", "1e400", '["1"]']),
+)
+
+
+async def _writes(connection: asyncpg.Connection) -> tuple[int, ...]:
+    row = await connection.fetchrow(
+        "SELECT (SELECT count(*) FROM wallets), (SELECT count(*) FROM transactions),"
+        " (SELECT count(*) FROM ledger_entries), (SELECT count(*) FROM idempotency_keys)"
+    )
+    assert row is not None
+    return tuple(row)
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    # Hypothesis calls the test synchronously; the database is read on a loop of its own.
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
+    hostile_api: Process, database_url: str, runner: asyncio.Runner
+) -> None:
+    client = httpx.Client(timeout=30)
+    connection = runner.run(asyncpg.connect(database_url))
+    wallets = [_new_wallet(client, hostile_api.url) for _ in range(2)]
+    valid: dict[str, Any] = {
+        "currency": "USD",
+        "initialBalance": "1.00",
+        "walletId": wallets[0],
+        "fromWalletId": wallets[0],
+        "toWalletId": wallets[1],
+        "amount": "0.01",
+    }
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(field=st.sampled_from(FIELDS), value=raw_json)
+    def check(field: tuple[str, str], value: str) -> None:
+        mutation, name = field
+        inputs = {**valid, "clientTransactionId": str(uuid.uuid4())}
+        fields = {
+            "createWallet": ("currency", "initialBalance", "clientTransactionId"),
+            "deposit": ("walletId", "amount", "clientTransactionId"),
+            "withdraw": ("walletId", "amount", "clientTransactionId"),
+            "transfer": ("fromWalletId", "toWalletId", "amount", "clientTransactionId"),
+        }[mutation]
+        given_input = {key: inputs[key] for key in fields} | {name: "\x00hostile"}
+        body = json.dumps({"query": MUTATIONS[mutation], "variables": {"input": given_input}})
+        assert HOSTILE in body
+        before = runner.run(_writes(connection))
+        response = client.post(
+            hostile_api.url,
+            content=body.replace(HOSTILE, value).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code < 500, response.text
+        assert "Internal error." not in response.text, response.text
+        # A 4xx (a body GraphQL cannot read) is a refusal; so are errors, top-level or in
+        # the payload.
+        refused = response.status_code >= 400
+        if not refused:
+            answer = response.json()
+            payload = (answer.get("data") or {}).get(mutation) or {}
+            refused = bool(answer.get("errors")) or bool(payload.get("errors"))
+        if refused:
+            writes = runner.run(_writes(connection))
+            assert writes == before, f"a refused request wrote: {response.text}"
+
+    try:
+        check()
+    finally:
+        client.close()
+        runner.run(connection.close())
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ('"key\\u0000"', "INVALID_INPUT"),
+        ('"\\ud800"', "INVALID_INPUT"),
+        ('"a\\udfffb"', "INVALID_INPUT"),
+    ],
+)
+def test_unstorable_text_in_a_key_is_refused_as_invalid_input(
+    hostile_api: Process, value: str, code: str
+) -> None:
+    with httpx.Client(timeout=30) as client:
+        wallet = _new_wallet(client, hostile_api.url)
+        variables = {"input": {"walletId": wallet, "amount": "1.00", "clientTransactionId": "K"}}
+        body = json.dumps({"query": MUTATIONS["deposit"], "variables": variables})
+        response = client.post(
+            hostile_api.url,
+            content=body.replace('"K"', value).encode(),
+            headers={"content-type": "application/json"},
+        )
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == code
+
+
+def test_a_nul_in_a_string_literal_is_refused_as_invalid_input(hostile_api: Process) -> None:
+    with httpx.Client(timeout=30) as client:
+        wallet = _new_wallet(client, hostile_api.url)
+        query = (
+            f'mutation {{ deposit(input: {{walletId: "{wallet}", amount: "1.00",'
+            ' clientTransactionId: "a\\u0000b"}) { errors { code } } }'
+        )
+        response = client.post(hostile_api.url, json={"query": query})
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "INVALID_INPUT"
+
+
+@pytest.mark.parametrize("digits", [5000, 100])
+def test_an_amount_of_thousands_of_digits_is_an_invalid_amount(
+    hostile_api: Process, digits: int
+) -> None:
+    with httpx.Client(timeout=30) as client:
+        wallet = _new_wallet(client, hostile_api.url)
+        variables = {
+            "input": {"walletId": wallet, "amount": "9" * digits, "clientTransactionId": "big"}
+        }
+        response = client.post(
+            hostile_api.url, json={"query": MUTATIONS["deposit"], "variables": variables}
+        )
+    payload = response.json()["data"]["deposit"]
+    assert payload["transaction"] is None
+    assert [error["code"] for error in payload["errors"]] == ["INVALID_AMOUNT"]
+
+
+def _new_wallet(client: httpx.Client, url: str) -> str:
+    variables = {"input": {"initialBalance": "1000.00"}}
+    response = client.post(url, json={"query": MUTATIONS["createWallet"], "variables": variables})
+    return str(response.json()["data"]["createWallet"]["wallet"]["id"])
+
+
+def test_a_json_integer_python_will_not_read_is_a_bad_request(hostile_api: Process) -> None:
+    body = '{"query": "{ __typename }", "variables": {"n": ' + "9" * 4301 + "}}"
+    with httpx.Client(timeout=30) as client:
+        response = client.post(
+            hostile_api.url, content=body.encode(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400, response.text

@@ -1,0 +1,126 @@
+"""Rate limits count the work a client asks for, and the client cannot choose its own counter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from tests.hostile.conftest import new_wallet
+from tests.processes import api_server
+
+pytestmark = pytest.mark.timeout(90)
+
+TYPENAME = {"query": "{ __typename }"}
+
+
+def deposit(wallet: str) -> str:
+    """One deposit of 1.00 under a fresh key, as a field of a mutation."""
+    key = uuid.uuid4()
+    return (
+        f'deposit(input: {{walletId: "{wallet}", amount: "1.00", clientTransactionId: "{key}"}})'
+        " { transaction { id } errors { code } }"
+    )
+
+
+def aliased_deposits(wallet: str, count: int) -> str:
+    return "mutation { " + " ".join(f"d{i}: {deposit(wallet)}" for i in range(count)) + " }"
+
+
+async def _balance(client: httpx.AsyncClient, url: str, wallet: str) -> str:
+    query = "query($id: ID!) { wallet(id: $id) { balance } }"
+    response = await client.post(url, json={"query": query, "variables": {"id": wallet}})
+    return str(response.json()["data"]["wallet"]["balance"])
+
+
+async def test_thirty_aliased_deposits_count_as_thirty_mutations(env: dict[str, str]) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "40/minute"}
+    with api_server(env, **limits) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            wallet = await new_wallet(client, api.url, "0")
+            first = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
+            second = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
+            balance = await _balance(client, api.url, wallet)
+    assert first.status_code == 200
+    assert all(not payload["errors"] for payload in first.json()["data"].values())
+    assert second.status_code == 429
+    assert second.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert balance == "30.00", "the refused request wrote nothing"
+
+
+async def test_mutations_over_one_websocket_count_against_the_limit_one_by_one(
+    env: dict[str, str],
+) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "5/minute"}
+    with api_server(env, **limits) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            wallet = await new_wallet(client, api.url, "0")  # the first of the five
+            url = api.url.replace("http://", "ws://")
+            answers: dict[str, str] = {}
+            async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                for n in range(10):
+                    query = "mutation { " + deposit(wallet) + " }"
+                    frame = {"id": str(n), "type": "subscribe", "payload": {"query": query}}
+                    await ws.send(json.dumps(frame))
+                async with asyncio.timeout(30):
+                    while len(answers) < 10:
+                        message = json.loads(await ws.recv())
+                        if message["type"] == "next":
+                            answers[message["id"]] = "applied"
+                        elif message["type"] == "error":
+                            answers[message["id"]] = message["payload"][0]["extensions"]["code"]
+            balance = await _balance(client, api.url, wallet)
+    assert sorted(answers.values()) == ["RATE_LIMITED"] * 6 + ["applied"] * 4
+    assert balance == "4.00"
+
+
+async def test_a_new_api_key_for_each_request_does_not_escape_the_limit(
+    env: dict[str, str],
+) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "5/minute"}
+    with api_server(env, **limits) as api:  # its readiness check was the first request
+        async with httpx.AsyncClient(timeout=30) as client:
+            statuses = [
+                (
+                    await client.post(api.url, json=TYPENAME, headers={"x-api-key": str(n)})
+                ).status_code
+                for n in range(6)
+            ]
+    assert statuses == [200] * 4 + [429] * 2
+
+
+async def test_x_forwarded_for_is_ignored_unless_its_sender_is_a_trusted_proxy(
+    env: dict[str, str],
+) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "5/minute"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        with api_server(env, **limits) as api:
+            untrusted = [
+                (
+                    await client.post(
+                        api.url, json=TYPENAME, headers={"x-forwarded-for": f"192.0.2.{n}"}
+                    )
+                ).status_code
+                for n in range(6)
+            ]
+        proxied = {**limits, "WALLET_FORWARDED_ALLOW_IPS": '["127.0.0.1"]'}
+        with api_server(
+            {**env, "WALLET_REDIS_PREFIX": env["WALLET_REDIS_PREFIX"] + "-proxied"}, **proxied
+        ) as api:
+            one = {"x-forwarded-for": "198.51.100.1"}
+            forwarded = [
+                (await client.post(api.url, json=TYPENAME, headers=one)).status_code
+                for _ in range(6)
+            ]
+            other = await client.post(
+                api.url, json=TYPENAME, headers={"x-forwarded-for": "198.51.100.2"}
+            )
+    assert untrusted == [200] * 4 + [429] * 2, "every request came from 127.0.0.1"
+    assert forwarded == [200] * 5 + [429], "the proxy's own readiness check was not this client"
+    assert other.status_code == 200
