@@ -67,14 +67,14 @@ class Servers:
         )
 
 
-async def sweep_forever(resources: Resources, servers: Servers) -> None:
-    """Queue again the PENDING transactions that no job is settling.
+async def sweep_forever(resources: Resources, servers: Servers, finish: asyncio.Event) -> None:
+    """Queue again the PENDING transactions that no job is settling, until `finish` is set.
 
     Runs in every worker; SKIP LOCKED keeps two sweepers from handing out the same row.
     """
     settings = resources.settings
     after = timedelta(seconds=settings.sweep_after_seconds)
-    while True:
+    while not finish.is_set():
         try:
             stalled = await claim_stalled(resources.engine, after=after)
         except (SQLAlchemyError, OSError) as error:
@@ -96,7 +96,7 @@ async def sweep_forever(resources: Resources, servers: Servers) -> None:
         else:
             if stalled:
                 servers.redis.back()
-        await asyncio.sleep(settings.sweep_interval_seconds)
+        await _pause(finish, settings.sweep_interval_seconds)
 
 
 async def _wait_for_postgres(resources: Resources, servers: Servers, finish: asyncio.Event) -> None:
@@ -169,7 +169,7 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
             servers.redis.server,
         )
         await _wait_for_postgres(resources, servers, finish)
-        sweeper = asyncio.create_task(sweep_forever(resources, servers), name="sweeper")
+        sweeper = asyncio.create_task(sweep_forever(resources, servers, finish), name="sweeper")
         try:
             while not finish.is_set():
                 try:
@@ -185,9 +185,12 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
                     servers.redis.lost(group.exceptions[0])
                 await _pause(finish, RETRY_SECONDS)
         finally:
+            # Told to stop by `finish` as well as cancelled: on Python 3.11 a cancellation that
+            # lands in an asyncio.wait_for (asyncpg's, redis-py's) while it completes is lost,
+            # and a sweeper told only that way swept on, and this wait with it, for ever.
+            finish.set()
             sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await asyncio.wait({sweeper}, timeout=settings.shutdown_grace_seconds)
             with contextlib.suppress(RedisError, OSError):
                 await broker.shutdown()
             if beating is not None:
