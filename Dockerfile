@@ -23,9 +23,12 @@ RUN groupadd --system --gid 10001 wallet \
     && useradd --system --uid 10001 --gid wallet --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin wallet
 COPY --from=build /opt/wallet /opt/wallet
+# Production unless told otherwise: `docker run` alone must not serve /readyz's details (hosts,
+# databases) or accept loopback WebSocket origins, as development does.
 ENV PATH=/opt/wallet/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    WALLET_ENVIRONMENT=production
 # Numeric, so that a runtime that enforces non-root (runAsNonRoot) can check it.
 USER 10001:10001
 EXPOSE 8000

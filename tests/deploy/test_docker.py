@@ -9,6 +9,7 @@ test_image_install.py.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -201,3 +202,29 @@ def test_the_image_installs_exactly_the_locked_production_dependencies() -> None
     assert _names(project["dependencies"] + extras) <= set(every)
     # One version of each package, whichever lock it is read from.
     assert {name: every[name] for name in production} == production
+
+
+def test_the_image_runs_in_production_mode_unless_told_otherwise() -> None:
+    environment = " ".join(
+        i for i in _final_stage((ROOT / "Dockerfile").read_text()) if i.startswith("ENV ")
+    )
+    assert re.search(r"\bWALLET_ENVIRONMENT=production\b", environment)
+
+
+def test_the_api_trusts_the_client_address_only_from_the_proxy_which_replaces_the_clients_own(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    [volume] = services["proxy"]["volumes"]
+    config = Path(volume.split(":")[0]).read_text()
+    forwarded = re.findall(r"proxy_set_header\s+X-Forwarded-For\s+(\S+);", config)
+    # $proxy_add_x_forwarded_for would keep the client's own header first: a forged address.
+    assert forwarded == ["$remote_addr"]
+    [subnet] = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    proxy_address = ipaddress.ip_address(services["proxy"]["networks"]["default"]["ipv4_address"])
+    assert proxy_address in ipaddress.ip_network(subnet)
+    trusted = services["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    assert trusted != "*"
+    for entry in str(trusted).split(","):
+        assert ipaddress.ip_network(entry.strip()).subnet_of(ipaddress.ip_network(subnet)), entry
+    assert proxy_address in ipaddress.ip_network(trusted)
