@@ -220,11 +220,14 @@ def test_the_api_trusts_the_client_address_only_from_the_proxy_which_replaces_th
     forwarded = re.findall(r"proxy_set_header\s+X-Forwarded-For\s+(\S+);", config)
     # $proxy_add_x_forwarded_for would keep the client's own header first: a forged address.
     assert forwarded == ["$remote_addr"]
-    [subnet] = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    [network] = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(network["subnet"])
     proxy_address = ipaddress.ip_address(services["proxy"]["networks"]["default"]["ipv4_address"])
-    assert proxy_address in ipaddress.ip_network(subnet)
+    assert proxy_address in subnet
+    # Handed to no other container first: docker assigns the others from ip_range.
+    assert proxy_address not in ipaddress.ip_network(network["ip_range"])
     trusted = services["api"]["environment"]["FORWARDED_ALLOW_IPS"]
     assert trusted != "*"
     for entry in str(trusted).split(","):
-        assert ipaddress.ip_network(entry.strip()).subnet_of(ipaddress.ip_network(subnet)), entry
+        assert ipaddress.ip_network(entry.strip()).subnet_of(subnet), entry
     assert proxy_address in ipaddress.ip_network(trusted)
