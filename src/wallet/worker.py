@@ -31,8 +31,7 @@ from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 
 from wallet.config import Settings
-from wallet.persistence.database import is_unavailable
-from wallet.persistence.outages import Outage, address
+from wallet.persistence.outages import Outage, PostgresOutage, postgres_outage, redis_outage
 from wallet.persistence.sweeper import claim_stalled
 from wallet.resources import Resources, make_broker, open_resources
 from wallet.tasks.settlement import TaskDeps, settle_transaction
@@ -48,22 +47,16 @@ RETRY_SECONDS = 1.0
 class Servers:
     """What the worker needs, each named by address when it goes away and comes back."""
 
-    postgres: Outage
+    postgres: PostgresOutage
     redis: Outage
 
     @classmethod
     def of(cls, settings: Settings) -> Servers:
         return cls(
-            Outage(
-                f"PostgreSQL at {address(settings.database_url)}",
-                log,
-                meanwhile="jobs wait in the queue until it is back",
+            postgres_outage(
+                settings.database_url, log, meanwhile="jobs wait in the queue until it is back"
             ),
-            Outage(
-                f"Redis at {address(settings.redis_url)}",
-                log,
-                meanwhile="listening again once it answers",
-            ),
+            redis_outage(settings.redis_url, log, meanwhile="listening again once it answers"),
         )
 
 
@@ -78,7 +71,7 @@ async def sweep_forever(resources: Resources, servers: Servers) -> None:
         try:
             stalled = await claim_stalled(resources.engine, after=after)
         except (SQLAlchemyError, OSError) as error:
-            if is_unavailable(error):
+            if servers.postgres.explains(error):
                 servers.postgres.lost(error)
             else:
                 log.warning("sweep failed; trying again", exc_info=True)

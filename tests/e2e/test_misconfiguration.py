@@ -7,12 +7,14 @@ Servers that are "away" are closed ports on this machine: nothing here stops the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
@@ -27,7 +29,7 @@ from tests.processes import (
     start,
     wait_until,
 )
-from wallet.persistence.database import create_database, drop_database, newest_revision
+from wallet.persistence.database import create_database, drop_database, migrate, newest_revision
 
 CREATE_WALLET = 'mutation { createWallet(input: {currency: "USD"}) { wallet { id } } }'
 
@@ -88,7 +90,10 @@ async def test_a_never_migrated_database_is_not_ready_and_requests_get_503_not_i
                 check=False,
             )
             assert migrate.returncode == 0, migrate.stderr
-            assert (await client.get(f"{base}/readyz")).status_code == 200
+            # /readyz answers from a report up to a second old.
+            async with asyncio.timeout(5):
+                while (await client.get(f"{base}/readyz")).status_code != 200:
+                    await asyncio.sleep(0.2)
             response = await client.post(api.url, json={"query": CREATE_WALLET})
             assert response.status_code == 200
             assert response.json()["data"]["createWallet"]["wallet"]["id"]
@@ -243,3 +248,27 @@ async def test_transfers_made_while_redis_is_down_are_recorded_and_the_outage_lo
     where = f"Redis at 127.0.0.1:{redis.url.rsplit(':', 1)[1].split('/')[0]}"
     assert len(_lines(api, "ERROR", where)) == 1, api.output()
     assert "could not queue" not in api.output()
+
+
+async def test_wallet_migrate_against_a_database_newer_than_the_code_says_so_and_exits_1(
+    env: dict[str, str], empty_database: str
+) -> None:
+    await migrate(empty_database)
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    finally:
+        await connection.close()
+    result = subprocess.run(
+        [WALLET, "migrate"],
+        env={**env, "DATABASE_URL": empty_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("wallet migrate: the database is at migration f00dfeedbeef, newer")
+    assert newest_revision() in line
