@@ -16,6 +16,8 @@ RUN /opt/wallet/bin/pip install --require-hashes -r requirements/production.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/wallet/bin/pip install --no-deps .
+# Every installed package's requirements met: a lock edited by hand fails the build, not a start.
+RUN /opt/wallet/bin/pip check
 
 # Runtime stage: the same Python (so the venv's links hold), no build tools, not root.
 FROM python:3.11-slim-bookworm AS runtime
