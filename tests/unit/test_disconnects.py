@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import pytest
 from redis.asyncio import Redis
@@ -11,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.processes import free_port
 from wallet.persistence.database import is_disconnect, is_unavailable
+from wallet.persistence.outages import postgres_outage
 
 
 class _DriverError(Exception):
@@ -133,3 +136,22 @@ def test_a_missing_table_or_column_is_unavailable_only_while_the_schema_is_behin
 ) -> None:
     assert not is_unavailable(_through_sqlalchemy(error), schema_behind=False)
     assert is_unavailable(_through_sqlalchemy(error), schema_behind=True)
+
+
+@pytest.mark.parametrize(
+    ("schema_behind", "outage"),
+    [(True, True), (None, True), (False, False)],
+    ids=["behind", "not looked at yet", "current"],
+)
+@pytest.mark.timeout(5)
+def test_the_api_answers_a_missing_table_503_unless_readiness_found_the_schema_current(
+    schema_behind: bool | None, outage: bool
+) -> None:
+    postgres = postgres_outage(
+        "postgresql://127.0.0.1/wallet",
+        logging.getLogger("test"),
+        meanwhile="",
+        schema_behind=schema_behind,
+    )
+    missing = _through_sqlalchemy(asyncpg.UndefinedTableError('relation "walets" does not exist'))
+    assert postgres.explains(missing) is outage
