@@ -3,7 +3,9 @@ answers. /readyz reports it, and a watcher logs it: one line for each thing wron
 one when it goes wrong later, one when it is right again.
 
 The PostgreSQL outage is the same one requests report (app.py), so an outage found by either
-is logged once.
+is logged once; the schema's state it records decides whether a request's missing table is the
+outage (schema behind) or a bug. A database ahead of the code (migrated by a newer release) is
+still ready: see _check_postgres.
 """
 
 from __future__ import annotations
