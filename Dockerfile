@@ -16,6 +16,8 @@ RUN /opt/wallet/bin/pip install --require-hashes -r requirements/production.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/wallet/bin/pip install --no-deps .
+# Every installed package's requirements met: a lock edited by hand fails the build, not a start.
+RUN /opt/wallet/bin/pip check
 
 # Runtime stage: the same Python (so the venv's links hold), no build tools, not root.
 FROM python:3.11-slim-bookworm AS runtime
@@ -23,9 +25,12 @@ RUN groupadd --system --gid 10001 wallet \
     && useradd --system --uid 10001 --gid wallet --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin wallet
 COPY --from=build /opt/wallet /opt/wallet
+# Production unless told otherwise: `docker run` alone must not serve /readyz's details (hosts,
+# databases) or accept loopback WebSocket origins, as development does.
 ENV PATH=/opt/wallet/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    WALLET_ENVIRONMENT=production
 # Numeric, so that a runtime that enforces non-root (runAsNonRoot) can check it.
 USER 10001:10001
 EXPOSE 8000

@@ -12,14 +12,15 @@ on one too.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+
+# The one definition of the hash, shared with the page that names it (wallet is installed).
+from wallet.web.graphiql import integrity
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "wallet" / "web" / "static" / "graphiql"
 
@@ -32,10 +33,6 @@ FILES = [
     ("plugin-explorer.css", "@graphiql/plugin-explorer@1.0.2", "dist/style.css"),
     ("plugin-explorer.umd.js", "@graphiql/plugin-explorer@1.0.2", "dist/index.umd.js"),
 ]
-
-
-def integrity(content: bytes) -> str:
-    return "sha384-" + base64.b64encode(hashlib.sha384(content).digest()).decode()
 
 
 def npm_pack(package: str, destination: Path) -> Path:

@@ -47,7 +47,8 @@ def free_port() -> int:
     raise OSError("no free port below the ephemeral range")
 
 
-def wait_until(check: object, timeout: float, what: str) -> None:
+def wait_until(check: object, timeout: float, what: str, every: float = 0.1) -> None:
+    """Call `check` every `every` seconds until it is true; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -55,7 +56,7 @@ def wait_until(check: object, timeout: float, what: str) -> None:
                 return
         except (OSError, httpx.HTTPError):
             pass
-        time.sleep(0.1)
+        time.sleep(every)
     raise TimeoutError(f"{what} not ready after {timeout} s")
 
 

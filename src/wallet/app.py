@@ -48,7 +48,7 @@ from wallet.domain.batching import Batcher
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.database import is_unavailable
-from wallet.persistence.outages import Outage
+from wallet.persistence.outages import Outage, PostgresOutage
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
@@ -88,8 +88,12 @@ class Unavailable(MaskErrors):
     """Masks what execution let escape: "Internal error.", or, when PostgreSQL cannot serve,
     an error coded SERVICE_UNAVAILABLE (answered with HTTP 503 and Retry-After)."""
 
+    def __init__(self, *args: Any, postgres: PostgresOutage | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._explains = postgres.explains if postgres is not None else is_unavailable
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        if error.original_error is not None and is_unavailable(error.original_error):
+        if error.original_error is not None and self._explains(error.original_error):
             return GraphQLError(
                 "The service is unavailable: its database cannot serve requests now. "
                 "Try again shortly.",
@@ -102,7 +106,7 @@ class Unavailable(MaskErrors):
 
 class WalletSchema(strawberry.Schema):
     # Told of each request that found PostgreSQL unavailable (None: nobody is listening).
-    postgres: Outage | None = None
+    postgres: PostgresOutage | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -114,7 +118,7 @@ class WalletSchema(strawberry.Schema):
             if not _should_mask(error):
                 continue
             assert error.original_error is not None
-            if self.postgres is not None and is_unavailable(error.original_error):
+            if self.postgres is not None and self.postgres.explains(error.original_error):
                 self.postgres.lost(error.original_error)
             else:
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
@@ -123,7 +127,7 @@ class WalletSchema(strawberry.Schema):
 def build_schema(
     settings: Settings | None = None,
     metrics: Metrics | None = None,
-    postgres: Outage | None = None,
+    postgres: PostgresOutage | None = None,
 ) -> strawberry.Schema:
     settings = settings or Settings()
     # Factories, not instances: Strawberry makes one per request, so concurrent requests
@@ -138,7 +142,12 @@ def build_schema(
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ValidationCache, maxsize=1024),
         admission(settings.max_query_cost),
-        partial(Unavailable, should_mask_error=_should_mask, error_message="Internal error."),
+        partial(
+            Unavailable,
+            should_mask_error=_should_mask,
+            error_message="Internal error.",
+            postgres=postgres,
+        ),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
@@ -166,7 +175,7 @@ def _code(error: object) -> object:
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, postgres: Outage) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, postgres: PostgresOutage) -> None:
         super().__init__(
             build_schema(settings, metrics, postgres),
             allowed_origins=settings.allowed_origins,

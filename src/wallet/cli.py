@@ -13,12 +13,16 @@ from wallet.config import Settings
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from wallet.persistence.database import is_unavailable, migrate
+    from wallet.persistence.database import SchemaAhead, is_unavailable, migrate
     from wallet.persistence.outages import address, describe
 
     settings = Settings()
     try:
         migrated = asyncio.run(migrate(settings.database_url))
+    except SchemaAhead as error:
+        # An older release run after a newer one: nothing it may do, and no traceback needed.
+        print(f"wallet migrate: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         if not is_unavailable(error):
             raise  # a bug, or a migration PostgreSQL refused: the traceback says where

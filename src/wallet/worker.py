@@ -31,8 +31,7 @@ from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 
 from wallet.config import Settings
-from wallet.persistence.database import is_unavailable
-from wallet.persistence.outages import Outage, address
+from wallet.persistence.outages import Outage, PostgresOutage, postgres_outage, redis_outage
 from wallet.persistence.sweeper import claim_stalled
 from wallet.resources import Resources, make_broker, open_resources
 from wallet.tasks.settlement import TaskDeps, settle_transaction
@@ -48,27 +47,25 @@ RETRY_SECONDS = 1.0
 class Servers:
     """What the worker needs, each named by address when it goes away and comes back."""
 
-    postgres: Outage
+    postgres: PostgresOutage
     redis: Outage
 
     @classmethod
     def of(cls, settings: Settings) -> Servers:
         return cls(
-            Outage(
-                f"PostgreSQL at {address(settings.database_url)}",
-                log,
-                meanwhile="jobs wait in the queue until it is back",
+            postgres_outage(
+                settings.database_url, log, meanwhile="jobs wait in the queue until it is back"
             ),
-            Outage(
-                f"Redis at {address(settings.redis_url)}",
-                log,
-                meanwhile="listening again once it answers",
-            ),
+            redis_outage(settings.redis_url, log, meanwhile="listening again once it answers"),
         )
 
 
-async def sweep_forever(resources: Resources, servers: Servers, finish: asyncio.Event) -> None:
-    """Queue again the PENDING transactions that no job is settling, until `finish` is set.
+async def sweep_forever(
+    resources: Resources, servers: Servers, finish: asyncio.Event, progress: asyncio.Event
+) -> None:
+    """Queue again the PENDING transactions that no job is settling, until `finish` is set;
+    set `progress` after each sweep, done or failed (the heartbeat's proof that the worker is
+    not stuck).
 
     Runs in every worker; SKIP LOCKED keeps two sweepers from handing out the same row.
     """
@@ -78,7 +75,7 @@ async def sweep_forever(resources: Resources, servers: Servers, finish: asyncio.
         try:
             stalled = await claim_stalled(resources.engine, after=after)
         except (SQLAlchemyError, OSError) as error:
-            if is_unavailable(error):
+            if servers.postgres.explains(error):
                 servers.postgres.lost(error)
             else:
                 log.warning("sweep failed; trying again", exc_info=True)
@@ -96,12 +93,16 @@ async def sweep_forever(resources: Resources, servers: Servers, finish: asyncio.
         else:
             if stalled:
                 servers.redis.back()
+        progress.set()
         await _pause(finish, settings.sweep_interval_seconds)
 
 
-async def _wait_for_postgres(resources: Resources, servers: Servers, finish: asyncio.Event) -> None:
+async def _wait_for_postgres(
+    resources: Resources, servers: Servers, finish: asyncio.Event, progress: asyncio.Event
+) -> None:
     """Take no job before PostgreSQL answers: each would fail and wait for redelivery."""
     while not finish.is_set():
+        progress.set()
         try:
             async with asyncio.timeout(5), resources.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -135,17 +136,24 @@ def _receiver(broker: AsyncBroker, settings: Settings, concurrency: int) -> Rece
 HEARTBEAT_SECONDS = 5.0
 
 
-async def beat(heartbeat: Path) -> None:
-    """Touch the file while the event loop turns: a liveness check (`wallet check-heartbeat`)
-    reads its age. Kept beating while PostgreSQL or Redis is away: restarting would not
-    bring them back."""
+async def beat(heartbeat: Path, progress: asyncio.Event) -> None:
+    """Touch the file when the worker's loops made progress since the last touch (a sweep,
+    a look for PostgreSQL, a return to the queue), at most every HEARTBEAT_SECONDS: a liveness
+    check (`wallet check-heartbeat`) reads its age. A turning event loop alone proves nothing
+    when the sweeper is stuck. Kept beating while PostgreSQL or Redis is away (those loops go
+    on failing): restarting would not bring them back."""
     while True:
+        await progress.wait()
+        progress.clear()
         await asyncio.to_thread(heartbeat.touch)
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | None = None) -> None:
-    beating = asyncio.create_task(beat(heartbeat), name="heartbeat") if heartbeat else None
+    progress = asyncio.Event()
+    beating = (
+        asyncio.create_task(beat(heartbeat, progress), name="heartbeat") if heartbeat else None
+    )
     broker = make_broker(settings, read_count=concurrency)
     broker.is_worker_process = True
     async_shared_broker.default_broker(broker)
@@ -168,8 +176,10 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
             servers.postgres.server,
             servers.redis.server,
         )
-        await _wait_for_postgres(resources, servers, finish)
-        sweeper = asyncio.create_task(sweep_forever(resources, servers, finish), name="sweeper")
+        await _wait_for_postgres(resources, servers, finish, progress)
+        sweeper = asyncio.create_task(
+            sweep_forever(resources, servers, finish, progress), name="sweeper"
+        )
         try:
             while not finish.is_set():
                 try:
@@ -183,6 +193,7 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
                     # Redis went away (the receiver's task group raises it in a group): what
                     # was running has finished or stays unacknowledged for redelivery.
                     servers.redis.lost(group.exceptions[0])
+                progress.set()
                 await _pause(finish, RETRY_SECONDS)
         finally:
             # Told to stop by `finish` as well as cancelled: on Python 3.11 a cancellation that

@@ -9,6 +9,7 @@ test_image_install.py.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -201,3 +202,33 @@ def test_the_image_installs_exactly_the_locked_production_dependencies() -> None
     assert _names(project["dependencies"] + extras) <= set(every)
     # One version of each package, whichever lock it is read from.
     assert {name: every[name] for name in production} == production
+
+
+def test_the_image_runs_in_production_mode_unless_told_otherwise() -> None:
+    environment = " ".join(
+        i for i in _final_stage((ROOT / "Dockerfile").read_text()) if i.startswith("ENV ")
+    )
+    assert re.search(r"\bWALLET_ENVIRONMENT=production\b", environment)
+
+
+def test_the_api_trusts_the_client_address_only_from_the_proxy_which_replaces_the_clients_own(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    [volume] = services["proxy"]["volumes"]
+    config = Path(volume.split(":")[0]).read_text()
+    forwarded = re.findall(r"proxy_set_header\s+X-Forwarded-For\s+(\S+);", config)
+    # $proxy_add_x_forwarded_for would keep the client's own header first: a forged address.
+    assert forwarded == ["$remote_addr"]
+    [network] = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(network["subnet"])
+    proxy_address = ipaddress.ip_address(services["proxy"]["networks"]["default"]["ipv4_address"])
+    assert proxy_address in subnet
+    # Handed to no other container first: docker assigns the others from ip_range.
+    assert proxy_address not in ipaddress.ip_network(network["ip_range"])
+    # What `wallet serve` hands uvicorn as forwarded_allow_ips (a JSON list, as Settings reads).
+    trusted = json.loads(services["api"]["environment"]["WALLET_FORWARDED_ALLOW_IPS"])
+    assert "*" not in trusted
+    for entry in trusted:
+        assert ipaddress.ip_network(entry).subnet_of(subnet), entry
+    assert any(proxy_address in ipaddress.ip_network(entry) for entry in trusted)

@@ -7,17 +7,20 @@ Servers that are "away" are closed ports on this machine: nothing here stops the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.e2e.graphql_client import create_wallet, submit_transfer
+from tests.faults.servers import PostgresServer
 from tests.processes import (
     WALLET,
     Process,
@@ -27,7 +30,7 @@ from tests.processes import (
     start,
     wait_until,
 )
-from wallet.persistence.database import create_database, drop_database, newest_revision
+from wallet.persistence.database import create_database, drop_database, migrate, newest_revision
 
 CREATE_WALLET = 'mutation { createWallet(input: {currency: "USD"}) { wallet { id } } }'
 
@@ -88,7 +91,10 @@ async def test_a_never_migrated_database_is_not_ready_and_requests_get_503_not_i
                 check=False,
             )
             assert migrate.returncode == 0, migrate.stderr
-            assert (await client.get(f"{base}/readyz")).status_code == 200
+            # /readyz answers from a report up to a second old.
+            async with asyncio.timeout(5):
+                while (await client.get(f"{base}/readyz")).status_code != 200:
+                    await asyncio.sleep(0.2)
             response = await client.post(api.url, json={"query": CREATE_WALLET})
             assert response.status_code == 200
             assert response.json()["data"]["createWallet"]["wallet"]["id"]
@@ -243,3 +249,131 @@ async def test_transfers_made_while_redis_is_down_are_recorded_and_the_outage_lo
     where = f"Redis at 127.0.0.1:{redis.url.rsplit(':', 1)[1].split('/')[0]}"
     assert len(_lines(api, "ERROR", where)) == 1, api.output()
     assert "could not queue" not in api.output()
+
+
+async def test_wallet_migrate_against_a_database_newer_than_the_code_says_so_and_exits_1(
+    env: dict[str, str], empty_database: str
+) -> None:
+    await migrate(empty_database)
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    finally:
+        await connection.close()
+    result = subprocess.run(
+        [WALLET, "migrate"],
+        env={**env, "DATABASE_URL": empty_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("wallet migrate: the database is at migration f00dfeedbeef, newer")
+    assert newest_revision() in line
+
+
+async def test_a_database_that_does_not_exist_is_named_in_one_line_and_requests_get_503(
+    env: dict[str, str], database_url: str
+) -> None:
+    name = f"{make_url(database_url).database}_missing_{uuid.uuid4().hex[:6]}"
+    missing = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    with api_server({**env, "DATABASE_URL": missing}) as api:
+        base = api.url.removesuffix("/graphql")
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(3):
+                response = await client.post(api.url, json={"query": CREATE_WALLET})
+                assert response.status_code == 503, response.text
+                [error] = response.json()["errors"]
+                assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            ready = await client.get(f"{base}/readyz")
+            assert ready.status_code == 503
+            assert (ready.json()["postgres"], ready.json()["migrations"]) == ("down", "unknown")
+    [line] = _lines(api, "ERROR", f"(database {name}) is unavailable")
+    assert "InvalidCatalogNameError" in line["message"], api.output()
+    assert f'database "{name}" does not exist' in line["message"]
+    assert "Traceback" not in api.output()
+
+
+def _back(process: Process, where: str) -> list[dict[str, Any]]:
+    """The lines saying the server at `where` answers again."""
+    lines = _lines(process, "INFO", f"{where} ")
+    return [line for line in lines if line["message"].endswith("answers again")]
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this module's own, which a test may stop and start at will."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def stoppable_database(private_postgres: PostgresServer) -> str:
+    """A migrated database on the private PostgreSQL, running when the test starts."""
+    if not private_postgres.ready():  # a test before this one stopped it and failed
+        private_postgres.start()
+    url = private_postgres.url(f"wallet_{uuid.uuid4().hex[:8]}")
+    await migrate(url)
+    return url
+
+
+def _api_logging_info(env: dict[str, str]) -> Process:
+    """`wallet serve` logging at info level, where "answers again" is said."""
+    port = free_port()
+    return start(
+        [WALLET, "serve", "--port", str(port), "--log-level", "info"],
+        {"WALLET_RATE_LIMITS_ENABLED": "false", **env},
+        "wallet serve",
+        lambda process: httpx.post(process.url, json={"query": "{ __typename }"}).is_success,
+        f"http://127.0.0.1:{port}/graphql",
+    )
+
+
+async def test_the_api_says_once_that_postgresql_is_lost_and_once_that_it_answers_again(
+    env: dict[str, str], private_postgres: PostgresServer, stoppable_database: str
+) -> None:
+    where = f"PostgreSQL at 127.0.0.1:{private_postgres.port}"
+    api = _api_logging_info({**env, "DATABASE_URL": stoppable_database})
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.post(api.url, json={"query": CREATE_WALLET})).status_code == 200
+            private_postgres.stop()
+            wallet = {"query": CREATE_WALLET}
+            response = await client.post(api.url, json=wallet)
+            assert response.status_code == 503, response.text
+            private_postgres.start()
+            wait_until(lambda: _back(api, where), 30, "the api's line")
+            async with asyncio.timeout(30):
+                while (await client.post(api.url, json=wallet)).status_code != 200:
+                    await asyncio.sleep(0.2)
+    finally:
+        api.stop()
+    [lost] = _lines(api, "ERROR", where)
+    assert "is unavailable" in lost["message"], api.output()
+    assert len(_back(api, where)) == 1, api.output()
+
+
+def test_a_worker_says_once_that_postgresql_is_lost_and_once_that_it_answers_again(
+    env: dict[str, str], private_postgres: PostgresServer, stoppable_database: str
+) -> None:
+    where = f"PostgreSQL at 127.0.0.1:{private_postgres.port}"
+    worker = _worker({**env, "DATABASE_URL": stoppable_database})
+    try:
+        wait_until(lambda: _lines(worker, "INFO", "worker listening"), 30, "the worker")
+        private_postgres.stop()
+        # The sweeper looks every second: it finds PostgreSQL gone.
+        wait_until(lambda: _lines(worker, "ERROR", where), 30, "the worker's line")
+        private_postgres.start()
+        wait_until(lambda: _back(worker, where), 30, "the worker's line")
+    finally:
+        worker.stop()
+    [lost] = _lines(worker, "ERROR", where)
+    assert "is unavailable" in lost["message"], worker.output()
+    assert len(_back(worker, where)) == 1, worker.output()

@@ -42,7 +42,10 @@ def test_a_running_worker_is_alive_and_a_frozen_one_is_found_dead(
         assert _check(heartbeat, max_age).returncode == 0
         worker.popen.send_signal(signal.SIGSTOP)  # a hung worker: its loop no longer turns
         try:
-            wait_until(lambda: _check(heartbeat, max_age).returncode == 1, 30, "a stale beat")
+            # Each look starts a process: every half second is often enough.
+            wait_until(
+                lambda: _check(heartbeat, max_age).returncode == 1, 30, "a stale beat", every=0.5
+            )
         finally:
             worker.popen.send_signal(signal.SIGCONT)
     finally:

@@ -31,7 +31,12 @@ async def test_the_sweeper_stops_when_told_even_if_its_cancellation_is_swallowed
     resources = SimpleNamespace(settings=settings, engine=None)
     finish = asyncio.Event()
     sweeper = asyncio.create_task(
-        worker.sweep_forever(resources, worker.Servers.of(settings), finish)  # type: ignore[arg-type]
+        worker.sweep_forever(
+            resources,  # type: ignore[arg-type]
+            worker.Servers.of(settings),
+            finish,
+            asyncio.Event(),
+        )
     )
     await asyncio.wait_for(claiming.wait(), 5)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -35,14 +38,29 @@ _GONE_CLASSES = ("08",)
 _GONE_STATES = ("57P01", "57P02", "57P03", "57P05")
 
 
+def _through_asyncpg(error: OSError) -> bool:
+    """Whether the error passed through asyncpg on its way up: raised while connecting to, or
+    talking with, PostgreSQL. The same OSError raised by Redis, a file or anything else does
+    not say PostgreSQL is gone."""
+    frame = error.__traceback__
+    while frame is not None:
+        if str(frame.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def is_disconnect(error: BaseException) -> bool:
     """Whether the error says PostgreSQL (or the way to it) went away, rather than refusing
     a statement: the connection is then useless, and the same work may well succeed later.
     """
+    if isinstance(error, OSError):
+        # A connection refused, reset or aborted says the peer is gone whoever raised it; any
+        # other OSError (a timeout, no route, a permission) only when asyncpg raised it.
+        return isinstance(error, ConnectionError) or _through_asyncpg(error)
     if isinstance(
         error,
-        OSError
-        | asyncpg.InterfaceError
+        asyncpg.InterfaceError
         # What asyncpg raises when the server's goodbye arrived between two statements.
         | asyncpg.InternalClientError
         | OperationalError
@@ -62,26 +80,46 @@ def is_disconnect(error: BaseException) -> bool:
 
 
 # SQLSTATEs that say the database cannot serve at all, whatever the request: it does not exist,
-# refuses the credentials, has no room for another connection, or lacks the schema's tables
-# (never migrated).
-_UNAVAILABLE_STATES = {"3D000", "28000", "28P01", "53300", "42P01"}
+# refuses the credentials, or has no room for another connection.
+_UNAVAILABLE_STATES = {"3D000", "28000", "28P01", "53300"}
+# A table or column missing: an outage while the schema is known to be behind the code (not
+# migrated yet), a bug otherwise (a mistyped name).
+SCHEMA_STATES = {"42P01", "42703"}
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """Whether the error (or one it was raised from) says PostgreSQL cannot serve requests
-    now: gone, missing, or not migrated. Such a request may succeed later; retrying it at once
-    will not help."""
+def _raised_from(error: BaseException) -> Iterator[BaseException]:
+    """The error, then the errors it was explicitly raised from: `raise ... from` and the
+    driver's error SQLAlchemy wraps. Not `__context__`: an error raised while another was being
+    handled is a different failure (a KeyError in an `except OSError:` is a bug)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if is_disconnect(current) or getattr(current, "sqlstate", None) in _UNAVAILABLE_STATES:
+        yield current
+        orig = current.orig if isinstance(current, DBAPIError) else None
+        current = current.__cause__ or orig
+
+
+def is_unavailable(error: BaseException, *, schema_behind: bool = False) -> bool:
+    """Whether the error (or one it was raised from) says PostgreSQL cannot serve requests
+    now: gone, missing, refusing us, or (when `schema_behind`, as readiness found it) lacking
+    the tables or columns of a migration not applied yet. Such a request may succeed later;
+    retrying it at once will not help."""
+    states = _UNAVAILABLE_STATES | SCHEMA_STATES if schema_behind else _UNAVAILABLE_STATES
+    for e in _raised_from(error):
+        if isinstance(e, OSError):
+            # Only from asyncpg: redis-py raises its ConnectionError from the socket's
+            # ConnectionRefusedError, and a Redis outage is not PostgreSQL's.
+            if _through_asyncpg(e):
+                return True
+        elif is_disconnect(e) or getattr(e, "sqlstate", None) in states:
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
-def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 16, max_overflow: int | None = None
+) -> AsyncEngine:
     url = make_url(async_url(database_url))
     connect_args: dict[str, object] = {"statement_cache_size": 512}
     if url.host in ("127.0.0.1", "localhost", "::1") and not url.query.keys() & {"ssl", "sslmode"}:
@@ -94,7 +132,7 @@ def create_engine(database_url: str, *, pool_size: int = 16) -> AsyncEngine:
         # past pool_size is closed again when returned, and PostgreSQL forks a backend for
         # each new one. The small overflow only absorbs bursts.
         pool_size=pool_size,
-        max_overflow=max(2, pool_size // 4),
+        max_overflow=max(2, pool_size // 4) if max_overflow is None else max_overflow,
         # No ping on checkout: it costs a round trip per unit of work. A connection that died
         # fails its first statement instead, and the unit of work is retried or reported.
         pool_recycle=1800,
@@ -149,11 +187,47 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 @functools.cache
+def _migrations() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+@functools.cache
 def newest_revision() -> str:
     """The newest migration this code knows of."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = _migrations().get_current_head()
     assert head is not None, "no migrations"
     return head
+
+
+SchemaState = Literal["current", "behind", "ahead"]
+
+
+def schema_state(revision: str | None) -> SchemaState:
+    """Where a database at `revision` stands against this code: at its newest migration,
+    behind it (`wallet migrate` brings it up), or ahead: at a migration this code does not
+    know, applied by a newer release."""
+    if revision == newest_revision():
+        return "current"
+    if revision is None:
+        return "behind"
+    try:
+        _migrations().get_revision(revision)
+    except CommandError:
+        return "ahead"
+    return "behind"
+
+
+class SchemaAhead(Exception):
+    """The database is at a migration this code does not know: a newer release migrated it,
+    and this one cannot migrate it further (nor back)."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(
+            f"the database is at migration {revision}, newer than this release knows "
+            f"(its newest is {newest_revision()}): nothing to do here; "
+            "migrate with the newer release"
+        )
+        self.revision = revision
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:
@@ -194,6 +268,9 @@ def _upgrade(connection: Connection) -> tuple[str, ...]:
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     config = _alembic_config(connection)
     before = MigrationContext.configure(connection).get_current_revision()
+    if schema_state(before) == "ahead":
+        assert before is not None
+        raise SchemaAhead(before)
     command.upgrade(config, "head")
     script = ScriptDirectory.from_config(config)
     applied = script.iterate_revisions(newest_revision(), before or "base")

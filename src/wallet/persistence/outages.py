@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+from wallet.persistence.database import is_unavailable
+
 
 def address(url: str) -> str:
     """Where a server is, without its credentials: `host:port`, or a Unix socket's path."""
@@ -56,3 +58,46 @@ class Outage:
         if self.down:
             self.down = False
             self._log.info("%s answers again", self.server)
+
+
+class PostgresOutage(Outage):
+    """PostgreSQL's outage, and whether its schema is known to be behind this code (readiness
+    looks): a missing table or column is then the outage too, and a bug otherwise."""
+
+    def __init__(
+        self,
+        server: str,
+        log: logging.Logger,
+        *,
+        meanwhile: str = "",
+        schema_behind: bool | None = False,
+    ) -> None:
+        super().__init__(server, log, meanwhile=meanwhile)
+        # None until readiness has looked: a request racing its first look at a database never
+        # migrated is answered 503 too, not "Internal error.".
+        self.schema_behind = schema_behind
+
+    def explains(self, error: BaseException) -> bool:
+        """Whether the error is this outage's doing rather than a bug."""
+        return is_unavailable(error, schema_behind=self.schema_behind is not False)
+
+
+def postgres_outage(
+    database_url: str,
+    log: logging.Logger,
+    *,
+    meanwhile: str,
+    schema_behind: bool | None = False,
+) -> PostgresOutage:
+    """PostgreSQL, named the same way by every process: address and database."""
+    database = urlsplit(database_url).path.lstrip("/") or "postgres"
+    return PostgresOutage(
+        f"PostgreSQL at {address(database_url)} (database {database})",
+        log,
+        meanwhile=meanwhile,
+        schema_behind=schema_behind,
+    )
+
+
+def redis_outage(redis_url: str, log: logging.Logger, *, meanwhile: str) -> Outage:
+    return Outage(f"Redis at {address(redis_url)}", log, meanwhile=meanwhile)
