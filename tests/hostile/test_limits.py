@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.hostile.conftest import new_wallet
+from tests.hostile.conftest import healthz_watched, new_wallet
 from tests.processes import api_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -124,3 +124,26 @@ async def test_x_forwarded_for_is_ignored_unless_its_sender_is_a_trusted_proxy(
     assert untrusted == [200] * 4 + [429] * 2, "every request came from 127.0.0.1"
     assert forwarded == [200] * 5 + [429], "the proxy's own readiness check was not this client"
     assert other.status_code == 200
+
+
+def _unparsed(n: int) -> dict[str, str]:
+    """60 KB of text no cache has seen, over the token limit."""
+    return {"query": f"# {n} {uuid.uuid4()}\n{{ " + "__typename " * 5400 + "}"}
+
+
+async def test_a_client_over_the_request_limit_costs_no_parse_of_its_documents(
+    env: dict[str, str],
+) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "3/minute"}
+    with api_server(env, **limits) as api:  # its readiness check was the first request
+        async with httpx.AsyncClient(timeout=30) as client:
+            admitted = [(await client.post(api.url, json=_unparsed(n))).status_code for n in (0, 1)]
+            with healthz_watched(api) as watch:
+                refused = [
+                    (await client.post(api.url, json=_unparsed(n))).status_code
+                    for n in range(2, 32)
+                ]
+    assert admitted == [200, 200], "GraphQL itself refused them, over the token limit"
+    assert refused == [429] * 30
+    # Parsing each in full took 70 ms of CPU: 2.1 s for the 30.
+    assert watch.cpu < 0.6, f"{watch.cpu * 1000:.0f} ms of CPU for 30 refused requests"
