@@ -126,6 +126,40 @@ async def test_x_forwarded_for_is_ignored_unless_its_sender_is_a_trusted_proxy(
     assert other.status_code == 200
 
 
+async def test_more_mutations_in_one_request_than_any_second_allows_are_refused_for_good(
+    env: dict[str, str],
+) -> None:
+    # The default limits: 20 mutations a second, 30 aliases a document.
+    with api_server(env, WALLET_RATE_LIMITS_ENABLED="true") as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            wallet = await new_wallet(client, api.url, "0")
+            refused = await client.post(api.url, json={"query": aliased_deposits(wallet, 21)})
+            url = api.url.replace("http://", "ws://")
+            async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                payload = {"query": aliased_deposits(wallet, 21)}
+                await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+                async with asyncio.timeout(30):
+                    frame = json.loads(await ws.recv())
+            # The per-second windows (sliding: the previous one weighs too) forget the wallet.
+            await asyncio.sleep(2)
+            allowed = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
+            balance = await _balance(client, api.url, wallet)
+    message = (
+        "a request may run at most 20 mutations (WALLET_MUTATION_RATE_LIMIT); this one runs 21"
+    )
+    assert refused.status_code == 400
+    assert "retry-after" not in refused.headers
+    assert refused.json()["errors"] == [
+        {"message": message, "extensions": {"code": "TOO_MANY_MUTATIONS"}}
+    ]
+    assert frame["type"] == "error"
+    assert frame["payload"][0]["extensions"]["code"] == "TOO_MANY_MUTATIONS"
+    assert allowed.status_code == 200
+    assert balance == "20.00", "only the request within the limit wrote"
+
+
 def _unparsed(n: int) -> dict[str, str]:
     """60 KB of text no cache has seen, over the token limit."""
     return {"query": f"# {n} {uuid.uuid4()}\n{{ " + "__typename " * 5400 + "}"}

@@ -6,7 +6,9 @@ default). A header the client picks, such as X-API-Key, would let it pick a fres
 for each request. Every request counts against one limit; every mutation it runs (30
 aliased deposits count 30) against a stricter one, over HTTP and over WebSocket alike. The
 request limit is checked before a document is parsed (with GraphQL's token limit) to count
-its mutations, so a client over it costs no parse.
+its mutations, so a client over it costs no parse. A request running more mutations than
+the strictest mutation window holds is refused for good (400, TOO_MANY_MUTATIONS, no
+Retry-After): no wait would let it through.
 Counters live in Redis through the `limits` library, so every API process shares them; when
 Redis does not answer, requests are let through rather than refused.
 """
@@ -37,6 +39,7 @@ _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
 # The frames of graphql-transport-ws and the legacy graphql-ws that start an operation.
 _STARTS = frozenset({"subscribe", "start"})
 _WITH_ID = frozenset({"subscribe", "start", "complete", "stop"})
+TOO_MANY_MUTATIONS = "TOO_MANY_MUTATIONS"
 
 
 def _mutations_in(body: bytes, max_tokens: int) -> int:
@@ -80,6 +83,18 @@ class RateLimits:
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self.requests: list[RateLimitItem] = parse_many(requests)
         self.mutations: list[RateLimitItem] = parse_many(mutations)
+        # A request running more mutations than the strictest window allows could never be
+        # let through, however long its client waited.
+        self.most_mutations = min((item.amount for item in self.mutations), default=None)
+
+    def too_many_mutations(self, mutations: int) -> str | None:
+        """Why a request running this many mutations can never go ahead, or None."""
+        if self.most_mutations is None or mutations <= self.most_mutations:
+            return None
+        return (
+            f"a request may run at most {self.most_mutations} mutations"
+            f" (WALLET_MUTATION_RATE_LIMIT); this one runs {mutations}"
+        )
 
     async def request_wait(self, client: str) -> int | None:
         """Seconds the client must wait before another request, or None to go ahead."""
@@ -215,6 +230,9 @@ class EdgeMiddleware:
         assert self.limits is not None
         wait = await self.limits.request_wait(client)
         mutations = _mutations_in(body, self.max_tokens) if wait is None and method == "POST" else 0
+        if (too_many := self.limits.too_many_mutations(mutations)) is not None:
+            # Not retryable: no Retry-After, and a code of its own.
+            return 400, _error(too_many, code=TOO_MANY_MUTATIONS), []
         if wait is None:
             wait = await self.limits.mutation_wait(client, mutations)
         if wait is None:
@@ -295,6 +313,10 @@ class _FrameCheck:
             mutations = _operation_mutations(
                 payload["query"], payload.get("operationName"), self.max_tokens
             )
+            refusal = self.limits.too_many_mutations(mutations)
+            if refusal is not None:
+                await self._refuse(frame, _error(refusal, code=TOO_MANY_MUTATIONS))
+                return False
             if await self.limits.mutation_wait(self.client, mutations) is None:
                 return True
         await self._refuse(frame, _error("too many requests; retry later", code="RATE_LIMITED"))
