@@ -367,6 +367,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 EdgeMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 max_tokens=settings.max_query_tokens,
+                max_socket_operations=settings.max_socket_operations,
                 limits=limits,
             )
         ],

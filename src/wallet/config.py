@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_aliases: int = 30
     max_query_tokens: int = 2000
+    # Operations (subscriptions, mostly) one WebSocket may hold open at once: each holds a
+    # task and a Redis subscription in the API process until it ends.
+    max_socket_operations: int = 20
     # The most fields one operation may return in the worst case (every field counts one;
     # a list counts its items, from first/last, times their nesting); refused before it runs.
     # The costliest document 5,000 admits (every field of 100 transactions from 100 senders,

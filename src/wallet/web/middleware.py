@@ -39,7 +39,10 @@ _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
 # The frames of graphql-transport-ws and the legacy graphql-ws that start an operation.
 _STARTS = frozenset({"subscribe", "start"})
 _WITH_ID = frozenset({"subscribe", "start", "complete", "stop"})
+# The frames that end an operation: sent by the client, or by the server once it is over.
+_ENDS = frozenset({"complete", "stop", "error"})
 TOO_MANY_MUTATIONS = "TOO_MANY_MUTATIONS"
+TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 
 
 def _mutations_in(body: bytes, max_tokens: int) -> int:
@@ -129,11 +132,13 @@ class EdgeMiddleware:
         *,
         max_body_bytes: int,
         max_tokens: int,
+        max_socket_operations: int,
         limits: RateLimits | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_tokens = max_tokens
+        self.max_socket_operations = max_socket_operations
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,8 +183,10 @@ class EdgeMiddleware:
             if wait is not None:
                 await send({"type": "websocket.close", "code": 1013})
                 return
-        frames = _FrameCheck(receive, send, client, self.limits, self.max_tokens)
-        await self.app(scope, frames, send)
+        frames = _FrameCheck(
+            receive, send, client, self.limits, self.max_tokens, self.max_socket_operations
+        )
+        await self.app(scope, frames, frames.sent)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
@@ -270,7 +277,9 @@ class _FrameCheck:
     graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
     Each operation counts as a request, and its mutations as mutations, against the
     client's limits, as over HTTP; an operation over them is answered with an error for its
-    id while the socket stays open.
+    id while the socket stays open. So is one that would hold more than
+    `max_operations` operations (subscriptions, mostly) open at once on the socket: each
+    holds a task and a Redis subscription until it ends.
     """
 
     def __init__(
@@ -280,12 +289,28 @@ class _FrameCheck:
         client: str,
         limits: RateLimits | None,
         max_tokens: int,
+        max_operations: int,
     ) -> None:
         self.receive = receive
         self.send = send
         self.client = client
         self.limits = limits
         self.max_tokens = max_tokens
+        self.max_operations = max_operations
+        self.open: set[str] = set()
+
+    async def sent(self, message: Message) -> None:
+        """The socket's send, forgetting the operations the server ends."""
+        text = message.get("text") if message["type"] == "websocket.send" else None
+        # Only frames that may end an operation are read; `next` frames can be large.
+        if text is not None and ('"complete"' in text or '"error"' in text):
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                frame = None
+            if isinstance(frame, dict) and frame.get("type") in _ENDS:
+                self.open.discard(str(frame.get("id")))
+        await self.send(message)
 
     async def __call__(self) -> Message:
         while True:
@@ -301,8 +326,19 @@ class _FrameCheck:
                 log.info("closing a WebSocket: %s", problem)
                 await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
                 return {"type": "websocket.disconnect", "code": 4400}
-            if frame["type"] in _STARTS and not await self._admitted(frame):
-                continue
+            if frame["type"] in _STARTS:
+                if frame["id"] not in self.open and len(self.open) >= self.max_operations:
+                    refusal = (
+                        f"a WebSocket may hold at most {self.max_operations} operations open"
+                        " at once; complete one first"
+                    )
+                    await self._refuse(frame, _error(refusal, code=TOO_MANY_SUBSCRIPTIONS))
+                    continue
+                if not await self._admitted(frame):
+                    continue
+                self.open.add(frame["id"])
+            elif frame["type"] in _WITH_ID:  # complete, stop: the client ends one
+                self.open.discard(frame["id"])
             return message
 
     async def _admitted(self, frame: dict[str, Any]) -> bool:
