@@ -189,6 +189,7 @@ class WalletGraphQL(GraphQL[Context, None]):
             ),
         )
         self.development = not settings.production
+        self.max_tokens = settings.max_query_tokens
         self.resources: Resources | None = None
         self.reads: HistoryQuery | None = None
         self.dispatch: Dispatch | None = None
@@ -244,7 +245,8 @@ class WalletGraphQL(GraphQL[Context, None]):
             if (
                 item.protocol == "http"
                 and item.query is not None
-                and request_operation(item.query, item.operation_name) == OperationType.SUBSCRIPTION
+                and request_operation(item.query, item.operation_name, self.max_tokens)
+                == OperationType.SUBSCRIPTION
             ):
                 raise HTTPException(
                     400,
@@ -370,7 +372,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount(graphiql.PREFIX, app=graphiql.static_files()),
         ],
         middleware=[
-            Middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, limits=limits)
+            Middleware(
+                EdgeMiddleware,
+                max_body_bytes=settings.max_body_bytes,
+                max_tokens=settings.max_query_tokens,
+                max_socket_operations=settings.max_socket_operations,
+                limits=limits,
+            )
         ],
         lifespan=lifespan,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     database_pool_size: int = 16
     # Pages on these origins may open a subscription WebSocket ("*" for any).
     allowed_origins: list[str] = Field(default_factory=list)
+    # GraphiQL needs it; a production deployment answers no questions about its schema
+    # unless WALLET_INTROSPECTION says so (the schema is published as schema.graphql).
     introspection: bool = True
     # JSON log lines on standard error (set by `wallet serve`).
     json_logs: bool = False
@@ -47,11 +49,15 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_aliases: int = 30
     max_query_tokens: int = 2000
-    # The most nodes one operation may return in the worst case (list sizes from first/last,
-    # default 20, times their nesting), as GitHub's node limit; refused before it runs. At
-    # 4,800 nodes one request took 100 ms of an API process's CPU on the development machine;
-    # a history page of 100 with both wallets of each transaction costs about 400.
-    max_query_cost: int = 2_500
+    # Operations (subscriptions, mostly) one WebSocket may hold open at once: each holds a
+    # task and a Redis subscription in the API process until it ends.
+    max_socket_operations: int = 20
+    # The most fields one operation may return in the worst case (every field counts one;
+    # a list counts its items, from first/last, times their nesting); refused before it runs.
+    # The costliest document 5,000 admits (every field of 100 transactions from 100 senders,
+    # 4,912) held the event loop about 60 ms on the development machine; 15,000 held it over
+    # 100 ms. A history page of 100 with every field and both wallets costs about 2,500.
+    max_query_cost: int = 5_000
     # A PENDING transaction untouched this long is queued again by the worker's sweeper.
     sweep_after_seconds: float = 5.0
     sweep_interval_seconds: float = 1.0
@@ -62,6 +68,12 @@ class Settings(BaseSettings):
     # Apply withdrawals and transfers inside the request instead of queueing them for a
     # worker. For tests and tools that run no worker; a deployment leaves it off.
     settle_inline: bool = False
+
+    @model_validator(mode="after")
+    def _introspection_off_in_production(self) -> Settings:
+        if "introspection" not in self.model_fields_set:
+            self.introspection = not self.production
+        return self
 
     @property
     def production(self) -> bool:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.hostile.conftest import new_wallet
+from tests.hostile.conftest import healthz_watched, new_wallet
 from tests.processes import api_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -124,3 +124,60 @@ async def test_x_forwarded_for_is_ignored_unless_its_sender_is_a_trusted_proxy(
     assert untrusted == [200] * 4 + [429] * 2, "every request came from 127.0.0.1"
     assert forwarded == [200] * 5 + [429], "the proxy's own readiness check was not this client"
     assert other.status_code == 200
+
+
+async def test_more_mutations_in_one_request_than_any_second_allows_are_refused_for_good(
+    env: dict[str, str],
+) -> None:
+    # The default limits: 20 mutations a second, 30 aliases a document.
+    with api_server(env, WALLET_RATE_LIMITS_ENABLED="true") as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            wallet = await new_wallet(client, api.url, "0")
+            refused = await client.post(api.url, json={"query": aliased_deposits(wallet, 21)})
+            url = api.url.replace("http://", "ws://")
+            async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                payload = {"query": aliased_deposits(wallet, 21)}
+                await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+                async with asyncio.timeout(30):
+                    frame = json.loads(await ws.recv())
+            # The per-second windows (sliding: the previous one weighs too) forget the wallet.
+            await asyncio.sleep(2)
+            allowed = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
+            balance = await _balance(client, api.url, wallet)
+    message = (
+        "a request may run at most 20 mutations (WALLET_MUTATION_RATE_LIMIT); this one runs 21"
+    )
+    assert refused.status_code == 400
+    assert "retry-after" not in refused.headers
+    assert refused.json()["errors"] == [
+        {"message": message, "extensions": {"code": "TOO_MANY_MUTATIONS"}}
+    ]
+    assert frame["type"] == "error"
+    assert frame["payload"][0]["extensions"]["code"] == "TOO_MANY_MUTATIONS"
+    assert allowed.status_code == 200
+    assert balance == "20.00", "only the request within the limit wrote"
+
+
+def _unparsed(n: int) -> dict[str, str]:
+    """60 KB of text no cache has seen, over the token limit."""
+    return {"query": f"# {n} {uuid.uuid4()}\n{{ " + "__typename " * 5400 + "}"}
+
+
+async def test_a_client_over_the_request_limit_costs_no_parse_of_its_documents(
+    env: dict[str, str],
+) -> None:
+    limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "3/minute"}
+    with api_server(env, **limits) as api:  # its readiness check was the first request
+        async with httpx.AsyncClient(timeout=30) as client:
+            admitted = [(await client.post(api.url, json=_unparsed(n))).status_code for n in (0, 1)]
+            with healthz_watched(api) as watch:
+                refused = [
+                    (await client.post(api.url, json=_unparsed(n))).status_code
+                    for n in range(2, 32)
+                ]
+    assert admitted == [200, 200], "GraphQL itself refused them, over the token limit"
+    assert refused == [429] * 30
+    # Parsing each in full took 70 ms of CPU: 2.1 s for the 30.
+    assert watch.cpu < 0.6, f"{watch.cpu * 1000:.0f} ms of CPU for 30 refused requests"

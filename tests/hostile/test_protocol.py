@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.hostile.conftest import healthz_watched
+from tests.hostile.conftest import healthz_watched, new_wallet
 from tests.processes import Process
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,3 +106,28 @@ async def test_a_request_id_is_kept_only_when_it_is_printable_ascii_of_sane_leng
     else:
         assert len(echoed) == 32
         assert echoed.isalnum()
+
+
+async def test_one_websocket_holds_a_bounded_number_of_operations_open(
+    hostile_api: Process, client: httpx.AsyncClient
+) -> None:
+    wallet = await new_wallet(client, hostile_api.url)
+    activity = f'subscription {{ walletActivity(walletId: "{wallet}") {{ id }} }}'
+    url = hostile_api.url.replace("http://", "ws://")
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for n in range(21):  # the default is 20
+            frame = {"id": str(n), "type": "subscribe", "payload": {"query": activity}}
+            await ws.send(json.dumps(frame))
+        async with asyncio.timeout(10):
+            refused = json.loads(await ws.recv())
+        await ws.send(json.dumps({"id": "0", "type": "complete"}))
+        await ws.send(json.dumps({"id": "21", "type": "subscribe", "payload": {"query": QUERY}}))
+        async with asyncio.timeout(10):
+            answered = json.loads(await ws.recv())
+    assert refused["type"] == "error"
+    assert refused["id"] == "20"
+    assert refused["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+    assert (answered["id"], answered["type"]) == ("21", "next")
+    assert answered["payload"]["data"] == {"__typename": "Query"}

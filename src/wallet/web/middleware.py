@@ -4,7 +4,11 @@ Rate limits are per client address: the socket's peer, or the address a proxy li
 `forwarded_allow_ips` wrote in X-Forwarded-For (uvicorn's proxy headers, none trusted by
 default). A header the client picks, such as X-API-Key, would let it pick a fresh counter
 for each request. Every request counts against one limit; every mutation it runs (30
-aliased deposits count 30) against a stricter one, over HTTP and over WebSocket alike.
+aliased deposits count 30) against a stricter one, over HTTP and over WebSocket alike. The
+request limit is checked before a document is parsed (with GraphQL's token limit) to count
+its mutations, so a client over it costs no parse. A request running more mutations than
+the strictest mutation window holds is refused for good (400, TOO_MANY_MUTATIONS, no
+Retry-After): no wait would let it through.
 Counters live in Redis through the `limits` library, so every API process shares them; when
 Redis does not answer, requests are let through rather than refused.
 """
@@ -35,25 +39,30 @@ _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
 # The frames of graphql-transport-ws and the legacy graphql-ws that start an operation.
 _STARTS = frozenset({"subscribe", "start"})
 _WITH_ID = frozenset({"subscribe", "start", "complete", "stop"})
+# The frames that end an operation: sent by the client, or by the server once it is over.
+_ENDS = frozenset({"complete", "stop", "error"})
+TOO_MANY_MUTATIONS = "TOO_MANY_MUTATIONS"
+TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 
 
-def _mutations_in(body: bytes) -> int:
+def _mutations_in(body: bytes, max_tokens: int) -> int:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return 0
     requests = payload if isinstance(payload, list) else [payload]
     return sum(
-        _operation_mutations(item.get("query"), item.get("operationName"))
+        _operation_mutations(item.get("query"), item.get("operationName"), max_tokens)
         for item in requests
         if isinstance(item, dict)
     )
 
 
-def _operation_mutations(query: object, operation_name: object) -> int:
+def _operation_mutations(query: object, operation_name: object, max_tokens: int) -> int:
     if not isinstance(query, str):
         return 0
-    return request_mutations(query, operation_name if isinstance(operation_name, str) else None)
+    name = operation_name if isinstance(operation_name, str) else None
+    return request_mutations(query, name, max_tokens)
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
@@ -77,11 +86,30 @@ class RateLimits:
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self.requests: list[RateLimitItem] = parse_many(requests)
         self.mutations: list[RateLimitItem] = parse_many(mutations)
+        # A request running more mutations than the strictest window allows could never be
+        # let through, however long its client waited.
+        self.most_mutations = min((item.amount for item in self.mutations), default=None)
 
-    async def retry_after(self, client: str, mutations: int) -> int | None:
-        """Seconds the client must wait, or None when this request may go ahead."""
-        checks = [(item, 1) for item in self.requests]
-        checks += [(item, mutations) for item in self.mutations if mutations]
+    def too_many_mutations(self, mutations: int) -> str | None:
+        """Why a request running this many mutations can never go ahead, or None."""
+        if self.most_mutations is None or mutations <= self.most_mutations:
+            return None
+        return (
+            f"a request may run at most {self.most_mutations} mutations"
+            f" (WALLET_MUTATION_RATE_LIMIT); this one runs {mutations}"
+        )
+
+    async def request_wait(self, client: str) -> int | None:
+        """Seconds the client must wait before another request, or None to go ahead."""
+        return await self._wait(client, [(item, 1) for item in self.requests])
+
+    async def mutation_wait(self, client: str, mutations: int) -> int | None:
+        """Seconds the client must wait before running these mutations, or None."""
+        if not mutations:
+            return None
+        return await self._wait(client, [(item, mutations) for item in self.mutations])
+
+    async def _wait(self, client: str, checks: list[tuple[RateLimitItem, int]]) -> int | None:
         try:
             for item, cost in checks:
                 if not await self._limiter.hit(item, client, cost=cost):
@@ -99,10 +127,18 @@ def client_identity(scope: Scope) -> str:
 
 class EdgeMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, limits: RateLimits | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_tokens: int,
+        max_socket_operations: int,
+        limits: RateLimits | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_tokens = max_tokens
+        self.max_socket_operations = max_socket_operations
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,11 +179,14 @@ class EdgeMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = client_identity(scope)
         if self.limits is not None:
-            wait = await self.limits.retry_after(client, 0)
+            wait = await self.limits.request_wait(client)
             if wait is not None:
                 await send({"type": "websocket.close", "code": 1013})
                 return
-        await self.app(scope, _FrameCheck(receive, send, client, self.limits), send)
+        frames = _FrameCheck(
+            receive, send, client, self.limits, self.max_tokens, self.max_socket_operations
+        )
+        await self.app(scope, frames, frames.sent)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
@@ -171,15 +210,9 @@ class EdgeMiddleware:
         body = b"".join(chunks)
 
         if self.limits is not None and scope["path"] == "/graphql":
-            mutations = _mutations_in(body) if scope["method"] == "POST" else 0
-            wait = await self.limits.retry_after(client_identity(scope), mutations)
-            if wait is not None:
-                await _respond(
-                    send,
-                    429,
-                    _error("too many requests; retry later", code="RATE_LIMITED"),
-                    [(b"retry-after", str(wait).encode())],
-                )
+            refusal = await self._refusal(client_identity(scope), scope["method"], body)
+            if refusal is not None:
+                await _respond(send, *refusal)
                 return
 
         replayed = False
@@ -192,6 +225,27 @@ class EdgeMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _refusal(
+        self, client: str, method: str, body: bytes
+    ) -> tuple[int, dict[str, Any], list[Any]] | None:
+        """The answer refusing this request under the rate limits, or None to let it go.
+
+        The request limit is checked before the body is parsed: a client over it costs a
+        Redis round trip, never the parse of its document.
+        """
+        assert self.limits is not None
+        wait = await self.limits.request_wait(client)
+        mutations = _mutations_in(body, self.max_tokens) if wait is None and method == "POST" else 0
+        if (too_many := self.limits.too_many_mutations(mutations)) is not None:
+            # Not retryable: no Retry-After, and a code of its own.
+            return 400, _error(too_many, code=TOO_MANY_MUTATIONS), []
+        if wait is None:
+            wait = await self.limits.mutation_wait(client, mutations)
+        if wait is None:
+            return None
+        refused = _error("too many requests; retry later", code="RATE_LIMITED")
+        return 429, refused, [(b"retry-after", str(wait).encode())]
 
 
 def _error(message: str, code: str = "INVALID_INPUT") -> dict[str, Any]:
@@ -223,14 +277,40 @@ class _FrameCheck:
     graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
     Each operation counts as a request, and its mutations as mutations, against the
     client's limits, as over HTTP; an operation over them is answered with an error for its
-    id while the socket stays open.
+    id while the socket stays open. So is one that would hold more than
+    `max_operations` operations (subscriptions, mostly) open at once on the socket: each
+    holds a task and a Redis subscription until it ends.
     """
 
-    def __init__(self, receive: Receive, send: Send, client: str, limits: RateLimits | None):
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        client: str,
+        limits: RateLimits | None,
+        max_tokens: int,
+        max_operations: int,
+    ) -> None:
         self.receive = receive
         self.send = send
         self.client = client
         self.limits = limits
+        self.max_tokens = max_tokens
+        self.max_operations = max_operations
+        self.open: set[str] = set()
+
+    async def sent(self, message: Message) -> None:
+        """The socket's send, forgetting the operations the server ends."""
+        text = message.get("text") if message["type"] == "websocket.send" else None
+        # Only frames that may end an operation are read; `next` frames can be large.
+        if text is not None and ('"complete"' in text or '"error"' in text):
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                frame = None
+            if isinstance(frame, dict) and frame.get("type") in _ENDS:
+                self.open.discard(str(frame.get("id")))
+        await self.send(message)
 
     async def __call__(self) -> Message:
         while True:
@@ -246,23 +326,44 @@ class _FrameCheck:
                 log.info("closing a WebSocket: %s", problem)
                 await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
                 return {"type": "websocket.disconnect", "code": 4400}
-            if frame["type"] in _STARTS and not await self._admitted(frame):
-                continue
+            if frame["type"] in _STARTS:
+                if frame["id"] not in self.open and len(self.open) >= self.max_operations:
+                    refusal = (
+                        f"a WebSocket may hold at most {self.max_operations} operations open"
+                        " at once; complete one first"
+                    )
+                    await self._refuse(frame, _error(refusal, code=TOO_MANY_SUBSCRIPTIONS))
+                    continue
+                if not await self._admitted(frame):
+                    continue
+                self.open.add(frame["id"])
+            elif frame["type"] in _WITH_ID:  # complete, stop: the client ends one
+                self.open.discard(frame["id"])
             return message
 
     async def _admitted(self, frame: dict[str, Any]) -> bool:
         payload = frame["payload"]
         if self.limits is None:
             return True
-        mutations = _operation_mutations(payload["query"], payload.get("operationName"))
-        if await self.limits.retry_after(self.client, mutations) is None:
-            return True
-        errors = _error("too many requests; retry later", code="RATE_LIMITED")["errors"]
+        if await self.limits.request_wait(self.client) is None:
+            mutations = _operation_mutations(
+                payload["query"], payload.get("operationName"), self.max_tokens
+            )
+            refusal = self.limits.too_many_mutations(mutations)
+            if refusal is not None:
+                await self._refuse(frame, _error(refusal, code=TOO_MANY_MUTATIONS))
+                return False
+            if await self.limits.mutation_wait(self.client, mutations) is None:
+                return True
+        await self._refuse(frame, _error("too many requests; retry later", code="RATE_LIMITED"))
+        return False
+
+    async def _refuse(self, frame: dict[str, Any], refusal: dict[str, Any]) -> None:
+        errors = refusal["errors"]
         # graphql-transport-ws sends a list of errors; the legacy protocol one error.
         body = errors if frame["type"] == "subscribe" else errors[0]
         text = json.dumps({"id": frame["id"], "type": "error", "payload": body})
         await self.send({"type": "websocket.send", "text": text})
-        return False
 
 
 def _malformed(frame: object) -> str | None:

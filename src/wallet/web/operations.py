@@ -18,10 +18,12 @@ from strawberry.extensions import SchemaExtension
 
 from wallet.persistence.sweeper import pending_stats
 from wallet.resources import Resources, settlement_queue
+from wallet.web.documents import chosen_operation
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Operation names are the client's to choose: each new one would be a new series of every
-# histogram bucket (3,000 names made /metrics 5 MB). The first ones seen keep their name.
+# histogram bucket (3,000 names made /metrics 5 MB). The first ones seen of operations that
+# ran keep their name; a document that did not validate takes no name's place.
 MAX_OPERATION_NAMES = 100
 
 
@@ -77,12 +79,17 @@ class Metrics:
         self.cache_counts: Callable[[], tuple[int, int]] | None = None
         self.operation_names: set[str] = set()
 
-    def operation_label(self, name: str | None) -> str:
-        """The label for an operation name: itself while few names are known, else `other`."""
+    def operation_label(self, name: str | None, *, ran: bool) -> str:
+        """The label for an operation name: itself while few names are known, else `other`.
+        Only an operation that ran (its document valid) may add its name."""
         name = name or "anonymous"
         if name in self.operation_names:
             return name
-        if not _OPERATION_NAME.fullmatch(name) or len(self.operation_names) >= MAX_OPERATION_NAMES:
+        if (
+            not ran
+            or not _OPERATION_NAME.fullmatch(name)
+            or len(self.operation_names) >= MAX_OPERATION_NAMES
+        ):
             return "other"
         self.operation_names.add(name)
         return name
@@ -91,11 +98,22 @@ class Metrics:
         metrics = self
 
         class Timing(SchemaExtension):
+            ran = False
+
+            def on_execute(self) -> Iterator[None]:
+                # Reached only by a document that parsed and validated.
+                document = self.execution_context.graphql_document
+                operation_name = self.execution_context.operation_name
+                self.ran = document is not None and (
+                    chosen_operation(document, operation_name) is not None
+                )
+                yield
+
             def on_operation(self) -> Iterator[None]:
                 started = time.perf_counter()
                 yield
                 context = self.execution_context
-                name = metrics.operation_label(context.operation_name)
+                name = metrics.operation_label(context.operation_name, ran=self.ran)
                 try:
                     kind = context.operation_type.value
                 except RuntimeError:  # the document did not parse
