@@ -168,3 +168,34 @@ async def test_a_deposit_that_breaks_its_batch_fails_alone_and_the_fallback_is_l
     assert fallbacks == [
         "a batch of 3 failed (RuntimeError: a fault in one deposit); deciding each one at a time"
     ]
+
+
+async def test_a_batch_of_deposits_refusals_and_replays_included_takes_one_unit_of_work(
+    engine: AsyncEngine,
+) -> None:
+    """Run once together, never again one by one: idempotency would hide the doubled work."""
+    opened = 0
+
+    def counting() -> SqlUnitOfWork:
+        nonlocal opened
+        opened += 1
+        return SqlUnitOfWork(engine)
+
+    wallet = str((await new_wallet(counting)).id)
+    replayed_key = fresh_key()
+    await services.deposit(counting, services.Deposit(wallet, "1.00", replayed_key))
+    opened = 0
+
+    outcomes = await services.deposit_many(
+        counting,
+        [
+            services.Deposit(wallet, "2.00", fresh_key()),
+            services.Deposit(wallet, "1.00", replayed_key),
+            services.Deposit(str(uuid4()), "1.00", fresh_key()),
+            services.Deposit(wallet, "3.00", fresh_key()),
+        ],
+    )
+
+    assert [type(o) for o in outcomes] == [Transaction, Transaction, WalletNotFound, Transaction]
+    assert opened == 1
+    assert await assert_balances_explained(engine, [wallet]) == {wallet: 6_00}
