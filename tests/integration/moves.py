@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from wallet.domain import services
 from wallet.domain.model import Transaction, Wallet
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.persistence.unit_of_work import SqlUnitOfWork
+
+
+class CountedUnitsOfWork:
+    """A unit-of-work factory that counts the units of work it opens: a batch run together
+    opens one, and one that falls back to one at a time opens more."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.opened = 0
+
+    def __call__(self) -> SqlUnitOfWork:
+        self.opened += 1
+        return SqlUnitOfWork(self._engine)
 
 
 async def new_wallet(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.moves import fresh_key, new_wallet
+from tests.integration.moves import CountedUnitsOfWork, fresh_key, new_wallet
 from tests.invariants import assert_balances_explained
 from wallet.domain import services
 from wallet.domain.batching import Batcher
@@ -174,17 +174,11 @@ async def test_a_batch_of_deposits_refusals_and_replays_included_takes_one_unit_
     engine: AsyncEngine,
 ) -> None:
     """Run once together, never again one by one: idempotency would hide the doubled work."""
-    opened = 0
-
-    def counting() -> SqlUnitOfWork:
-        nonlocal opened
-        opened += 1
-        return SqlUnitOfWork(engine)
-
+    counting = CountedUnitsOfWork(engine)
     wallet = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
     await services.deposit(counting, services.Deposit(wallet, "1.00", replayed_key))
-    opened = 0
+    counting.opened = 0
 
     outcomes = await services.deposit_many(
         counting,
@@ -197,5 +191,5 @@ async def test_a_batch_of_deposits_refusals_and_replays_included_takes_one_unit_
     )
 
     assert [type(o) for o in outcomes] == [Transaction, Transaction, WalletNotFound, Transaction]
-    assert opened == 1
+    assert counting.opened == 1
     assert await assert_balances_explained(engine, [wallet]) == {wallet: 6_00}

@@ -10,13 +10,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.moves import fresh_key, new_wallet, transfer, withdraw
+from tests.integration.moves import CountedUnitsOfWork, fresh_key, new_wallet, transfer, withdraw
 from tests.invariants import assert_balances_explained, snapshot, transaction_rows
 from wallet.domain import services
 from wallet.domain.errors import IdempotencyKeyReused
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
-from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 COPIES = 50
 
@@ -207,20 +206,14 @@ async def test_a_batch_mixing_a_new_submission_and_a_replay_is_decided_in_one_un
     engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The replay is read after the new one is recorded; nothing falls back to one at a time."""
-    opened = 0
-
-    def counting() -> SqlUnitOfWork:
-        nonlocal opened
-        opened += 1
-        return SqlUnitOfWork(engine)
-
+    counting = CountedUnitsOfWork(engine)
     sender = str((await new_wallet(counting, "10.00")).id)
     receiver = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
     first = await services.submit_transfer(
         counting, services.Transfer(sender, receiver, "1.00", replayed_key)
     )
-    opened = 0
+    counting.opened = 0
 
     new, replay = await services.submit_many(
         counting,
@@ -234,5 +227,5 @@ async def test_a_batch_mixing_a_new_submission_and_a_replay_is_decided_in_one_un
     assert new.status is TransactionStatus.PENDING
     assert isinstance(replay, Transaction)
     assert replay.id == first.id
-    assert opened == 1, "decided together, not again one by one"
+    assert counting.opened == 1, "decided together, not again one by one"
     assert "one at a time" not in caplog.text
