@@ -272,8 +272,7 @@ def _upgrade(connection: Connection) -> tuple[str, ...]:
         assert before is not None
         raise SchemaAhead(before)
     command.upgrade(config, "head")
-    script = ScriptDirectory.from_config(config)
-    applied = script.iterate_revisions(newest_revision(), before or "base")
+    applied = _migrations().iterate_revisions(newest_revision(), before or "base")
     return tuple(reversed([revision.revision for revision in applied]))
 
 
