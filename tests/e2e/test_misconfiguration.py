@@ -306,12 +306,8 @@ def _back(process: Process, where: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def private_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of this module's own, which a test may stop and start at will."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

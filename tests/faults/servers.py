@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.processes import free_port
 
@@ -54,7 +54,28 @@ def _wait(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> No
         time.sleep(0.05)
 
 
-class PostgresServer:
+class _Server:
+    """`with Server() as server:` starts it, and at the end stops it and deletes its data."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class PostgresServer(_Server):
     """One cluster for the suite; every scenario migrates a fresh database on it."""
 
     def __init__(self) -> None:
@@ -150,7 +171,7 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class RedisServer:
+class RedisServer(_Server):
     """A redis-server that writes every command to its append-only file before answering, so
     that a restart "with its data" has everything it acknowledged."""
 
