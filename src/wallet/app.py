@@ -242,16 +242,22 @@ class WalletGraphQL(GraphQL[Context, None]):
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
-            if (
-                item.protocol == "http"
-                and item.query is not None
-                and request_operation(item.query, item.operation_name, self.max_tokens)
-                == OperationType.SUBSCRIPTION
-            ):
+            if item.query is None:
+                continue
+            operation = request_operation(item.query, item.operation_name, self.max_tokens)
+            if item.protocol == "http" and operation == OperationType.SUBSCRIPTION:
                 raise HTTPException(
                     400,
                     "Subscriptions are served over WebSocket (graphql-transport-ws) and "
                     "Server-Sent Events (Accept: text/event-stream).",
+                )
+            if item.protocol != "http" and operation is None:
+                # Strawberry's event stream raises a document that does not parse out of the
+                # response it has begun (an empty 200 and a traceback): refused here instead.
+                raise HTTPException(
+                    400,
+                    "The document does not parse (or is over the token limit), or holds no "
+                    "operation by that name.",
                 )
         return data
 

@@ -95,3 +95,17 @@ async def test_a_subscription_over_sse_to_a_missing_wallet_is_a_clean_error(
     assert kind == "next"
     assert payload is not None
     assert "is not a UUID" in payload["errors"][0]["message"]
+
+
+async def test_a_document_that_does_not_parse_over_sse_is_refused_with_400_not_a_traceback(
+    env: dict[str, str],
+) -> None:
+    with api_server(env) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for broken in (UPDATED[:-2], "{ __typename"):
+                response = await client.post(
+                    api.url, json={"query": broken}, headers={"accept": "text/event-stream"}
+                )
+                assert response.status_code == 400, response.text
+                assert "does not parse" in response.text
+    assert "Traceback" not in api.output()
