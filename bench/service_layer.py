@@ -6,9 +6,9 @@ coroutines on one event loop, with no HTTP, no GraphQL and no Redis. Set beside 
 the full stack, it tells how much of a request's cost is the database's and the domain's,
 and how much the layers above add.
 
-    deposits     services.deposit_many, each deposit with its own clientTransactionId
-    submissions  services.submit_many (records PENDING transfers and their keys)
-    settlements  services.settle_many over those submissions, `batch` at a time and one
+    deposits     run_together(services.deposit), each deposit with its own clientTransactionId
+    submissions  run_together(services.submit) (records PENDING transfers and their keys)
+    settlements  services.settle over those submissions, `batch` at a time and one
                  batch at a time, as one worker's batcher does under load
 """
 
@@ -25,6 +25,7 @@ from typing import Protocol
 
 from wallet.domain import services
 from wallet.domain.batching import Batcher
+from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine
 from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
@@ -83,8 +84,10 @@ async def measure(
         ids = [
             str(
                 (
-                    await services.create_wallet(
-                        factory, services.CreateWallet(initial_balance="1000000.00")
+                    await run_alone(
+                        factory,
+                        services.create_wallet,
+                        services.CreateWallet(initial_balance="1000000.00"),
                     )
                 ).id
             )
@@ -93,8 +96,8 @@ async def measure(
         rng = random.Random(11)
         run = uuid.uuid4().hex[:8]
 
-        deposits = Batcher(partial(services.deposit_many, factory))
-        submissions = Batcher(partial(services.submit_many, factory))
+        deposits = Batcher(partial(run_together, factory, services.deposit))
+        submissions = Batcher(partial(run_together, factory, services.submit))
 
         async def deposit() -> None:
             command = services.Deposit(rng.choice(ids), "1.00", f"s{run}-{uuid.uuid4().hex}")
@@ -119,7 +122,7 @@ async def measure(
         started = time.monotonic()
         settled = 0
         for ids_of_batch in pending:
-            settled += len(await services.settle_many(factory, ids_of_batch))
+            settled += len(await run_alone(factory, services.settle, ids_of_batch))
         elapsed = time.monotonic() - started
         rates.append(Rate(f"settlements ({batch} a batch)", settled, elapsed, watching.stop()))
         return rates

@@ -45,6 +45,7 @@ from taskiq.exceptions import SendTaskError
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
+from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.database import is_unavailable
@@ -282,8 +283,8 @@ class WalletGraphQL(GraphQL[Context, None]):
 
 def inline_dispatch(resources: Resources) -> Dispatch:
     async def settle_now(transaction: Transaction) -> Transaction:
-        settled = await services.settle(resources.unit_of_work, transaction.id)
-        return settled or transaction
+        settled = await run_alone(resources.unit_of_work, services.settle, [transaction.id])
+        return settled[0] if settled else transaction
 
     return settle_now
 
@@ -332,8 +333,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 inline_dispatch(resources) if settings.settle_inline else queue_dispatch(redis)
             )
             # What this process receives at the same time shares a commit.
-            graphql.deposit = Batcher(partial(services.deposit_many, resources.unit_of_work))
-            graphql.submit = Batcher(partial(services.submit_many, resources.unit_of_work))
+            graphql.deposit = Batcher(
+                partial(run_together, resources.unit_of_work, services.deposit)
+            )
+            graphql.submit = Batcher(partial(run_together, resources.unit_of_work, services.submit))
             # What start-up made lives as long as the process: keep the collector from
             # walking it again and again, and let it run less often. Requests waiting on I/O
             # keep many young objects alive, and each collection then walked them all.

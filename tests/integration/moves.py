@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet.domain import services
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import Transaction, Wallet
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -28,8 +29,10 @@ class CountedUnitsOfWork:
 async def new_wallet(
     uow_factory: UnitOfWorkFactory, balance: str = "0", currency: str = "USD"
 ) -> Wallet:
-    return await services.create_wallet(
-        uow_factory, services.CreateWallet(currency=currency, initial_balance=balance)
+    return await run_alone(
+        uow_factory,
+        services.create_wallet,
+        services.CreateWallet(currency=currency, initial_balance=balance),
     )
 
 
@@ -44,21 +47,29 @@ async def transfer(
     amount: str,
     key: str | None = None,
 ) -> Transaction:
-    submitted = await services.submit_transfer(
+    submitted = await run_alone(
         uow_factory,
+        services.transfer,
         services.Transfer(str(sender), str(receiver), amount, key or fresh_key("transfer")),
     )
-    settled = await services.settle(uow_factory, submitted.id)
-    assert settled is not None
-    return settled
+    return await settle(uow_factory, submitted.id)
 
 
 async def withdraw(
     uow_factory: UnitOfWorkFactory, wallet: UUID, amount: str, key: str | None = None
 ) -> Transaction:
-    submitted = await services.submit_withdrawal(
-        uow_factory, services.Withdraw(str(wallet), amount, key or fresh_key("withdraw"))
+    submitted = await run_alone(
+        uow_factory,
+        services.withdraw,
+        services.Withdraw(str(wallet), amount, key or fresh_key("withdraw")),
     )
-    settled = await services.settle(uow_factory, submitted.id)
-    assert settled is not None
-    return settled
+    return await settle(uow_factory, submitted.id)
+
+
+async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transaction:
+    """Settle one transaction, then read it as it stands (a final one is left as it was)."""
+    await run_alone(uow_factory, services.settle, [transaction_id])
+    async with uow_factory() as uow:
+        transaction = await uow.transactions.get(transaction_id)
+    assert transaction is not None
+    return transaction

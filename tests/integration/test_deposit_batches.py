@@ -22,6 +22,7 @@ from wallet.domain.errors import (
     WalletError,
     WalletNotFound,
 )
+from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -53,11 +54,14 @@ async def test_each_deposit_of_a_batch_is_decided_as_if_it_came_alone(
     wallet = str((await new_wallet(uow_factory)).id)
     full = await _nearly_full_wallet(uow_factory, engine)
     replayed_key, reused_key, twice_key, refused_key = (fresh_key() for _ in range(4))
-    first = await services.deposit(uow_factory, services.Deposit(wallet, "1.00", replayed_key))
-    await services.deposit(uow_factory, services.Deposit(wallet, "1.00", reused_key))
+    first = await run_alone(
+        uow_factory, services.deposit, services.Deposit(wallet, "1.00", replayed_key)
+    )
+    await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "1.00", reused_key))
 
-    outcomes = await services.deposit_many(
+    outcomes = await run_together(
         uow_factory,
+        services.deposit,
         [
             services.Deposit(wallet, "2.00", fresh_key()),
             services.Deposit(str(uuid4()), "1.00", fresh_key()),  # no such wallet
@@ -90,7 +94,9 @@ async def test_each_deposit_of_a_batch_is_decided_as_if_it_came_alone(
     assert balances[wallet] == 1_00 + 1_00 + 2_00 + 3_00 + 4_00
 
     # The refused deposit's key was given back: a corrected request may use it.
-    fits = await services.deposit(uow_factory, services.Deposit(full, "0.07", refused_key))
+    fits = await run_alone(
+        uow_factory, services.deposit, services.Deposit(full, "0.07", refused_key)
+    )
     assert fits.status == TransactionStatus.COMPLETED
 
 
@@ -102,7 +108,7 @@ async def test_concurrent_deposits_through_a_batcher_share_commits_and_all_land(
 
     async def run(commands: list[services.Deposit]) -> list[Transaction | WalletError]:
         sizes.append(len(commands))
-        return await services.deposit_many(uow_factory, commands)
+        return await run_together(uow_factory, services.deposit, commands)
 
     deposit = Batcher(run, max_batch=16)
     outcomes = await asyncio.gather(
@@ -151,8 +157,9 @@ async def test_a_deposit_that_breaks_its_batch_fails_alone_and_the_fallback_is_l
     def faulty() -> SqlUnitOfWork:
         return _FailsOnAnAmount(engine)
 
-    first, broken, last = await services.deposit_many(
+    first, broken, last = await run_together(
         faulty,
+        services.deposit,
         [
             services.Deposit(wallet, "1.00", fresh_key()),
             services.Deposit(wallet, "13.13", fresh_key()),
@@ -177,11 +184,12 @@ async def test_a_batch_of_deposits_refusals_and_replays_included_takes_one_unit_
     counting = CountedUnitsOfWork(engine)
     wallet = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
-    await services.deposit(counting, services.Deposit(wallet, "1.00", replayed_key))
+    await run_alone(counting, services.deposit, services.Deposit(wallet, "1.00", replayed_key))
     counting.opened = 0
 
-    outcomes = await services.deposit_many(
+    outcomes = await run_together(
         counting,
+        services.deposit,
         [
             services.Deposit(wallet, "2.00", fresh_key()),
             services.Deposit(wallet, "1.00", replayed_key),

@@ -14,6 +14,7 @@ from tests.integration.moves import CountedUnitsOfWork, fresh_key, new_wallet, t
 from tests.invariants import assert_balances_explained, snapshot, transaction_rows
 from wallet.domain import services
 from wallet.domain.errors import IdempotencyKeyReused
+from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
 
@@ -32,7 +33,9 @@ async def test_50_identical_deposits_at_once_record_one_transaction_and_return_i
     key = fresh_key()
     command = services.Deposit(str(wallet), "12.34", key)
 
-    results = await asyncio.gather(*(services.deposit(uow_factory, command) for _ in range(COPIES)))
+    results = await asyncio.gather(
+        *(run_alone(uow_factory, services.deposit, command) for _ in range(COPIES))
+    )
 
     assert len({t.id for t in results}) == 1
     assert {t.status for t in results} == {TransactionStatus.COMPLETED}
@@ -73,7 +76,7 @@ async def test_50_identical_wallet_creations_at_once_create_one_wallet(
     wallets_before = await _count(engine, "SELECT count(*) FROM wallets")
 
     results = await asyncio.gather(
-        *(services.create_wallet(uow_factory, command) for _ in range(COPIES))
+        *(run_alone(uow_factory, services.create_wallet, command) for _ in range(COPIES))
     )
 
     ids = {w.id for w in results}
@@ -94,8 +97,8 @@ async def test_a_replay_after_the_first_request_ended_returns_its_final_transact
     failed = await withdraw(uow_factory, wallet, "2.00", key)
     assert failed.status is TransactionStatus.FAILED
 
-    replayed = await services.submit_withdrawal(
-        uow_factory, services.Withdraw(str(wallet), "2.00", key)
+    replayed = await run_alone(
+        uow_factory, services.withdraw, services.Withdraw(str(wallet), "2.00", key)
     )
 
     assert (replayed.id, replayed.status, replayed.failure_code) == (
@@ -110,8 +113,8 @@ async def test_an_equal_amount_written_differently_is_the_same_request(
 ) -> None:
     wallet = str((await new_wallet(uow_factory)).id)
     key = fresh_key()
-    first = await services.deposit(uow_factory, services.Deposit(wallet, "10", key))
-    again = await services.deposit(uow_factory, services.Deposit(wallet, "10.00", key))
+    first = await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "10", key))
+    again = await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "10.00", key))
     assert again.id == first.id
 
 
@@ -123,7 +126,10 @@ async def test_one_key_sent_at_once_with_two_amounts_records_one_and_refuses_the
     amounts = ["1.00", "2.00"] * (COPIES // 2)
 
     results = await asyncio.gather(
-        *(services.deposit(uow_factory, services.Deposit(wallet, a, key)) for a in amounts),
+        *(
+            run_alone(uow_factory, services.deposit, services.Deposit(wallet, a, key))
+            for a in amounts
+        ),
         return_exceptions=True,
     )
 
@@ -144,44 +150,48 @@ Reuse = Callable[[UnitOfWorkFactory, dict[str, UUID], str], Awaitable[object]]
 # Each first records a request under `key`, then sends a different one under the same key.
 REUSES: dict[str, tuple[Reuse, Reuse]] = {
     "deposit, other amount": (
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["a"]), "1.01", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.01", k)),
     ),
     "deposit, other wallet": (
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["b"]), "1.00", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["b"]), "1.00", k)),
     ),
     "deposit, then a withdrawal": (
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: services.submit_withdrawal(f, services.Withdraw(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(f, services.withdraw, services.Withdraw(str(w["a"]), "1.00", k)),
     ),
     "withdrawal, other amount": (
         lambda f, w, k: withdraw(f, w["a"], "1.00", k),
-        lambda f, w, k: services.submit_withdrawal(f, services.Withdraw(str(w["a"]), "2.00", k)),
+        lambda f, w, k: run_alone(f, services.withdraw, services.Withdraw(str(w["a"]), "2.00", k)),
     ),
     "transfer, reversed": (
         lambda f, w, k: transfer(f, w["a"], w["b"], "1.00", k),
-        lambda f, w, k: services.submit_transfer(
-            f, services.Transfer(str(w["b"]), str(w["a"]), "1.00", k)
+        lambda f, w, k: run_alone(
+            f, services.transfer, services.Transfer(str(w["b"]), str(w["a"]), "1.00", k)
         ),
     ),
     "transfer, other receiver": (
         lambda f, w, k: transfer(f, w["a"], w["b"], "1.00", k),
-        lambda f, w, k: services.submit_transfer(
-            f, services.Transfer(str(w["a"]), str(w["c"]), "1.00", k)
+        lambda f, w, k: run_alone(
+            f, services.transfer, services.Transfer(str(w["a"]), str(w["c"]), "1.00", k)
         ),
     ),
     "createWallet, other currency": (
-        lambda f, w, k: services.create_wallet(f, services.CreateWallet("USD", "0", k)),
-        lambda f, w, k: services.create_wallet(f, services.CreateWallet("EUR", "0", k)),
+        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("USD", "0", k)),
+        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("EUR", "0", k)),
     ),
     "createWallet, other initial balance": (
-        lambda f, w, k: services.create_wallet(f, services.CreateWallet("USD", "0", k)),
-        lambda f, w, k: services.create_wallet(f, services.CreateWallet("USD", "1.00", k)),
+        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("USD", "0", k)),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, services.CreateWallet("USD", "1.00", k)
+        ),
     ),
     "a deposit's key, then createWallet": (
-        lambda f, w, k: services.deposit(f, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: services.create_wallet(f, services.CreateWallet("USD", "1.00", k)),
+        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, services.CreateWallet("USD", "1.00", k)
+        ),
     ),
 }
 
@@ -198,7 +208,7 @@ async def test_a_key_sent_with_a_different_request_is_refused_and_changes_nothin
     with pytest.raises(IdempotencyKeyReused) as refused:
         await second(uow_factory, wallets, key)
 
-    assert refused.value.field == "clientTransactionId"
+    assert refused.value.field == "client_transaction_id"
     assert await snapshot(engine) == before
 
 
@@ -210,13 +220,14 @@ async def test_a_batch_mixing_a_new_submission_and_a_replay_is_decided_in_one_un
     sender = str((await new_wallet(counting, "10.00")).id)
     receiver = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
-    first = await services.submit_transfer(
-        counting, services.Transfer(sender, receiver, "1.00", replayed_key)
+    first = await run_alone(
+        counting, services.transfer, services.Transfer(sender, receiver, "1.00", replayed_key)
     )
     counting.opened = 0
 
-    new, replay = await services.submit_many(
+    new, replay = await run_together(
         counting,
+        services.submit,
         [
             services.Transfer(sender, receiver, "2.00", fresh_key()),
             services.Transfer(sender, receiver, "1.00", replayed_key),

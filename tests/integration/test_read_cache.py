@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.network import BlackHole, Switch
 from wallet.domain import services
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.money import Money
 from wallet.domain.ports import HistoryQuery, UnitOfWorkFactory
@@ -48,15 +49,17 @@ def writes_through(engine: AsyncEngine, cache: ReadCache) -> UnitOfWorkFactory:
 
 
 async def new_wallet(uow_factory: UnitOfWorkFactory, balance: str = "10.00") -> UUID:
-    wallet = await services.create_wallet(
-        uow_factory, services.CreateWallet(currency="USD", initial_balance=balance)
+    wallet = await run_alone(
+        uow_factory,
+        services.create_wallet,
+        services.CreateWallet(currency="USD", initial_balance=balance),
     )
     return wallet.id
 
 
 async def put_in(uow_factory: UnitOfWorkFactory, wallet_id: UUID, amount: str) -> Transaction:
-    return await services.deposit(
-        uow_factory, services.Deposit(str(wallet_id), amount, uuid.uuid4().hex)
+    return await run_alone(
+        uow_factory, services.deposit, services.Deposit(str(wallet_id), amount, uuid.uuid4().hex)
     )
 
 

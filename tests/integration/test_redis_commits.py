@@ -21,6 +21,7 @@ from tests.integration.moves import fresh_key, new_wallet
 from tests.network import Switch
 from wallet.config import Settings
 from wallet.domain import services
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import TransactionStatus
 from wallet.persistence import cache as cache_module
 from wallet.persistence import events as events_module
@@ -90,8 +91,10 @@ class Sent:
 
 
 def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any]:
-    return services.deposit(
-        resources.unit_of_work, services.Deposit(str(wallet_id), amount, fresh_key("deposit"))
+    return run_alone(
+        resources.unit_of_work,
+        services.deposit,
+        services.Deposit(str(wallet_id), amount, fresh_key("deposit")),
     )
 
 
@@ -211,8 +214,9 @@ async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_
         uow = resources.unit_of_work
         wallets = [(await new_wallet(uow, "100.00")).id for _ in range(4)]
         submitted = [
-            await services.submit_transfer(
+            await run_alone(
                 uow,
+                services.transfer,
                 services.Transfer(
                     str(wallets[n % 4]), str(wallets[(n + 1) % 4]), "1.00", fresh_key()
                 ),
@@ -225,7 +229,7 @@ async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_
             await pubsub.subscribe(*channels.values())
             sent = Sent(monkeypatch)
 
-            settled = await services.settle_many(uow, [t.id for t in submitted])
+            settled = await run_alone(uow, services.settle, [t.id for t in submitted])
 
             assert sent.sends == 1
             assert sent.pipelines == [["EVALSHA cache", "EVALSHA feed"]]

@@ -14,6 +14,7 @@ from tests.integration.moves import fresh_key, new_wallet, transfer
 from tests.invariants import LEDGER_TABLES, snapshot
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode, InvalidAmount, WalletError
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import TransactionStatus
 from wallet.domain.money import MAX_BALANCE_MINOR
 from wallet.domain.ports import UnitOfWorkFactory
@@ -46,16 +47,20 @@ Request = Callable[[UnitOfWorkFactory, World], Awaitable[object]]
 def deposit(
     wallet: Callable[[World], str], amount: str = "1.00", key: str | None = None
 ) -> Request:
-    return lambda f, w: services.deposit(
-        f, services.Deposit(wallet(w), amount, key if key is not None else fresh_key())
+    return lambda f, w: run_alone(
+        f,
+        services.deposit,
+        services.Deposit(wallet(w), amount, key if key is not None else fresh_key()),
     )
 
 
 def withdraw(
     wallet: Callable[[World], str], amount: str = "1.00", key: str | None = None
 ) -> Request:
-    return lambda f, w: services.submit_withdrawal(
-        f, services.Withdraw(wallet(w), amount, key if key is not None else fresh_key())
+    return lambda f, w: run_alone(
+        f,
+        services.withdraw,
+        services.Withdraw(wallet(w), amount, key if key is not None else fresh_key()),
     )
 
 
@@ -65,14 +70,17 @@ def send(
     amount: str = "1.00",
     key: str | None = None,
 ) -> Request:
-    return lambda f, w: services.submit_transfer(
+    return lambda f, w: run_alone(
         f,
+        services.transfer,
         services.Transfer(sender(w), receiver(w), amount, key if key is not None else fresh_key()),
     )
 
 
 def create(currency: str = "USD", balance: str = "0", key: str | None = None) -> Request:
-    return lambda f, w: services.create_wallet(f, services.CreateWallet(currency, balance, key))
+    return lambda f, w: run_alone(
+        f, services.create_wallet, services.CreateWallet(currency, balance, key)
+    )
 
 
 def usd(w: World) -> str:
@@ -107,46 +115,46 @@ CASES: list[tuple[str, ErrorCode, str | None, Request]] = [
     (
         "deposit to a wallet id that is no UUID",
         ErrorCode.INVALID_INPUT,
-        "walletId",
+        "wallet_id",
         deposit(text_of("not-a-uuid")),
     ),
     (
         "withdrawal from an empty wallet id",
         ErrorCode.INVALID_INPUT,
-        "walletId",
+        "wallet_id",
         withdraw(text_of("")),
     ),
     (
         "transfer from a wallet id that is no UUID",
         ErrorCode.INVALID_INPUT,
-        "fromWalletId",
+        "from_wallet_id",
         send(text_of("42"), usd),
     ),
     (
         "transfer to a wallet id that is no UUID",
         ErrorCode.INVALID_INPUT,
-        "toWalletId",
+        "to_wallet_id",
         send(usd, text_of("wallet-2")),
     ),
     (
         "deposit with an empty key",
         ErrorCode.INVALID_INPUT,
-        "clientTransactionId",
+        "client_transaction_id",
         deposit(usd, key=""),
     ),
     (
         "withdrawal with a key in spaces",
         ErrorCode.INVALID_INPUT,
-        "clientTransactionId",
+        "client_transaction_id",
         withdraw(usd, key=" k "),
     ),
     (
         "transfer with a 256-character key",
         ErrorCode.INVALID_INPUT,
-        "clientTransactionId",
+        "client_transaction_id",
         send(usd, other, key="k" * 256),
     ),
-    ("wallet with an empty key", ErrorCode.INVALID_INPUT, "clientTransactionId", create(key="")),
+    ("wallet with an empty key", ErrorCode.INVALID_INPUT, "client_transaction_id", create(key="")),
     *[
         (f"deposit of {amount!r}", ErrorCode.INVALID_AMOUNT, "amount", deposit(usd, amount))
         for amount in [
@@ -176,73 +184,73 @@ CASES: list[tuple[str, ErrorCode, str | None, Request]] = [
     (
         "wallet with a negative initial balance",
         ErrorCode.INVALID_AMOUNT,
-        "initialBalance",
+        "initial_balance",
         create(balance="-1"),
     ),
     (
         "wallet with a tenth of a cent",
         ErrorCode.INVALID_AMOUNT,
-        "initialBalance",
+        "initial_balance",
         create(balance="0.001"),
     ),
     (
         "wallet with an initial balance above the maximum",
         ErrorCode.INVALID_AMOUNT,
-        "initialBalance",
+        "initial_balance",
         create(balance="10000000000001"),
     ),
     *[
         (f"wallet in {code!r}", ErrorCode.UNSUPPORTED_CURRENCY, "currency", create(code))
         for code in ["XAU", "XXX", "ABC", "usd", "US", "", "US D"]
     ],
-    ("transfer from USD to EUR", ErrorCode.CURRENCY_MISMATCH, "toWalletId", send(usd, eur)),
+    ("transfer from USD to EUR", ErrorCode.CURRENCY_MISMATCH, "to_wallet_id", send(usd, eur)),
     (
         "deposit to a wallet that does not exist",
         ErrorCode.WALLET_NOT_FOUND,
-        "walletId",
+        "wallet_id",
         deposit(missing),
     ),
     (
         "withdrawal from a wallet that does not exist",
         ErrorCode.WALLET_NOT_FOUND,
-        "walletId",
+        "wallet_id",
         withdraw(missing),
     ),
     (
         "transfer from a wallet that does not exist",
         ErrorCode.WALLET_NOT_FOUND,
-        "fromWalletId",
+        "from_wallet_id",
         send(missing, usd),
     ),
     (
         "transfer to a wallet that does not exist",
         ErrorCode.WALLET_NOT_FOUND,
-        "toWalletId",
+        "to_wallet_id",
         send(usd, missing),
     ),
-    ("transfer to the sending wallet", ErrorCode.SAME_WALLET, "toWalletId", send(usd, usd)),
+    ("transfer to the sending wallet", ErrorCode.SAME_WALLET, "to_wallet_id", send(usd, usd)),
     (
         "deposit under a used key",
         ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "clientTransactionId",
+        "client_transaction_id",
         reused(lambda k: deposit(usd, "9.99", k)),
     ),
     (
         "withdrawal under a used key",
         ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "clientTransactionId",
+        "client_transaction_id",
         reused(lambda k: withdraw(usd, "1.00", k)),
     ),
     (
         "transfer under a used key",
         ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "clientTransactionId",
+        "client_transaction_id",
         reused(lambda k: send(usd, other, "1.00", k)),
     ),
     (
         "wallet under a used key",
         ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "clientTransactionId",
+        "client_transaction_id",
         reused(lambda k: create(key=k)),
     ),
 ]
@@ -252,7 +260,9 @@ CASES: list[tuple[str, ErrorCode, str | None, Request]] = [
 async def world(uow_factory: UnitOfWorkFactory) -> World:
     used_key = fresh_key()
     usd_wallet = (await new_wallet(uow_factory, "50.00")).id
-    await services.deposit(uow_factory, services.Deposit(str(usd_wallet), "1.00", used_key))
+    await run_alone(
+        uow_factory, services.deposit, services.Deposit(str(usd_wallet), "1.00", used_key)
+    )
     return World(
         usd=str(usd_wallet),
         other_usd=str((await new_wallet(uow_factory, "5.00")).id),
@@ -309,8 +319,8 @@ async def test_a_deposit_that_would_overflow_the_balance_is_refused_and_changes_
 ) -> None:
     before = await snapshot(engine)
     with pytest.raises(InvalidAmount):
-        await services.deposit(
-            uow_factory, services.Deposit(nearly_full_wallet, "0.02", fresh_key())
+        await run_alone(
+            uow_factory, services.deposit, services.Deposit(nearly_full_wallet, "0.02", fresh_key())
         )
     assert await snapshot(engine) == before
 
@@ -340,7 +350,7 @@ async def test_the_snapshot_sees_an_accepted_request_and_a_touched_row(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine, world: World
 ) -> None:
     before = await snapshot(engine)
-    await services.deposit(uow_factory, services.Deposit(world.usd, "0.01", fresh_key()))
+    await run_alone(uow_factory, services.deposit, services.Deposit(world.usd, "0.01", fresh_key()))
     after = await snapshot(engine)
     assert {t for t in after if after[t] != before[t]} == set(LEDGER_TABLES)
     async with engine.begin() as conn:

@@ -8,6 +8,7 @@ from tests.integration.moves import fresh_key, new_wallet
 from tests.invariants import assert_balances_explained
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
 
@@ -16,15 +17,15 @@ async def test_of_two_debits_settled_together_that_only_one_fits_the_earlier_rec
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine
 ) -> None:
     wallet = str((await new_wallet(uow_factory, "100.00")).id)
-    earlier = await services.submit_withdrawal(
-        uow_factory, services.Withdraw(wallet, "60.00", fresh_key())
+    earlier = await run_alone(
+        uow_factory, services.withdraw, services.Withdraw(wallet, "60.00", fresh_key())
     )
-    later = await services.submit_withdrawal(
-        uow_factory, services.Withdraw(wallet, "60.00", fresh_key())
+    later = await run_alone(
+        uow_factory, services.withdraw, services.Withdraw(wallet, "60.00", fresh_key())
     )
 
     # Asked for newest first, as a worker's batch may hold them.
-    settled = await services.settle_many(uow_factory, [later.id, earlier.id])
+    settled = await run_alone(uow_factory, services.settle, [later.id, earlier.id])
 
     outcomes = {t.id: (t.status, t.failure_code) for t in settled}
     assert outcomes == {

@@ -110,8 +110,8 @@ def test_an_unusable_idempotency_key_is_invalid_input(key: str) -> None:
 
 def test_a_wallet_id_must_be_a_uuid() -> None:
     with pytest.raises(InvalidInput) as refused:
-        parse_wallet_id("not-a-uuid", "walletId")
-    assert refused.value.field == "walletId"
+        parse_wallet_id("not-a-uuid", "wallet_id")
+    assert refused.value.field == "wallet_id"
 
 
 def test_a_cursor_round_trips_and_garbage_is_refused() -> None:

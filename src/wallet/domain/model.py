@@ -4,10 +4,11 @@ every balance."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from wallet.domain.errors import (
     CurrencyMismatch,
@@ -45,6 +46,11 @@ class Wallet:
     version: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @classmethod
+    def open(cls, currency: Currency) -> Wallet:
+        """A new, empty wallet."""
+        return cls(id=uuid4(), currency=currency, balance=Money(0, currency))
 
     def credit(self, amount: Money) -> None:
         self._check_currency(amount)
@@ -95,6 +101,43 @@ class Transaction:
     created_at: datetime | None = None
     completed_at: datetime | None = None
 
+    @classmethod
+    def deposit(cls, amount: Money, *, receiver: UUID, key: str | None) -> Transaction:
+        """A new deposit into `receiver`, PENDING until it is applied."""
+        return cls._new(TransactionType.DEPOSIT, amount, sender=None, receiver=receiver, key=key)
+
+    @classmethod
+    def withdrawal(cls, amount: Money, *, sender: UUID, key: str | None) -> Transaction:
+        """A new withdrawal from `sender`, PENDING until it is settled."""
+        return cls._new(TransactionType.WITHDRAWAL, amount, sender=sender, receiver=None, key=key)
+
+    @classmethod
+    def transfer(
+        cls, amount: Money, *, sender: UUID, receiver: UUID, key: str | None
+    ) -> Transaction:
+        """A new transfer from `sender` to `receiver`, PENDING until it is settled."""
+        return cls._new(TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key)
+
+    @classmethod
+    def _new(
+        cls,
+        type: TransactionType,
+        amount: Money,
+        *,
+        sender: UUID | None,
+        receiver: UUID | None,
+        key: str | None,
+    ) -> Transaction:
+        return cls(
+            id=uuid4(),
+            type=type,
+            status=TransactionStatus.PENDING,
+            amount=amount,
+            sender_wallet_id=sender,
+            receiver_wallet_id=receiver,
+            client_transaction_id=key,
+        )
+
     @property
     def wallet_ids(self) -> tuple[UUID, ...]:
         """The wallets this transaction touches, in the order their rows must be locked."""
@@ -138,15 +181,47 @@ class Transaction:
         self.error_message = message
 
 
+class Operation(StrEnum):
+    """What a client transaction id was used for.
+
+    The values are stored with every key and hashed into its fingerprint, so they stay as
+    they were first written: renaming one would make a retry after an upgrade look like a
+    different request.
+    """
+
+    CREATE_WALLET = "createWallet"
+    DEPOSIT = "deposit"
+    WITHDRAW = "withdraw"
+    TRANSFER = "transfer"
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """What a clientTransactionId was first used for, and what it produced."""
+    """What a client transaction id was first used for, and what it produced."""
 
     key: str
     operation: str
     fingerprint: str
     transaction_id: UUID | None = None
     wallet_id: UUID | None = None
+
+    @classmethod
+    def of(
+        cls,
+        key: str,
+        operation: Operation,
+        request: Mapping[str, object],
+        *,
+        transaction_id: UUID | None = None,
+        wallet_id: UUID | None = None,
+    ) -> IdempotencyRecord:
+        """The record of a request, its fingerprint taken over the request's parameters."""
+        digest = fingerprint(operation, **request)
+        return cls(key, operation, digest, transaction_id=transaction_id, wallet_id=wallet_id)
+
+    def is_replayed_by(self, record: IdempotencyRecord) -> bool:
+        """Whether `record` asks again for what this key was first used for."""
+        return (self.operation, self.fingerprint) == (record.operation, record.fingerprint)
 
 
 def fingerprint(operation: str, **params: object) -> str:

@@ -5,6 +5,7 @@ from strawberry.types import Info
 
 from wallet.domain import services
 from wallet.domain.errors import WalletError
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.schema.context import Context
 from wallet.schema.types import (
@@ -41,7 +42,7 @@ class Mutation:
             client_transaction_id=input.client_transaction_id,
         )
         try:
-            wallet = await services.create_wallet(info.context.uow_factory, command)
+            wallet = await run_alone(info.context.uow_factory, services.create_wallet, command)
         except WalletError as error:
             return CreateWalletPayload(wallet=None, errors=[UserError.from_domain(error)])
         return CreateWalletPayload(wallet=Wallet.from_domain(wallet), errors=[])

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
+from strawberry.utils.str_converters import to_camel_case
 
 from wallet.domain import errors as domain_errors
 from wallet.domain import model
@@ -227,7 +228,8 @@ class UserError:
         return cls(
             code=error.code,
             message=error.message,
-            field=["input", error.field] if error.field else None,
+            # The domain names the command's field; the client knows it by its GraphQL name.
+            field=["input", to_camel_case(error.field)] if error.field else None,
         )
 
 

@@ -3,20 +3,19 @@
 A job may run twice (redelivered after a crash, re-queued by the sweeper, duplicated by a
 retry): settle() does nothing to a transaction that is already final, so that is harmless.
 A job that keeps failing is given up on: its transaction ends FAILED with INTERNAL, never
-PENDING forever. Failures are counted in Redis from the start of each attempt, so an attempt
+PENDING forever. In all, a transaction gets MAX_JOB_ATTEMPTS attempts that count, each
+trying its unit of work up to RETRIES.tries times on a conflict or a lost connection: 5 times 4
+is 20 tries at most. Failures are counted in Redis from the start of each attempt, so an attempt
 whose worker died counts too; a finished attempt clears the count, and one that failed only
 because PostgreSQL was unreachable takes its count back (an outage fails no transaction).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -25,19 +24,17 @@ from taskiq import Context, TaskiqDepends, async_shared_broker
 
 from wallet.domain import services
 from wallet.domain.batching import Batcher
-from wallet.domain.errors import ConcurrencyConflict, InternalFailure
+from wallet.domain.errors import InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.domain.retries import RetryPolicy, is_conflict
 from wallet.persistence.database import is_disconnect
 from wallet.persistence.outages import Outage
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SETTLE_TASK = "wallet.settle"
 # Attempts that may fail (or die) before the transaction is failed with INTERNAL.
-MAX_ATTEMPTS = 5
-# Tries within one attempt when PostgreSQL is briefly unreachable or aborts us.
-TRANSIENT_TRIES = 4
+MAX_JOB_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +56,12 @@ class TaskDeps:
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, ConcurrencyConflict) or is_disconnect(error)
+    return is_conflict(error) or is_disconnect(error)
 
 
-async def _with_transient_retries(attempt: Callable[[], Awaitable[T]]) -> T:
-    for tries in range(1, TRANSIENT_TRIES + 1):
-        try:
-            return await attempt()
-        except Exception as error:
-            if not _transient(error) or tries == TRANSIENT_TRIES:
-                raise
-            await asyncio.sleep(random.uniform(0.05, 0.2) * 2**tries)
-    raise AssertionError("unreachable")
+# Tries within one attempt when PostgreSQL aborts us or is briefly unreachable: longer than
+# that, and the transactions wait for the sweeper instead (an outage fails none of them).
+RETRIES = RetryPolicy(tries=4, first_delay=0.05, transient=_transient)
 
 
 async def _count_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> list[int]:
@@ -106,8 +97,12 @@ async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
     failure = InternalFailure(
         f"settlement failed {failures} times; the transaction was given up on"
     )
-    await services.fail_pending(deps.uow_factory, transaction_id, failure)
+    await RETRIES.run(lambda: services.fail_pending(deps.uow_factory(), transaction_id, failure))
     log.error("gave up settling %s after %d attempts", transaction_id, failures)
+
+
+async def _settle_alone(deps: TaskDeps, transaction_id: UUID) -> None:
+    await services.settle(deps.uow_factory(), [transaction_id])
 
 
 class SettlementBatcher:
@@ -133,7 +128,7 @@ class SettlementBatcher:
         errors: dict[UUID, Exception] = {}
         ready = []
         for transaction_id, attempt in zip(ids, attempts, strict=True):
-            if attempt > MAX_ATTEMPTS:
+            if attempt > MAX_JOB_ATTEMPTS:
                 try:
                     await _give_up(deps, transaction_id, attempt - 1)
                 except Exception as error:
@@ -145,7 +140,7 @@ class SettlementBatcher:
         if not ready:
             return errors
         try:
-            await _with_transient_retries(lambda: services.settle_many(deps.uow_factory, ready))
+            await RETRIES.run(lambda: services.settle(deps.uow_factory(), ready))
         except Exception as error:
             if _transient(error):
                 # PostgreSQL is away: not these transactions' fault, so it does not count
@@ -159,9 +154,7 @@ class SettlementBatcher:
             log.warning("a batch of %d failed; settling one by one", len(ready), exc_info=True)
             for transaction_id in ready:
                 try:
-                    await _with_transient_retries(
-                        partial(services.settle, deps.uow_factory, transaction_id)
-                    )
+                    await RETRIES.run(partial(_settle_alone, deps, transaction_id))
                 except Exception as single:
                     log.exception("settling %s failed", transaction_id)
                     errors[transaction_id] = single
