@@ -1,0 +1,202 @@
+"""An in-memory unit of work, for unit tests of the use cases and of group commit.
+
+Like the real one it works on a copy of what is stored and keeps nothing unless committed.
+It counts what a test may want to hold the code to: units of work, writes, commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from wallet.domain.model import (
+    IdempotencyRecord,
+    LedgerEntry,
+    Transaction,
+    TransactionStatus,
+    Wallet,
+)
+from wallet.domain.money import Currency
+
+
+@dataclass
+class Stored:
+    """What the fake database holds."""
+
+    wallets: dict[UUID, Wallet] = field(default_factory=dict)
+    transactions: dict[UUID, Transaction] = field(default_factory=dict)
+    keys: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+
+@dataclass
+class FakeDatabase:
+    stored: Stored = field(default_factory=Stored)
+    opened: int = 0
+    writes: int = 0
+    commits: int = 0
+    # Raise this from write() when it writes more than one request's rows (see fail_batches).
+    batch_failure: Exception | None = None
+
+    def unit_of_work(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self)
+
+    def balance(self, wallet_id: UUID) -> int:
+        return self.stored.wallets[wallet_id].balance.minor
+
+    def explained(self, wallet_id: UUID) -> int:
+        """The wallet's balance as its ledger entries tell it."""
+        return sum(e.delta for e in self.stored.entries if e.wallet_id == wallet_id)
+
+
+class FakeUnitOfWork:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+        self._working = Stored()
+        self.wallets = _Wallets(self)
+        self.transactions = _Transactions(self)
+        self.idempotency_keys = _Keys(self)
+
+    @property
+    def working(self) -> Stored:
+        return self._working
+
+    async def __aenter__(self) -> Self:
+        self._database.opened += 1
+        self._working = deepcopy(self._database.stored)
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Whatever was not committed is forgotten with the working copy."""
+
+    async def write(
+        self,
+        *,
+        recorded: Sequence[Transaction] = (),
+        decided: Sequence[Transaction] = (),
+        balances: Sequence[Wallet] = (),
+        entries: Sequence[LedgerEntry] = (),
+    ) -> list[Transaction]:
+        assert not self._committed, "nothing is written after the commit"
+        failure = self._database.batch_failure
+        if failure is not None and len(recorded) + len(decided) > 1:
+            raise failure
+        self._database.writes += 1
+        now = datetime.now(UTC)
+        for transaction in (*recorded, *decided):
+            completed = now if transaction.is_final else None
+            self._working.transactions[transaction.id] = replace(
+                transaction, created_at=transaction.created_at or now, completed_at=completed
+            )
+        for wallet in {w.id: w for w in balances}.values():
+            assert wallet.id in self._working.wallets
+            assert wallet.balance.minor >= 0, "the database refuses a negative balance"
+            self._working.wallets[wallet.id] = replace(wallet, version=wallet.version + 1)
+        self._working.entries += entries
+        return [replace(self._working.transactions[t.id]) for t in (*recorded, *decided)]
+
+    async def submit_and_commit(
+        self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
+    ) -> list[Transaction | None]:
+        stored: list[Transaction | None] = []
+        fresh = []
+        for transaction, record in submissions:
+            if record is not None and record.key in self._working.keys:
+                stored.append(None)
+                continue
+            if record is not None:
+                self._working.keys[record.key] = record
+            fresh.append(transaction)
+            stored.append(transaction)
+        written = iter(await self.write(recorded=fresh) if fresh else [])
+        await self.commit()
+        return [next(written) if t is not None else None for t in stored]
+
+    async def commit(self) -> None:
+        if not self._committed:
+            self._database.stored = self._working
+            self._working = deepcopy(self._working)
+            self._database.commits += 1
+        self._committed = True
+
+
+class _Wallets:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+        self._locked: dict[UUID, Wallet] = {}
+
+    async def add(self, wallet: Wallet) -> Wallet:
+        self._uow.working.wallets[wallet.id] = replace(wallet)
+        return wallet
+
+    async def get(self, wallet_id: UUID) -> Wallet | None:
+        wallet = self._uow.working.wallets.get(wallet_id)
+        return None if wallet is None else replace(wallet)
+
+    async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        working = self._uow.working.wallets
+        return {i: replace(working[i]) for i in wallet_ids if i in working}
+
+    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+        working = self._uow.working.wallets
+        return {i: working[i].currency for i in wallet_ids if i in working}
+
+    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        return await self.get_many(sorted(wallet_ids))
+
+    async def save(self, wallets: Sequence[Wallet]) -> None:
+        await self._uow.write(balances=wallets)
+
+
+class _Transactions:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
+        transaction = self._uow.working.transactions.get(transaction_id)
+        return None if transaction is None else replace(transaction)
+
+    async def pending(
+        self, transaction_ids: Sequence[UUID], *, lock: bool = False
+    ) -> list[Transaction]:
+        working = self._uow.working.transactions
+        found = [working[i] for i in dict.fromkeys(transaction_ids) if i in working]
+        pending = [t for t in found if t.status is TransactionStatus.PENDING]
+        # In the order they were recorded (the dict keeps insertion order).
+        order = list(working)
+        return [replace(t) for t in sorted(pending, key=lambda t: order.index(t.id))]
+
+
+class _Keys:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        return (await self.claim_many([record])).get(record.key)
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        return self._uow.working.keys.get(key)
+
+    async def claim_many(
+        self, records: Sequence[IdempotencyRecord]
+    ) -> dict[str, IdempotencyRecord]:
+        keys = self._uow.working.keys
+        assert len({r.key for r in records}) == len(records), "the keys differ"
+        earlier = {r.key: keys[r.key] for r in records if r.key in keys}
+        keys.update({r.key: r for r in records if r.key not in earlier})
+        return earlier
+
+    async def release(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            del self._uow.working.keys[key]
