@@ -42,6 +42,7 @@ from strawberry.subscriptions import (
 from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
+from wallet.bootstrap import Resources, open_queue, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
@@ -53,7 +54,6 @@ from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
-from wallet.resources import Resources, install_cache, open_resources, queue_client
 from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
@@ -320,11 +320,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal readiness
-        async with open_resources(settings) as resources, queue_client(settings):
+        async with open_resources(settings) as resources, open_queue(settings):
             graphql.resources = resources
             readiness = Readiness(resources, postgres, redis, detailed=not settings.production)
             watcher = asyncio.create_task(readiness.watch(), name="readiness")
-            cache = install_cache(resources)
+            cache = resources.cache
             graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))
             app.state.read_cache = cache
             metrics.cache_counts = lambda: (cache.wallet_stats.hits, cache.wallet_stats.misses)
