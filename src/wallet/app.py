@@ -60,7 +60,7 @@ from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
 from wallet.web.documents import admission, document_limits, request_operation
-from wallet.web.logs import configure_logging, request_id
+from wallet.web.logs import request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits
 from wallet.web.operations import Metrics, healthz, metrics_response
 from wallet.web.readiness import Readiness, postgres_outage, redis_outage
@@ -179,7 +179,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         super().__init__(
             build_schema(settings, metrics, postgres),
             allowed_origins=settings.allowed_origins,
-            graphql_ide="graphiql",
+            graphql_ide="graphiql" if settings.graphiql else None,
             # Server-Sent Events too (a POST with `Accept: text/event-stream`), for clients
             # behind proxies that drop WebSockets.
             subscription_protocols=(
@@ -310,8 +310,6 @@ def _redis_storage_uri(redis_url: str) -> str:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    if settings.json_logs:
-        configure_logging(settings.log_level)
     metrics = Metrics()
     postgres, redis = postgres_outage(settings.database_url), redis_outage(settings.redis_url)
     graphql = WalletGraphQL(settings, metrics, postgres)
@@ -368,15 +366,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             socket_connect_timeout=settings.redis_timeout,
         )
         limits = RateLimits(storage, settings.rate_limit, settings.mutation_rate_limit)
+    routes = [
+        Route("/graphql", graphql),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", ready),
+        Route("/metrics", metrics_page),
+    ]
+    if settings.graphiql:
+        routes.append(Mount(graphiql.PREFIX, app=graphiql.static_files()))
     return Starlette(
-        routes=[
-            Route("/graphql", graphql),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", ready),
-            Route("/metrics", metrics_page),
-            Mount(graphiql.PREFIX, app=graphiql.static_files()),
-        ],
+        routes=routes,
         middleware=[
             Middleware(
                 EdgeMiddleware,

@@ -74,7 +74,7 @@ async def test_jobs_kicked_together_are_queued_and_acknowledged_in_one_round_tri
     received = await _received(broker, JOBS)
     assert sorted(m.data for m in received) == sorted(j.message for j in jobs)
     pipelines.clear()
-    await asyncio.gather(*(m.ack() for m in received))  # type: ignore[misc]
+    await asyncio.gather(*(m.ack() for m in received))  # type: ignore[arg-type]
     # One XACK naming every job: taskiq-redis's own acknowledgement sends one each.
     assert pipelines == [["XACK"]]
 
