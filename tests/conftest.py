@@ -109,5 +109,7 @@ def service_env(database_url: str, redis_url: str, redis_prefix: str) -> dict[st
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         WALLET_REDIS_PREFIX=redis_prefix,
+        # The tests read the services' log lines as JSON, as a log collector would.
+        WALLET_JSON_LOGS="true",
     )
     return env

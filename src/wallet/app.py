@@ -42,6 +42,7 @@ from strawberry.subscriptions import (
 from strawberry.types import ExecutionContext
 from taskiq.exceptions import SendTaskError
 
+from wallet.bootstrap import Resources, open_queue, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
@@ -54,14 +55,13 @@ from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
-from wallet.resources import Resources, install_cache, open_resources, queue_client
 from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
 from wallet.web.documents import admission, document_limits, request_operation
-from wallet.web.logs import configure_logging, request_id
+from wallet.web.logs import request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits
 from wallet.web.operations import Metrics, healthz, metrics_response
 from wallet.web.readiness import Readiness, postgres_outage, redis_outage
@@ -180,7 +180,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         super().__init__(
             build_schema(settings, metrics, postgres),
             allowed_origins=settings.allowed_origins,
-            graphql_ide="graphiql",
+            graphql_ide="graphiql" if settings.graphiql else None,
             # Server-Sent Events too (a POST with `Accept: text/event-stream`), for clients
             # behind proxies that drop WebSockets.
             subscription_protocols=(
@@ -311,8 +311,6 @@ def _redis_storage_uri(redis_url: str) -> str:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    if settings.json_logs:
-        configure_logging(settings.log_level)
     metrics = Metrics()
     postgres, redis = postgres_outage(settings.database_url), redis_outage(settings.redis_url)
     graphql = WalletGraphQL(settings, metrics, postgres)
@@ -321,11 +319,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal readiness
-        async with open_resources(settings) as resources, queue_client(settings):
+        async with open_resources(settings) as resources, open_queue(settings):
             graphql.resources = resources
             readiness = Readiness(resources, postgres, redis, detailed=not settings.production)
             watcher = asyncio.create_task(readiness.watch(), name="readiness")
-            cache = install_cache(resources)
+            cache = resources.cache
             graphql.reads = cache.reads(SqlHistoryQuery(resources.engine))
             app.state.read_cache = cache
             metrics.cache_counts = lambda: (cache.wallet_stats.hits, cache.wallet_stats.misses)
@@ -371,15 +369,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             socket_connect_timeout=settings.redis_timeout,
         )
         limits = RateLimits(storage, settings.rate_limit, settings.mutation_rate_limit)
+    routes = [
+        Route("/graphql", graphql),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", ready),
+        Route("/metrics", metrics_page),
+    ]
+    if settings.graphiql:
+        routes.append(Mount(graphiql.PREFIX, app=graphiql.static_files()))
     return Starlette(
-        routes=[
-            Route("/graphql", graphql),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", ready),
-            Route("/metrics", metrics_page),
-            Mount(graphiql.PREFIX, app=graphiql.static_files()),
-        ],
+        routes=routes,
         middleware=[
             Middleware(
                 EdgeMiddleware,

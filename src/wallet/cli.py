@@ -8,8 +8,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
-from wallet.config import Settings
+from wallet.config import LogLevel, Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -35,23 +39,39 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def api_process() -> Starlette:
+    """The application of one `wallet serve` process, its logging configured first.
+
+    uvicorn calls it in each process it runs, spawned ones too, which read their settings
+    from the environment.
+    """
+    from wallet.app import create_app
+    from wallet.web.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
+    return create_app(settings)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    # Read by create_app in every API process, spawned ones included.
-    os.environ["WALLET_JSON_LOGS"] = "true"
-    os.environ["WALLET_LOG_LEVEL"] = args.log_level
+    if args.log_level is not None:
+        # Given on the command line, so it wins; it reaches the API processes uvicorn spawns
+        # the one way they read settings, the environment.
+        os.environ["WALLET_LOG_LEVEL"] = args.log_level
+    settings = Settings()
     # X-Forwarded-For names the client only when a proxy we trust wrote it: a client's own
     # header would otherwise pick its address, and with it its rate-limit counter.
-    trusted = Settings().forwarded_allow_ips
+    trusted = settings.forwarded_allow_ips
     uvicorn.run(
-        "wallet.app:create_app",
+        "wallet.cli:api_process",  # by name: uvicorn imports it in each process it spawns
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=args.log_level,
-        log_config=None,  # keep the JSON logging configured above
+        log_level=settings.log_level,
+        log_config=None,  # api_process configures logging, in each process
         access_log=False,  # the edge middleware logs each request, with its id
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
@@ -63,9 +83,10 @@ def _worker(args: argparse.Namespace) -> int:
     from wallet.web.logs import configure_logging
     from wallet.worker import run_worker
 
-    configure_logging(args.log_level)
+    settings = Settings() if args.log_level is None else Settings(log_level=args.log_level)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     # uvloop (installed with uvicorn[standard]) where it is available: a faster event loop.
-    work = run_worker(Settings(), args.concurrency, args.heartbeat)
+    work = run_worker(settings, args.concurrency, args.heartbeat)
     try:
         import uvloop
     except ImportError:
@@ -112,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     # Every option's help ends with its default.
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    levels = ["debug", "info", "warning", "error"]
+    levels = get_args(LogLevel)
+    # A flag not given leaves the setting to the environment (WALLET_LOG_LEVEL).
+    log_level_help = "least severe logged; when not given, WALLET_LOG_LEVEL (info if unset)"
 
     migrate = commands.add_parser(
         "migrate",
@@ -134,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="API processes")
-    serve.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
+    serve.add_argument("--log-level", default=None, choices=levels, help=log_level_help)
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser(
@@ -152,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         # often had all its slots waiting on the batch in flight, and jobs queued behind.
         help="jobs run (and batched) at once",
     )
-    worker.add_argument("--log-level", default="info", choices=levels, help="least severe logged")
+    worker.add_argument("--log-level", default=None, choices=levels, help=log_level_help)
     worker.add_argument(
         "--heartbeat",
         type=Path,

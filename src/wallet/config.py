@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class Settings(BaseSettings):
@@ -27,17 +29,23 @@ class Settings(BaseSettings):
     # Seconds a cached wallet or history page lives at most. Commits keep the cache current;
     # this only bounds how long a change that never reached Redis can go unseen.
     cache_ttl: float = 60.0
+    # "production" changes only defaults (below, in _production_defaults); a setting given
+    # explicitly always wins.
     environment: Literal["development", "production"] = "development"
     # Connections per process to PostgreSQL.
     database_pool_size: int = 16
     # Pages on these origins may open a subscription WebSocket ("*" for any).
     allowed_origins: list[str] = Field(default_factory=list)
-    # GraphiQL needs it; a production deployment answers no questions about its schema
-    # unless WALLET_INTROSPECTION says so (the schema is published as schema.graphql).
+    # GraphiQL on GET /graphql. Off in production by default.
+    graphiql: bool = True
+    # GraphiQL needs it. A production deployment answers no questions about its schema unless
+    # told to, or told to serve GraphiQL (the schema is published as schema.graphql).
     introspection: bool = True
-    # JSON log lines on standard error (set by `wallet serve`).
+    # How `wallet serve` and `wallet worker` log to standard error: one JSON object a line
+    # (production's default), else plain lines for a person.
     json_logs: bool = False
-    log_level: str = "info"
+    # `wallet serve` and `wallet worker`; their --log-level, when given, wins.
+    log_level: LogLevel = "info"
     # Per client (API key, else address), over every API process; `limits` notation.
     rate_limits_enabled: bool = True
     rate_limit: str = "100/second;3000/minute"
@@ -69,10 +77,21 @@ class Settings(BaseSettings):
     # worker. For tests and tools that run no worker; a deployment leaves it off.
     settle_inline: bool = False
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     @model_validator(mode="after")
-    def _introspection_off_in_production(self) -> Settings:
-        if "introspection" not in self.model_fields_set:
-            self.introspection = not self.production
+    def _production_defaults(self) -> Settings:
+        # Production's defaults, in one place; a setting given explicitly is left as given.
+        given = self.model_fields_set
+        if "graphiql" not in given:
+            self.graphiql = not self.production
+        if "introspection" not in given:
+            self.introspection = self.graphiql or not self.production
+        if "json_logs" not in given:
+            self.json_logs = self.production
         return self
 
     @property

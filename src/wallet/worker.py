@@ -25,15 +25,15 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from taskiq import AsyncBroker, async_shared_broker
+from taskiq import AsyncBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 
+from wallet.bootstrap import Resources, open_resources, worker_queue
 from wallet.config import Settings
 from wallet.persistence.outages import Outage, PostgresOutage, postgres_outage, redis_outage
 from wallet.persistence.sweeper import claim_stalled
-from wallet.resources import Resources, make_broker, open_resources
 from wallet.tasks.settlement import TaskDeps, settle_transaction
 
 log = logging.getLogger("wallet.worker")
@@ -154,9 +154,7 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
     beating = (
         asyncio.create_task(beat(heartbeat, progress), name="heartbeat") if heartbeat else None
     )
-    broker = make_broker(settings, read_count=concurrency)
-    broker.is_worker_process = True
-    async_shared_broker.default_broker(broker)
+    broker = worker_queue(settings, read_count=concurrency)
     finish = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wallet.bootstrap import Resources, open_resources
 from wallet.config import Settings
 from wallet.persistence.database import drop_database, migrate
-from wallet.resources import Resources, open_resources
 from wallet.web.readiness import Readiness, postgres_outage, redis_outage
 
 pytestmark = pytest.mark.timeout(60)

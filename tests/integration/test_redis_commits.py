@@ -19,6 +19,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from tests.integration.moves import fresh_key, new_wallet
 from tests.network import Switch
+from wallet.bootstrap import Resources, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.group_commit import run_alone
@@ -27,7 +28,6 @@ from wallet.persistence import cache as cache_module
 from wallet.persistence import events as events_module
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.codec import transaction_to_json
-from wallet.resources import Resources, install_cache, open_resources
 
 
 @contextlib.asynccontextmanager
@@ -42,7 +42,7 @@ async def opened(
         redis_timeout=0.3,
     )
     async with open_resources(settings) as resources:
-        yield resources, install_cache(resources)
+        yield resources, resources.cache
 
 
 @pytest.fixture

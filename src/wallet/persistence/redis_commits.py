@@ -71,7 +71,7 @@ class RedisCommitListener:
         self, redis: Redis, listeners: Sequence[PipelinedListener], *, timeout: float | None
     ) -> None:
         self._redis = redis
-        # In the order their commands are to run (install_cache puts the cache first).
+        # In the order their commands are to run (bootstrap puts the cache first).
         self.listeners = list(listeners)
         self._timeout = timeout
 

@@ -30,9 +30,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+class TextFormatter(logging.Formatter):
+    """Lines for a person reading a terminal, with the request id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = request_id.get()
+        record.request = f" [{rid}]" if rid else ""
+        return super().format(record)
+
+
+def configure_logging(level: str, *, json_lines: bool) -> None:
+    """The process's logging: every record on standard error, as JSON or as text."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

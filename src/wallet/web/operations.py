@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from strawberry.extensions import SchemaExtension
 
+from wallet.bootstrap import Resources
 from wallet.persistence.sweeper import pending_stats
-from wallet.resources import Resources, settlement_queue
+from wallet.tasks.broker import settlement_queue
 from wallet.web.documents import chosen_operation
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
+from wallet.bootstrap import Resources
 from wallet.persistence import outages
 from wallet.persistence.database import (
     create_engine,
@@ -26,7 +27,6 @@ from wallet.persistence.database import (
     schema_state,
 )
 from wallet.persistence.outages import Outage, PostgresOutage, describe
-from wallet.resources import Resources
 
 log = logging.getLogger("wallet.readiness")
 
