@@ -1,4 +1,8 @@
-"""Calls made at the same time, run as one batch: the way past one commit per request."""
+"""The one coalescer: calls made at the same time, run as one batch.
+
+Used wherever many callers want the same round trip: the API's group commit, the worker's
+settlements, the settlement queue's kicks and acknowledgements, and the read cache's reads.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +17,24 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """Gathers the calls that arrive while a batch is running, and runs them as the next.
 
-    A lone call waits for nobody: it runs at the next turn of the event loop. Under load,
-    calls pile up while one batch talks to the database and go together in the next, so
-    batches grow with the load, and so does what each database round trip and commit is
-    shared by. One batch runs at a time.
+    A lone call waits for nobody: it runs at the next turn of the event loop, once the calls
+    made in this same turn have joined it. Under load, calls pile up while one batch is at the
+    database (or Redis) and go together in the next, so batches grow with the load, and so
+    does what each round trip is shared by. One batch runs at a time.
 
     `run` answers each item of a batch, in order, with its result or the exception to raise
     for it; an exception `run` itself raises is raised for every item of the batch.
     """
 
     def __init__(
-        self, run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], max_batch: int = 64
+        self,
+        run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
+        max_batch: int = 64,
+        name: str = "batch",
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._name = name
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -35,7 +43,7 @@ class Batcher(Generic[T, R]):
         self._waiting.append((item, future))
         if self._flushing is None or self._flushing.done():
             # A task of its own: a caller that goes away does not take the batch with it.
-            self._flushing = asyncio.create_task(self._flush(), name="batch")
+            self._flushing = asyncio.create_task(self._flush(), name=self._name)
         return await future
 
     async def _flush(self) -> None:
@@ -45,6 +53,11 @@ class Batcher(Generic[T, R]):
             del self._waiting[: self._max_batch]
             try:
                 outcomes: Sequence[R | Exception] = await self._run([item for item, _ in batch])
+            except asyncio.CancelledError:
+                # The loop is closing: nobody is left to wait for these or the ones behind.
+                for _, future in batch + self._waiting:
+                    future.cancel()
+                raise
             except Exception as error:
                 outcomes = [error] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):

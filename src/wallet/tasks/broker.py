@@ -1,66 +1,21 @@
-"""The settlement queue: taskiq-redis's stream broker, sending what one turn of the event loop
-kicks or acknowledges to Redis in one round trip.
+"""The settlement queue: taskiq-redis's stream broker, sending the kicks and acknowledgements
+that arrive together to Redis in one round trip (domain/batching.py).
 
 Only built here; bootstrap opens it, binds taskiq's shared broker to it, and closes it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 from taskiq import BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
 from wallet.config import Settings
-
-T = TypeVar("T")
-
-
-class SameTurn(Generic[T]):
-    """Sends what is asked for in one turn of the event loop to Redis in one round trip.
-
-    Jobs are kicked by many requests at once and acknowledged a settlement batch at a time,
-    so they come in bunches; each caller still waits for its own command's answer.
-    """
-
-    def __init__(self, send: Callable[[list[T]], Awaitable[None]], name: str) -> None:
-        self._send = send
-        self._name = name
-        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
-
-    async def __call__(self, item: T) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._send_waiting)
-        self._waiting.append((item, done))
-        await done
-
-    def _send_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        sending = asyncio.create_task(self._answer(waiting), name=self._name)
-        _sending.add(sending)
-        sending.add_done_callback(_sending.discard)
-
-    async def _answer(self, waiting: list[tuple[T, asyncio.Future[None]]]) -> None:
-        try:
-            await self._send([item for item, _ in waiting])
-        except Exception as error:
-            for _, done in waiting:
-                if not done.done():
-                    done.set_exception(error)
-        else:
-            for _, done in waiting:
-                if not done.done():
-                    done.set_result(None)
-
-
-# Sends in flight, kept referenced until done (the loop holds tasks only weakly).
-_sending: set[asyncio.Task[None]] = set()
+from wallet.domain.batching import Batcher
 
 
 class SettlementBroker(RedisStreamBroker):
@@ -75,8 +30,12 @@ class SettlementBroker(RedisStreamBroker):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._redis = Redis(connection_pool=self.connection_pool)
-        self._kicks: SameTurn[BrokerMessage] = SameTurn(self._xadd, "settlement-kicks")
-        self._acks: SameTurn[tuple[str, str]] = SameTurn(self._xack, "settlement-acks")
+        self._kicks: Batcher[BrokerMessage, None] = Batcher(
+            self._xadd, max_batch=1000, name="settlement-kicks"
+        )
+        self._acks: Batcher[tuple[str, str], None] = Batcher(
+            self._xack, max_batch=1000, name="settlement-acks"
+        )
 
     async def kick(self, message: BrokerMessage) -> None:
         await self._kicks(message)
@@ -90,7 +49,7 @@ class SettlementBroker(RedisStreamBroker):
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
         return partial(self._acks, (queue_name, id))
 
-    async def _xadd(self, messages: list[BrokerMessage]) -> None:
+    async def _xadd(self, messages: list[BrokerMessage]) -> list[None]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for message in messages:
                 pipe.xadd(
@@ -100,8 +59,9 @@ class SettlementBroker(RedisStreamBroker):
                     approximate=self.approximate,
                 )
             await pipe.execute()
+        return [None] * len(messages)
 
-    async def _xack(self, acks: list[tuple[str, str]]) -> None:
+    async def _xack(self, acks: list[tuple[str, str]]) -> list[None]:
         # Not acknowledged on failure: the job is delivered again, and settling it again is
         # a no-op.
         by_queue: dict[str, list[str]] = {}
@@ -111,6 +71,7 @@ class SettlementBroker(RedisStreamBroker):
             for queue, ids in by_queue.items():
                 pipe.xack(queue, self.consumer_group_name, *ids)
             await pipe.execute()
+        return [None] * len(acks)
 
 
 def settlement_queue(settings: Settings) -> str:
