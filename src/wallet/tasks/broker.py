@@ -20,7 +20,7 @@ from wallet.domain.batching import Batcher
 
 class SettlementBroker(RedisStreamBroker):
     """taskiq-redis's stream broker, kicking and acknowledging through one long-lived client,
-    what comes in one turn of the event loop in one round trip.
+    what arrives together in one round trip.
 
     Its own kick() and ack build a new Redis client object (with its table of response
     callbacks) for every message and send one command each: a measurable share of a
