@@ -173,7 +173,8 @@ async def test_a_deposit_that_breaks_its_batch_fails_alone_and_the_fallback_is_l
     assert await assert_balances_explained(engine, [wallet]) == {wallet: 3_00}
     fallbacks = [r.getMessage() for r in caplog.records if "one at a time" in r.getMessage()]
     assert fallbacks == [
-        "a batch of 3 failed (RuntimeError: a fault in one deposit); deciding each one at a time"
+        "a batch of 3 requests failed (RuntimeError: a fault in one deposit); "
+        "deciding each one at a time"
     ]
 
 

@@ -148,13 +148,13 @@ async def test_a_batch_that_fails_is_decided_one_at_a_time_and_says_so_once(
     db.batch_failure = RuntimeError("a constraint the domain did not foresee")
     commands = [services.Deposit(str(WALLETS[0]), "1.00", uuid4().hex) for _ in range(3)]
 
-    with caplog.at_level(logging.WARNING, logger="wallet.domain.group_commit"):
+    with caplog.at_level(logging.WARNING, logger="wallet.domain.batching"):
         answers = await run_together(db.unit_of_work, services.deposit, commands)
 
     assert all(isinstance(a, Transaction) for a in answers)
     assert db.balance(WALLETS[0]) == 13_00
     (line,) = [r.getMessage() for r in caplog.records]
-    assert "a batch of 3 failed (RuntimeError" in line
+    assert "a batch of 3 requests failed (RuntimeError" in line
     assert "deciding each one at a time" in line
 
 

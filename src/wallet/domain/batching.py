@@ -7,8 +7,11 @@ settlements, the settlement queue's kicks and acknowledgements, and the read cac
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,3 +70,39 @@ class Batcher(Generic[T, R]):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+
+
+async def together_or_each_alone(
+    items: Sequence[T],
+    together: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
+    alone: Callable[[T], Awaitable[R]],
+    *,
+    what: str,
+) -> list[R | Exception]:
+    """Answer each item from one batch run; when the batch fails for a reason none of them was
+    refused for (a constraint, a bug), run each alone, so that a bad one fails alone.
+
+    `together` may answer an item with an exception itself; only what it raises falls back.
+    The fallback is logged once for the batch, with its reason.
+    """
+    try:
+        return list(await together(items))
+    except Exception as failure:
+        if len(items) == 1:
+            return [failure]
+        log.warning(
+            "a batch of %d %s failed (%s: %s); deciding each one at a time",
+            len(items),
+            what,
+            type(failure).__name__,
+            failure,
+        )
+    return [await outcome(alone(item)) for item in items]
+
+
+async def outcome(running: Awaitable[R]) -> R | Exception:
+    """What the call returned, or the exception it raised."""
+    try:
+        return await running
+    except Exception as error:
+        return error

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 from uuid import UUID
 
+from wallet.domain.batching import outcome, together_or_each_alone
 from wallet.domain.errors import WalletError
 from wallet.domain.model import IdempotencyRecord, LedgerEntry, Transaction, Wallet
 from wallet.domain.money import Currency
@@ -69,53 +70,38 @@ async def run_together(
         (again if key in keys else first).append(n)
         if key is not None:
             keys.add(key)
-    outcomes: dict[int, R | Exception] = dict(
-        zip(first, await _decide(uow_factory, use_case, [commands[n] for n in first]), strict=True)
+    alone = partial(run_alone, uow_factory, use_case)
+    decided = await together_or_each_alone(
+        [commands[n] for n in first],
+        partial(_together, uow_factory, use_case),
+        alone,
+        what="requests",
     )
+    outcomes: dict[int, R | Exception] = dict(zip(first, decided, strict=True))
     for n in again:
-        outcomes[n] = await _outcome(run_alone(uow_factory, use_case, commands[n]))
+        outcomes[n] = await outcome(alone(commands[n]))
     return [outcomes[n] for n in range(len(commands))]
 
 
-async def _decide(
-    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], commands: list[C]
-) -> list[R | Exception]:
+async def _together(
+    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], commands: Sequence[C]
+) -> Sequence[R | Exception]:
     if len(commands) <= 1:
-        return [await _outcome(run_alone(uow_factory, use_case, c)) for c in commands]
+        return [await outcome(run_alone(uow_factory, use_case, c)) for c in commands]
 
-    async def together() -> list[R | WalletError]:
+    async def attempt() -> list[R | Exception]:
         async with uow_factory() as uow:
             group = _Group(uow, len(commands))
             try:
-                return await group.run([partial(use_case, group.member(), c) for c in commands])
-            except Exception as failure:
+                return [*await group.run([partial(use_case, group.member(), c) for c in commands])]
+            except Exception:
                 if group.committed:
-                    raise Undecidable("the group failed after its commit") from failure
+                    # Running them again could apply some twice. A bug, if ever seen.
+                    log.exception("a batch of %d failed after its commit", len(commands))
+                    return [Undecidable("failed after its commit")] * len(commands)
                 raise
 
-    try:
-        return list(await CONFLICTS.run(together))
-    except Undecidable as failure:
-        if failure.__cause__ is not None:
-            # Committed: running them again could apply some twice. A bug, if ever seen.
-            log.error("a batch of %d failed after its commit", len(commands), exc_info=True)
-            return [failure] * len(commands)
-        log.warning("a batch of %d could not be decided together (%s)", len(commands), failure)
-    except Exception as failure:
-        log.warning(
-            "a batch of %d failed (%s: %s); deciding each one at a time",
-            len(commands),
-            type(failure).__name__,
-            failure,
-        )
-    return [await _outcome(run_alone(uow_factory, use_case, c)) for c in commands]
-
-
-async def _outcome(running: Awaitable[R]) -> R | Exception:
-    try:
-        return await running
-    except Exception as error:
-        return error
+    return await CONFLICTS.run(attempt)
 
 
 class Undecidable(Exception):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -23,7 +22,7 @@ from redis.exceptions import RedisError
 from taskiq import Context, TaskiqDepends, async_shared_broker
 
 from wallet.domain import services
-from wallet.domain.batching import Batcher
+from wallet.domain.batching import Batcher, together_or_each_alone
 from wallet.domain.errors import InternalFailure
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.domain.retries import RetryPolicy, is_conflict
@@ -101,10 +100,6 @@ async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
     log.error("gave up settling %s after %d attempts", transaction_id, failures)
 
 
-async def _settle_alone(deps: TaskDeps, transaction_id: UUID) -> None:
-    await services.settle(deps.uow_factory(), [transaction_id])
-
-
 class SettlementBatcher:
     """Gathers the jobs running at once in this worker and settles them in one unit of work,
     a batch at a time (domain/batching.py): while one talks to PostgreSQL the next fills up."""
@@ -139,27 +134,37 @@ class SettlementBatcher:
                 ready.append(transaction_id)
         if not ready:
             return errors
-        try:
-            await RETRIES.run(lambda: services.settle(deps.uow_factory(), ready))
-        except Exception as error:
-            if _transient(error):
-                # PostgreSQL is away: not these transactions' fault, so it does not count
-                # towards giving up on them. The sweeper queues them again once it is back.
-                await _uncount_attempts(deps, ready)
-                if deps.postgres is not None:
-                    deps.postgres.lost(error)
-                log.debug("PostgreSQL unavailable; %d transactions wait", len(ready))
-                return errors | dict.fromkeys(ready, error)
-            # One bad transaction must not hold the others back: settle each on its own.
-            log.warning("a batch of %d failed; settling one by one", len(ready), exc_info=True)
-            for transaction_id in ready:
-                try:
-                    await RETRIES.run(partial(_settle_alone, deps, transaction_id))
-                except Exception as single:
-                    log.exception("settling %s failed", transaction_id)
-                    errors[transaction_id] = single
+        outcomes = await together_or_each_alone(
+            ready, self._settle_together, self._settle_alone, what="settlements"
+        )
+        errors |= {i: e for i, e in zip(ready, outcomes, strict=True) if e is not None}
         await _clear_attempts(deps, [i for i in ready if i not in errors])
         return errors
+
+    async def _settle_together(self, ids: Sequence[UUID]) -> list[Exception | None]:
+        deps = self._deps
+        try:
+            await RETRIES.run(lambda: services.settle(deps.uow_factory(), ids))
+        except Exception as error:
+            if not _transient(error):
+                if len(ids) == 1:  # no one-by-one run follows to log it
+                    log.exception("settling %s failed", ids[0])
+                raise
+            # PostgreSQL is away: not these transactions' fault, so it does not count
+            # towards giving up on them. The sweeper queues them again once it is back.
+            await _uncount_attempts(deps, ids)
+            if deps.postgres is not None:
+                deps.postgres.lost(error)
+            log.debug("PostgreSQL unavailable; %d transactions wait", len(ids))
+            return [error] * len(ids)
+        return [None] * len(ids)
+
+    async def _settle_alone(self, transaction_id: UUID) -> None:
+        try:
+            await RETRIES.run(lambda: services.settle(self._deps.uow_factory(), [transaction_id]))
+        except Exception:
+            log.exception("settling %s failed", transaction_id)
+            raise
 
 
 @async_shared_broker.task(task_name=SETTLE_TASK)
