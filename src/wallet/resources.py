@@ -85,7 +85,7 @@ def install_cache(resources: Resources) -> ReadCache:
         settings = resources.settings
         resources.cache = ReadCache(
             resources.redis,
-            resources.key("cache", "v1"),
+            resources.key("cache", "v2"),  # v2: entries keyed by field name (persistence/codec.py)
             ttl=settings.cache_ttl,
             timeout=settings.redis_timeout,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,7 +24,7 @@ from wallet.domain.model import TransactionStatus
 from wallet.persistence import events as events_module
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.cache import lua as cache_scripts
-from wallet.persistence.codec import transaction_to_json
+from wallet.persistence.codec import transaction_to_json, wallet_from_json
 from wallet.resources import Resources, install_cache, open_resources
 
 
@@ -97,7 +96,7 @@ def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any
 
 async def cached_balance(redis: Redis, cache: ReadCache, wallet_id: UUID) -> int | None:
     entry = await redis.hget(cache.wallet_key(wallet_id), "data")
-    return None if entry is None else int(json.loads(entry)[2])
+    return None if entry is None else wallet_from_json(entry).balance.minor
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:

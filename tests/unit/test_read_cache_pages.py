@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -17,13 +19,12 @@ from wallet.domain.model import (
     Wallet,
 )
 from wallet.domain.money import Currency, Money
-from wallet.persistence.cache import (
-    decode_head,
-    decode_wallet,
-    encode_head,
-    encode_wallet,
-    page_from_entry,
-    page_from_head,
+from wallet.persistence.cache import decode_head, encode_head, page_from_entry, page_from_head
+from wallet.persistence.codec import (
+    transaction_from_json,
+    transaction_to_json,
+    wallet_from_json,
+    wallet_to_json,
 )
 
 USD = Currency.of("USD")
@@ -111,7 +112,25 @@ def test_a_wallet_survives_its_encoding() -> None:
     wallet = Wallet(
         UUID(int=7), Currency.of("KWD"), Money(1_234, Currency.of("KWD")), 9, START, START
     )
-    assert decode_wallet(wallet.id, encode_wallet(wallet).encode()) == wallet
+    assert wallet_from_json(wallet_to_json(wallet).encode()) == wallet
+
+
+def test_a_transaction_survives_its_encoding_failed_or_not() -> None:
+    for transaction in history("TF"):
+        assert transaction_from_json(transaction_to_json(transaction).encode()) == transaction
+
+
+def test_records_are_encoded_by_field_name_with_money_as_minor_units_and_currency() -> None:
+    (transaction,) = history("F")
+    encoded = json.loads(transaction_to_json(transaction))
+    money = {"amount", "currency"}
+    assert set(encoded) == {f.name for f in fields(Transaction)} | money
+    assert (encoded["amount"], encoded["currency"]) == (transaction.amount.minor, "USD")
+    assert encoded["failure_code"] == "INSUFFICIENT_FUNDS"
+    wallet = Wallet(UUID(int=7), USD, Money(1_234, USD), 9, START, START)
+    encoded = json.loads(wallet_to_json(wallet))
+    assert set(encoded) == {f.name for f in fields(Wallet)} | {"currency"}
+    assert (encoded["balance"], encoded["version"]) == (1_234, 9)
 
 
 @pytest.mark.parametrize(

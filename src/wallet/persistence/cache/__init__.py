@@ -34,7 +34,7 @@ Where each part lives:
 * lua.py         the scripts; how they are sent is persistence/scripts.py.
 """
 
-from wallet.persistence.cache.entries import decode_head, decode_wallet, encode_head, encode_wallet
+from wallet.persistence.cache.entries import decode_head, encode_head
 from wallet.persistence.cache.pages import HEAD_SIZE, page_from_entry, page_from_head
 from wallet.persistence.cache.query import CachedHistoryQuery
 from wallet.persistence.cache.read_cache import ReadCache
@@ -48,9 +48,7 @@ __all__ = [
     "CachedHistoryQuery",
     "ReadCache",
     "decode_head",
-    "decode_wallet",
     "encode_head",
-    "encode_wallet",
     "page_from_entry",
     "page_from_head",
 ]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, Page, Transaction
-from wallet.persistence.cache.entries import head_rows
-from wallet.persistence.codec import transaction_of
+from wallet.persistence.cache.entries import HeadTable
 
 # The cached head of a history: the newest transactions, one more than a page can hold so
 # that a full first page knows whether there is a next one.
@@ -42,12 +41,12 @@ def page_from_entry(entry: bytes | str, request: HistoryRequest) -> Page | None:
     A head holds 101 transactions, and one query may read a hundred pages that arrive in the
     same turn of the event loop: making all of each held the loop for 150 ms.
     """
-    rows, complete = head_rows(entry)
-    return _cut(rows, complete, request, lambda row: (row[1], row[2]), transaction_of)
+    table = HeadTable(entry)
+    return _cut(range(len(table)), table.complete, request, table.kind, table.transaction)
 
 
 def _cut(
-    head: list[_Item],
+    head: Sequence[_Item],
     complete: bool,
     request: HistoryRequest,
     kind_of: Callable[[_Item], tuple[str, str]],

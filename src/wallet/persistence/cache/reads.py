@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from wallet.domain.model import Page, Wallet
 from wallet.persistence.cache.breaker import Breaker
-from wallet.persistence.cache.entries import Keys, decoded_wallet, encode_head, encode_wallet
+from wallet.persistence.cache.entries import Keys, decoded_wallet, encode_head
 from wallet.persistence.cache.lua import FILL_HISTORY, FILL_WALLET, OPEN_HISTORY, READ_WALLETS
 from wallet.persistence.cache.writes import CommitWriter
-from wallet.persistence.codec import text_of
+from wallet.persistence.codec import text_of, wallet_to_json
 from wallet.persistence.redis_commits import REDIS_FAILURES
 from wallet.persistence.scripts import ScriptCall, run_calls
 
@@ -113,7 +113,7 @@ class CacheReads:
             ScriptCall(
                 FILL_WALLET,
                 (self._keys.wallet(wallet.id),),
-                (generation, wallet.version, encode_wallet(wallet), self._ttl_ms),
+                (generation, wallet.version, wallet_to_json(wallet), self._ttl_ms),
             )
             for generation, wallet in fills
         ]
@@ -224,7 +224,7 @@ class WalletReadsTogether:
                 )
             # Decoded once for all the requests that asked; readers never change a Wallet.
             by_id: dict[UUID, Wallet | str] = {
-                wallet_id: decoded_wallet(wallet_id, value) if cached else text_of(value)
+                wallet_id: decoded_wallet(value) if cached else text_of(value)
                 for wallet_id, (cached, value) in zip(keys, entries, strict=True)
             }
         except asyncio.CancelledError:

@@ -16,8 +16,9 @@ from redis.asyncio.client import Pipeline
 
 from wallet.domain.model import Transaction, Wallet
 from wallet.persistence.cache.breaker import Breaker
-from wallet.persistence.cache.entries import Keys, encode_wallet
+from wallet.persistence.cache.entries import Keys
 from wallet.persistence.cache.lua import COMMIT
+from wallet.persistence.codec import wallet_to_json
 from wallet.persistence.redis_commits import REDIS_FAILURES
 from wallet.persistence.scripts import ScriptCall, rerun_missing, run_calls
 
@@ -96,7 +97,7 @@ class CommitWriter:
         ]
         args: list[str | int] = [uuid.uuid4().hex, self._ttl_ms, len(wallets)]
         for wallet in wallets:
-            args += (wallet.version, encode_wallet(wallet))
+            args += (wallet.version, wallet_to_json(wallet))
         return ScriptCall(COMMIT, tuple(keys), tuple(args))
 
     async def committed(
