@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, Select, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.persistence.rows import transaction_from_row, wallet_from_row
 from wallet.persistence.tables import transactions, wallets
-from wallet.persistence.unit_of_work import transaction_from_row, wallet_from_row
 
 
 class SqlHistoryQuery:
