@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -26,6 +26,8 @@ from wallet.persistence.codec import (
     wallet_from_json,
     wallet_to_json,
 )
+from wallet.persistence.history_filter import HistoryFilter
+from wallet.persistence.tables import transactions
 
 USD = Currency.of("USD")
 WALLET = uuid4()
@@ -150,3 +152,15 @@ def test_a_page_cut_from_the_cached_text_is_the_page_cut_from_the_decoded_head(
     entry = encode_head(Page(head, has_next=not complete))
     asked = request(limit, types=types, failed_only=failed_only)
     assert page_from_entry(entry, asked) == page_from_head(head, complete, asked)
+
+
+def test_the_history_filter_keeps_the_types_and_statuses_asked_for_and_none_means_all() -> None:
+    kept = HistoryFilter.of(request(5, types="T", failed_only=True))
+    assert kept.keeps("TRANSFER", "FAILED")
+    assert not kept.keeps("TRANSFER", "COMPLETED")
+    assert not kept.keeps("DEPOSIT", "FAILED")
+    assert len(kept.where(transactions.c.type, transactions.c.status)) == 2
+    for unfiltered in (request(5), replace(request(5), types=frozenset())):
+        everything = HistoryFilter.of(unfiltered)
+        assert everything.keeps("DEPOSIT", "PENDING")
+        assert everything.where(transactions.c.type, transactions.c.status) == []

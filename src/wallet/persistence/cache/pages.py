@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, Page, Transaction
 from wallet.persistence.cache.entries import HeadTable
+from wallet.persistence.history_filter import HistoryFilter
 
 # The cached head of a history: the newest transactions, one more than a page can hold so
 # that a full first page knows whether there is a next one.
@@ -52,12 +53,10 @@ def _cut(
     kind_of: Callable[[_Item], tuple[str, str]],
     made: Callable[[_Item], Transaction],
 ) -> Page | None:
-    types = {t.value for t in request.types} if request.types is not None else None
-    statuses = {s.value for s in request.statuses} if request.statuses is not None else None
+    keeps = HistoryFilter.of(request).keeps
     matches: list[_Item] = []
     for item in head:
-        kind, status = kind_of(item)
-        if (types is None or kind in types) and (statuses is None or status in statuses):
+        if keeps(*kind_of(item)):
             matches.append(item)
             if len(matches) > request.limit:
                 page = [made(match) for match in matches[: request.limit]]
