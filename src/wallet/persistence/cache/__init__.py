@@ -19,6 +19,7 @@ Redis speeds reads up but is never needed to answer one. Each call has a deadlin
 failure, reads skip Redis for a moment (a circuit breaker) and go to PostgreSQL. A change
 that could not be written to Redis is remembered: this process reads those entries from
 PostgreSQL and writes the change again until it lands. Every entry also expires (the TTL),
+the last safety net for a process that died before it could write its changes.
 
 Where each part lives:
 
@@ -28,7 +29,8 @@ Where each part lives:
                  heads, and the fills of what was read from PostgreSQL.
 * writes.py      the commit side: writes staged on the commit's pipeline, and the repair of
                  changes Redis missed.
-* entries.py     what an entry holds (the encoding) and under which key.
+* entries.py     what an entry holds and under which key (records are encoded by
+                 persistence/codec.py, as for the feed).
 * pages.py       first pages cut from a cached head.
 * breaker.py     the circuit breaker.
 * lua.py         the scripts; how they are sent is persistence/scripts.py.

@@ -2,7 +2,7 @@
 persistence/scripts.py, shared with the feed.
 
 The scripts never look inside an entry's `data` or `page`: a wallet's version travels as an
-argument of its own, so the entry format (entries.py) can change without touching them.
+argument of its own, so the entry format (codec.py, entries.py) can change without them.
 """
 
 from __future__ import annotations
