@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,10 +23,10 @@ from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.group_commit import run_alone
 from wallet.domain.model import TransactionStatus
-from wallet.persistence import cache as cache_module
 from wallet.persistence import events as events_module
 from wallet.persistence.cache import ReadCache
-from wallet.persistence.codec import transaction_to_json
+from wallet.persistence.cache import lua as cache_scripts
+from wallet.persistence.codec import transaction_to_json, wallet_from_json
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +52,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 # The scripts a commit runs, named in what Sent records.
-SCRIPTS = {cache_module._COMMIT: "cache", events_module._PUBLISH: "feed"}
+SCRIPTS = {cache_scripts.COMMIT: "cache", events_module._PUBLISH: "feed"}
 
 
 def described(command: tuple[Any, ...]) -> str:
@@ -100,7 +99,7 @@ def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any
 
 async def cached_balance(redis: Redis, cache: ReadCache, wallet_id: UUID) -> int | None:
     entry = await redis.hget(cache.wallet_key(wallet_id), "data")
-    return None if entry is None else int(json.loads(entry)[2])
+    return None if entry is None else wallet_from_json(entry).balance.minor
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -156,7 +155,7 @@ async def test_a_script_redis_lacks_is_sent_whole_and_the_commit_still_lands_in_
     async with opened(database_url, redis_url, redis_prefix) as (resources, cache):
         wallet = await new_wallet(resources.unit_of_work, "1.00")
         # A digest Redis never saw: it answers NOSCRIPT, as after a restart or SCRIPT FLUSH.
-        monkeypatch.setattr(cache_module._COMMIT, "sha", "0" * 40)
+        monkeypatch.setattr(cache_scripts.COMMIT, "sha", "0" * 40)
         sent = Sent(monkeypatch)
 
         await deposit(resources, wallet.id, "2.00")
@@ -179,7 +178,7 @@ async def test_a_redis_that_lost_both_scripts_gets_the_cache_writes_again_before
         wallet = await new_wallet(resources.unit_of_work, "1.00")
         # Digests Redis never saw, as after a restart or SCRIPT FLUSH (which, on the Redis
         # the tests share, would reach other processes too).
-        monkeypatch.setattr(cache_module._COMMIT, "sha", "0" * 40)
+        monkeypatch.setattr(cache_scripts.COMMIT, "sha", "0" * 40)
         monkeypatch.setattr(events_module._PUBLISH, "sha", "1" * 40)
         channel = resources.key("events", "wallet", str(wallet.id))
         async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:

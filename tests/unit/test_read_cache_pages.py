@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -17,14 +19,15 @@ from wallet.domain.model import (
     Wallet,
 )
 from wallet.domain.money import Currency, Money
-from wallet.persistence.cache import (
-    decode_head,
-    decode_wallet,
-    encode_head,
-    encode_wallet,
-    page_from_entry,
-    page_from_head,
+from wallet.persistence.cache import decode_head, encode_head, page_from_entry, page_from_head
+from wallet.persistence.codec import (
+    transaction_from_json,
+    transaction_to_json,
+    wallet_from_json,
+    wallet_to_json,
 )
+from wallet.persistence.history_filter import HistoryFilter
+from wallet.persistence.tables import transactions
 
 USD = Currency.of("USD")
 WALLET = uuid4()
@@ -111,7 +114,25 @@ def test_a_wallet_survives_its_encoding() -> None:
     wallet = Wallet(
         UUID(int=7), Currency.of("KWD"), Money(1_234, Currency.of("KWD")), 9, START, START
     )
-    assert decode_wallet(wallet.id, encode_wallet(wallet).encode()) == wallet
+    assert wallet_from_json(wallet_to_json(wallet).encode()) == wallet
+
+
+def test_a_transaction_survives_its_encoding_failed_or_not() -> None:
+    for transaction in history("TF"):
+        assert transaction_from_json(transaction_to_json(transaction).encode()) == transaction
+
+
+def test_records_are_encoded_by_field_name_with_money_as_minor_units_and_currency() -> None:
+    (transaction,) = history("F")
+    encoded = json.loads(transaction_to_json(transaction))
+    money = {"amount", "currency"}
+    assert set(encoded) == {f.name for f in fields(Transaction)} | money
+    assert (encoded["amount"], encoded["currency"]) == (transaction.amount.minor, "USD")
+    assert encoded["failure_code"] == "INSUFFICIENT_FUNDS"
+    wallet = Wallet(UUID(int=7), USD, Money(1_234, USD), 9, START, START)
+    encoded = json.loads(wallet_to_json(wallet))
+    assert set(encoded) == {f.name for f in fields(Wallet)} | {"currency"}
+    assert (encoded["balance"], encoded["version"]) == (1_234, 9)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +152,15 @@ def test_a_page_cut_from_the_cached_text_is_the_page_cut_from_the_decoded_head(
     entry = encode_head(Page(head, has_next=not complete))
     asked = request(limit, types=types, failed_only=failed_only)
     assert page_from_entry(entry, asked) == page_from_head(head, complete, asked)
+
+
+def test_the_history_filter_keeps_the_types_and_statuses_asked_for_and_none_means_all() -> None:
+    kept = HistoryFilter.of(request(5, types="T", failed_only=True))
+    assert kept.keeps("TRANSFER", "FAILED")
+    assert not kept.keeps("TRANSFER", "COMPLETED")
+    assert not kept.keeps("DEPOSIT", "FAILED")
+    assert len(kept.where(transactions.c.type, transactions.c.status)) == 2
+    for unfiltered in (request(5), replace(request(5), types=frozenset())):
+        everything = HistoryFilter.of(unfiltered)
+        assert everything.keeps("DEPOSIT", "PENDING")
+        assert everything.where(transactions.c.type, transactions.c.status) == []

@@ -1,5 +1,11 @@
-"""Transactions and timestamps as JSON, one format for every place that keeps them in Redis
-(the read cache's history pages and the pub/sub change feed)."""
+"""Wallets and transactions as JSON objects keyed by field name: one format for every place
+that keeps them in Redis (the read cache's entries, the pub/sub change feed).
+
+By name, not by position: a field added or moved cannot shift the others. The names are the
+columns' (tables.py), which are the records' fields, except that a Money is two: `amount` or
+`balance` in minor units, and `currency`. A change of format needs a new cache key version
+(`key("cache", "v2")` where the cache is built): entries of the old format are never read.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ from typing import Any
 from uuid import UUID
 
 from wallet.domain.errors import ErrorCode
-from wallet.domain.model import Transaction, TransactionStatus, TransactionType
+from wallet.domain.model import Transaction, TransactionStatus, TransactionType, Wallet
 from wallet.domain.money import Currency, Money
+
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def when_text(value: datetime | None) -> str | None:
@@ -25,46 +33,83 @@ def text_of(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _uuid_of(value: str | None) -> UUID | None:
-    return UUID(value) if value is not None else None
+def wallet_data(w: Wallet) -> dict[str, Any]:
+    return {
+        "id": str(w.id),
+        "currency": w.currency.code,
+        "balance": w.balance.minor,
+        "version": w.version,
+        "created_at": when_text(w.created_at),
+        "updated_at": when_text(w.updated_at),
+    }
 
 
-def transaction_data(t: Transaction) -> list[Any]:
-    return [
-        str(t.id),
-        t.type.value,
-        t.status.value,
-        t.amount.minor,
-        t.amount.currency.code,
-        str(t.sender_wallet_id) if t.sender_wallet_id else None,
-        str(t.receiver_wallet_id) if t.receiver_wallet_id else None,
-        t.client_transaction_id,
-        t.failure_code.value if t.failure_code else None,
-        t.error_message,
-        when_text(t.created_at),
-        when_text(t.completed_at),
-    ]
-
-
-def transaction_of(data: list[Any]) -> Transaction:
-    (ident, kind, status, amount, code, sender, receiver, key, failure, message, at, done) = data
-    return Transaction(
-        id=UUID(ident),
-        type=TransactionType(kind),
-        status=TransactionStatus(status),
-        amount=Money(amount, Currency.of(code)),
-        sender_wallet_id=_uuid_of(sender),
-        receiver_wallet_id=_uuid_of(receiver),
-        client_transaction_id=key,
-        failure_code=ErrorCode(failure) if failure is not None else None,
-        error_message=message,
-        created_at=datetime_of(at),
-        completed_at=datetime_of(done),
+def wallet_of(data: dict[str, Any]) -> Wallet:
+    currency = Currency.of(data["currency"])
+    return Wallet(
+        id=UUID(data["id"]),
+        currency=currency,
+        balance=Money(data["balance"], currency),
+        version=data["version"],
+        created_at=datetime_of(data["created_at"]),
+        updated_at=datetime_of(data["updated_at"]),
     )
 
 
+def transaction_data(t: Transaction) -> dict[str, Any]:
+    sender, receiver, failure = t.sender_wallet_id, t.receiver_wallet_id, t.failure_code
+    return {
+        "id": str(t.id),
+        "type": t.type.value,
+        "status": t.status.value,
+        "amount": t.amount.minor,
+        "currency": t.amount.currency.code,
+        "sender_wallet_id": str(sender) if sender else None,
+        "receiver_wallet_id": str(receiver) if receiver else None,
+        "client_transaction_id": t.client_transaction_id,
+        "failure_code": failure.value if failure else None,
+        "error_message": t.error_message,
+        "created_at": when_text(t.created_at),
+        "completed_at": when_text(t.completed_at),
+    }
+
+
+def transaction_of(data: dict[str, Any]) -> Transaction:
+    sender, receiver, failure = (
+        data["sender_wallet_id"],
+        data["receiver_wallet_id"],
+        data["failure_code"],
+    )
+    return Transaction(
+        id=UUID(data["id"]),
+        type=TransactionType(data["type"]),
+        status=TransactionStatus(data["status"]),
+        amount=Money(data["amount"], Currency.of(data["currency"])),
+        sender_wallet_id=UUID(sender) if sender is not None else None,
+        receiver_wallet_id=UUID(receiver) if receiver is not None else None,
+        client_transaction_id=data["client_transaction_id"],
+        failure_code=ErrorCode(failure) if failure is not None else None,
+        error_message=data["error_message"],
+        created_at=datetime_of(data["created_at"]),
+        completed_at=datetime_of(data["completed_at"]),
+    )
+
+
+def to_json(data: Any) -> str:
+    """Compact JSON: these go over the network and into Redis's memory."""
+    return _COMPACT(data)
+
+
+def wallet_to_json(wallet: Wallet) -> str:
+    return _COMPACT(wallet_data(wallet))
+
+
+def wallet_from_json(text: str | bytes) -> Wallet:
+    return wallet_of(json.loads(text))
+
+
 def transaction_to_json(transaction: Transaction) -> str:
-    return json.dumps(transaction_data(transaction), separators=(",", ":"))
+    return _COMPACT(transaction_data(transaction))
 
 
 def transaction_from_json(text: str | bytes) -> Transaction:

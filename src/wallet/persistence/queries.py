@@ -10,8 +10,9 @@ from sqlalchemy import ColumnElement, Select, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.persistence.history_filter import HistoryFilter
+from wallet.persistence.rows import transaction_from_row, wallet_from_row
 from wallet.persistence.tables import transactions, wallets
-from wallet.persistence.unit_of_work import transaction_from_row, wallet_from_row
 
 
 class SqlHistoryQuery:
@@ -55,6 +56,7 @@ def history_statement(request: HistoryRequest) -> Select[Any]:
     newest_first = (transactions.c.created_at.desc(), transactions.c.id.desc())
     oldest_first = (transactions.c.created_at.asc(), transactions.c.id.asc())
     order = oldest_first if request.backward else newest_first
+    kept = HistoryFilter.of(request)
 
     def side(column: ColumnElement[UUID]) -> Select[Any]:
         query = select(transactions).where(column == request.wallet_id)
@@ -62,10 +64,7 @@ def history_statement(request: HistoryRequest) -> Select[Any]:
             query = query.where(position < tuple_(*request.after))
         if request.before is not None:
             query = query.where(position > tuple_(*request.before))
-        if request.types:
-            query = query.where(transactions.c.type.in_([t.value for t in request.types]))
-        if request.statuses:
-            query = query.where(transactions.c.status.in_([s.value for s in request.statuses]))
+        query = query.where(*kept.where(transactions.c.type, transactions.c.status))
         return query.order_by(*order).limit(request.limit + 1)
 
     both = union_all(

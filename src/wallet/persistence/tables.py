@@ -1,12 +1,27 @@
-"""The tables, declared once with SQLModel; the migrations add the CHECK constraints that
-PostgreSQL enforces whatever the code does."""
+"""The tables, declared once with SQLModel, with the CHECK constraints that PostgreSQL
+enforces whatever the code does.
+
+The migrations create them: they are what is deployed, and never change once applied.
+tests/integration/test_migrations_match_tables.py shows that they build exactly this.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 NOW = text("clock_timestamp()")
@@ -14,6 +29,10 @@ NOW = text("clock_timestamp()")
 
 class WalletRow(SQLModel, table=True):
     __tablename__ = "wallets"
+    __table_args__ = (
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="wallets_currency_check"),
+        CheckConstraint("balance >= 0", name="balance_never_negative"),
+    )
 
     id: UUID = Field(primary_key=True)
     currency: str = Field(sa_column=Column(String(3), nullable=False))
@@ -30,6 +49,31 @@ class WalletRow(SQLModel, table=True):
 class TransactionRow(SQLModel, table=True):
     __tablename__ = "transactions"
     __table_args__ = (
+        CheckConstraint(
+            "type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER')", name="transactions_type_check"
+        ),
+        CheckConstraint(
+            "status IN ('PENDING', 'COMPLETED', 'FAILED')", name="transactions_status_check"
+        ),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            """
+            CASE type
+                WHEN 'DEPOSIT' THEN sender_wallet_id IS NULL AND receiver_wallet_id IS NOT NULL
+                WHEN 'WITHDRAWAL' THEN sender_wallet_id IS NOT NULL AND receiver_wallet_id IS NULL
+                WHEN 'TRANSFER' THEN sender_wallet_id IS NOT NULL
+                    AND receiver_wallet_id IS NOT NULL
+                    AND sender_wallet_id <> receiver_wallet_id
+            END
+            """,
+            name="wallets_fit_type",
+        ),
+        CheckConstraint(
+            "(status = 'FAILED') = (failure_code IS NOT NULL)", name="failure_only_when_failed"
+        ),
+        CheckConstraint(
+            "(status = 'PENDING') = (completed_at IS NULL)", name="completed_at_only_when_final"
+        ),
         Index(
             "transactions_sender_history",
             "sender_wallet_id",
@@ -75,7 +119,14 @@ class TransactionRow(SQLModel, table=True):
 
 class LedgerEntryRow(SQLModel, table=True):
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ledger_entries_by_wallet", "wallet_id", "id"),)
+    __table_args__ = (
+        Index("ledger_entries_by_wallet", "wallet_id", "id"),
+        UniqueConstraint(
+            "transaction_id", "wallet_id", name="one_entry_per_wallet_and_transaction"
+        ),
+        CheckConstraint("delta <> 0", name="ledger_entries_delta_check"),
+        CheckConstraint("balance_after >= 0", name="ledger_entries_balance_after_check"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     transaction_id: UUID = Field(foreign_key="transactions.id")
@@ -89,6 +140,11 @@ class LedgerEntryRow(SQLModel, table=True):
 
 class IdempotencyKeyRow(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        CheckConstraint(
+            "transaction_id IS NOT NULL OR wallet_id IS NOT NULL", name="records_a_result"
+        ),
+    )
 
     key: str = Field(sa_column=Column(Text, primary_key=True))
     operation: str = Field(sa_column=Column(String(32), nullable=False))

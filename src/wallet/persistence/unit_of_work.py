@@ -11,64 +11,37 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 from uuid import UUID
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wallet.domain.errors import ConcurrencyConflict, ErrorCode
+from wallet.domain.errors import ConcurrencyConflict
 from wallet.domain.model import (
     IdempotencyRecord,
     LedgerEntry,
     Transaction,
-    TransactionStatus,
-    TransactionType,
     Wallet,
 )
-from wallet.domain.money import Currency, Money
+from wallet.domain.money import Currency
 from wallet.domain.ports import CommitListener
 from wallet.persistence.database import is_disconnect
+from wallet.persistence.rows import (
+    IDEMPOTENCY_KEY_COLUMNS,
+    LEDGER_ENTRY_COLUMNS,
+    TRANSACTION_COLUMNS,
+    WALLET_COLUMNS,
+    column_arrays,
+    idempotency_record_from_row,
+    transaction_from_row,
+    wallet_from_row,
+)
 
 # deadlock_detected and serialization_failure: PostgreSQL aborted us to let another through.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 # Wallets whose currency a process remembers; past this it forgets them all and starts over.
 MAX_REMEMBERED_CURRENCIES = 200_000
-
-
-class Row(Protocol):
-    """A result row by column name: an asyncpg Record or an SQLAlchemy RowMapping."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-def wallet_from_row(row: Row) -> Wallet:
-    currency = Currency.of(row["currency"])
-    return Wallet(
-        id=row["id"],
-        currency=currency,
-        balance=Money(row["balance"], currency),
-        version=row["version"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def transaction_from_row(row: Row) -> Transaction:
-    failure = row["failure_code"]
-    return Transaction(
-        id=row["id"],
-        type=TransactionType(row["type"]),
-        status=TransactionStatus(row["status"]),
-        amount=Money(row["amount"], Currency.of(row["currency"])),
-        sender_wallet_id=row["sender_wallet_id"],
-        receiver_wallet_id=row["receiver_wallet_id"],
-        client_transaction_id=row["client_transaction_id"],
-        failure_code=ErrorCode(failure) if failure is not None else None,
-        error_message=row["error_message"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-    )
 
 
 _ADD_WALLET = """
@@ -102,6 +75,8 @@ _CLAIM_KEYS = """
     ON CONFLICT (key) DO NOTHING
     RETURNING key
 """
+# _CLAIM_KEYS' parameters, the columns of each record in its unnest()'s order.
+_CLAIMED = ("key", "operation", "fingerprint", "transaction_id", "wallet_id")
 _GET_KEYS = """
     SELECT key, operation, fingerprint, transaction_id, wallet_id
     FROM idempotency_keys WHERE key = ANY($1::text[])
@@ -114,10 +89,22 @@ _RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
 # of a submission's statement, on both ends). The foreign keys are checked at the end of the
 # statement, when every part has run, so entries may refer to transactions recorded with
 # them. One clock reading stamps them all. Versions need no reading back: the wallets are
-# locked, so each goes up by exactly one.
-_PARTS: dict[str, tuple[tuple[str, ...], str]] = {
+# locked, so each goes up by exactly one. Each part names the columns (rows.py) it takes,
+# with their types, in the order its unnest() takes them.
+_PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "recorded": (
-        ("uuid", "text", "text", "bigint", "text", "uuid", "uuid", "text", "text", "text"),
+        (
+            ("id", "uuid"),
+            ("type", "text"),
+            ("status", "text"),
+            ("amount", "bigint"),
+            ("currency", "text"),
+            ("sender_wallet_id", "uuid"),
+            ("receiver_wallet_id", "uuid"),
+            ("client_transaction_id", "text"),
+            ("failure_code", "text"),
+            ("error_message", "text"),
+        ),
         """
         INSERT INTO transactions (
             id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
@@ -132,7 +119,7 @@ _PARTS: dict[str, tuple[tuple[str, ...], str]] = {
         """,
     ),
     "decided": (
-        ("uuid", "text", "text", "text"),
+        (("id", "uuid"), ("status", "text"), ("failure_code", "text"), ("error_message", "text")),
         """
         UPDATE transactions AS t
         SET status = v.status, failure_code = v.code, error_message = v.message,
@@ -143,7 +130,7 @@ _PARTS: dict[str, tuple[tuple[str, ...], str]] = {
         """,
     ),
     "balances": (
-        ("uuid", "bigint"),
+        (("id", "uuid"), ("balance", "bigint")),
         """
         UPDATE wallets AS w
         SET balance = v.balance, version = w.version + 1, updated_at = now.at
@@ -152,7 +139,12 @@ _PARTS: dict[str, tuple[tuple[str, ...], str]] = {
         """,
     ),
     "entries": (
-        ("uuid", "uuid", "bigint", "bigint"),
+        (
+            ("transaction_id", "uuid"),
+            ("wallet_id", "uuid"),
+            ("delta", "bigint"),
+            ("balance_after", "bigint"),
+        ),
         """
         INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
         SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
@@ -163,14 +155,19 @@ _PARTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 @functools.cache
+def _names(part: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in _PARTS[part][0])
+
+
+@functools.cache
 def write_statement(parts: tuple[str, ...]) -> str:
     """The statement writing these parts (in _PARTS' order), from constant fragments only."""
     ctes = ["now AS (SELECT clock_timestamp() AS at)"]
     number = 0
     for name in parts:
-        types, body = _PARTS[name]
+        columns, body = _PARTS[name]
         arrays = []
-        for sql_type in types:
+        for _, sql_type in columns:
             number += 1
             arrays.append(f"${number}::{sql_type}[]")
         ctes.append(f"{name} AS ({body.format(', '.join(arrays))})")
@@ -222,6 +219,17 @@ _SUBMIT = """
     ORDER BY v.n
     RETURNING *
 """
+# _SUBMIT's parameters: these columns of each transaction, then these of its key's record.
+_SUBMITTED = (
+    "id",
+    "type",
+    "amount",
+    "currency",
+    "sender_wallet_id",
+    "receiver_wallet_id",
+    "client_transaction_id",
+)
+_SUBMITTED_KEYS = ("key", "operation", "fingerprint")
 
 
 class CurrencyBook:
@@ -320,35 +328,23 @@ class SqlIdempotencyKeys:
         claimed = {
             row["key"]
             for row in await connection.fetch(
-                _CLAIM_KEYS,
-                [r.key for r in records],
-                [r.operation for r in records],
-                [r.fingerprint for r in records],
-                [r.transaction_id for r in records],
-                [r.wallet_id for r in records],
+                _CLAIM_KEYS, *column_arrays(records, IDEMPOTENCY_KEY_COLUMNS, _CLAIMED)
             )
         }
         taken = [r.key for r in records if r.key not in claimed]
         if not taken:
             return {}
-        return {row["key"]: _record(row) for row in await connection.fetch(_GET_KEYS, taken)}
+        return {
+            row["key"]: idempotency_record_from_row(row)
+            for row in await connection.fetch(_GET_KEYS, taken)
+        }
 
     async def release(self, keys: Sequence[str]) -> None:
         await (await self._uow.begun()).execute(_RELEASE_KEYS, list(keys))
 
     async def get(self, key: str) -> IdempotencyRecord | None:
         row = await (await self._uow.reading()).fetchrow(_GET_KEYS, [key])
-        return _record(row) if row is not None else None
-
-
-def _record(row: Row) -> IdempotencyRecord:
-    return IdempotencyRecord(
-        key=row["key"],
-        operation=row["operation"],
-        fingerprint=row["fingerprint"],
-        transaction_id=row["transaction_id"],
-        wallet_id=row["wallet_id"],
-    )
+        return idempotency_record_from_row(row) if row is not None else None
 
 
 class SqlUnitOfWork:
@@ -461,34 +457,13 @@ class SqlUnitOfWork:
     ) -> list[Transaction]:
         arrays: dict[str, list[list[Any]]] = {}
         if recorded:
-            arrays["recorded"] = [
-                [t.id for t in recorded],
-                [t.type.value for t in recorded],
-                [t.status.value for t in recorded],
-                [t.amount.minor for t in recorded],
-                [t.amount.currency.code for t in recorded],
-                [t.sender_wallet_id for t in recorded],
-                [t.receiver_wallet_id for t in recorded],
-                [t.client_transaction_id for t in recorded],
-                [t.failure_code.value if t.failure_code else None for t in recorded],
-                [t.error_message for t in recorded],
-            ]
+            arrays["recorded"] = column_arrays(recorded, TRANSACTION_COLUMNS, _names("recorded"))
         if decided:
-            arrays["decided"] = [
-                [t.id for t in decided],
-                [t.status.value for t in decided],
-                [t.failure_code.value if t.failure_code else None for t in decided],
-                [t.error_message for t in decided],
-            ]
+            arrays["decided"] = column_arrays(decided, TRANSACTION_COLUMNS, _names("decided"))
         if balances:
-            arrays["balances"] = [[w.id for w in balances], [w.balance.minor for w in balances]]
+            arrays["balances"] = column_arrays(balances, WALLET_COLUMNS, _names("balances"))
         if entries:
-            arrays["entries"] = [
-                [e.transaction_id for e in entries],
-                [e.wallet_id for e in entries],
-                [e.delta for e in entries],
-                [e.balance_after for e in entries],
-            ]
+            arrays["entries"] = column_arrays(entries, LEDGER_ENTRY_COLUMNS, _names("entries"))
         if not arrays:
             return []
         statement = write_statement(tuple(arrays))
@@ -518,16 +493,8 @@ class SqlUnitOfWork:
         connection = self.connection if alone else await self.begun()
         rows = await connection.fetch(
             _SUBMIT,
-            [t.id for t in transactions],
-            [t.type.value for t in transactions],
-            [t.amount.minor for t in transactions],
-            [t.amount.currency.code for t in transactions],
-            [t.sender_wallet_id for t in transactions],
-            [t.receiver_wallet_id for t in transactions],
-            [t.client_transaction_id for t in transactions],
-            [c.key if c else None for c in claims],
-            [c.operation if c else None for c in claims],
-            [c.fingerprint if c else None for c in claims],
+            *column_arrays(transactions, TRANSACTION_COLUMNS, _SUBMITTED),
+            *column_arrays(claims, IDEMPOTENCY_KEY_COLUMNS, _SUBMITTED_KEYS),
         )
         if alone:
             self._committed = True

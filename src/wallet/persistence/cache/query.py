@@ -1,0 +1,69 @@
+"""A HistoryQuery that reads through the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.ports import HistoryQuery
+from wallet.persistence.cache.pages import HEAD_SIZE, is_first_page, page_from_entry, page_from_head
+from wallet.persistence.cache.reads import CacheReads
+
+
+class CachedHistoryQuery:
+    """A HistoryQuery that answers from the cache what it can and asks `inner` the rest.
+
+    The wallets it returns may be shared by concurrent requests: they are read, never changed.
+    """
+
+    def __init__(self, inner: HistoryQuery, cache: CacheReads) -> None:
+        self._inner = inner
+        self._cache = cache
+
+    async def wallets(self, wallet_ids: Sequence[UUID]) -> list[Wallet | None]:
+        opened = await self._cache.open_wallets(wallet_ids)
+        if opened is None:
+            return await self._inner.wallets(wallet_ids)
+        found, generations = opened
+        if len(found) == len(wallet_ids):
+            return [found[i] for i in wallet_ids]
+        missing = [i for i in wallet_ids if i not in found]
+        if missing:
+            read = await self._inner.wallets(missing)
+            fills = []
+            for wallet_id, wallet in zip(missing, read, strict=True):
+                if wallet is None:
+                    continue
+                found[wallet_id] = wallet
+                if wallet_id in generations:
+                    fills.append((generations[wallet_id], wallet))
+            await self._cache.fill_wallets(fills)
+        return [found.get(i) for i in wallet_ids]
+
+    async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
+        return await self._inner.transactions(transaction_ids)
+
+    async def history(self, request: HistoryRequest) -> Page:
+        if not is_first_page(request):
+            return await self._inner.history(request)
+        opened = await self._cache.open_history(request.wallet_id)
+        if opened is None:
+            return await self._inner.history(request)
+        stats = self._cache.history_stats
+        generation, entry = opened
+        if entry is not None:
+            page = page_from_entry(entry, request)
+            if page is not None:
+                stats.hits += 1
+                return page
+        stats.misses += 1
+        if entry is not None or request.types or request.statuses:
+            # The head is cached, just not deep enough for this filter; or this filtered
+            # page could not fill the head anyway. Either way one query answers it.
+            return await self._inner.history(request)
+        head = await self._inner.history(HistoryRequest(request.wallet_id, limit=HEAD_SIZE))
+        await self._cache.fill_history(request.wallet_id, generation, head)
+        page = page_from_head(head.transactions, not head.has_next, request)
+        assert page is not None, "an unfiltered head answers any first page"
+        return page

@@ -1,0 +1,108 @@
+"""Rows to records and records to columns, by column name: the one place that knows how a
+Wallet, a Transaction, a LedgerEntry or an IdempotencyRecord is laid out in its table
+(tables.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
+from typing import Any, Protocol, TypeVar
+
+from wallet.domain.errors import ErrorCode
+from wallet.domain.model import (
+    IdempotencyRecord,
+    LedgerEntry,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+)
+from wallet.domain.money import Currency, Money
+
+_Record = TypeVar("_Record")
+
+
+class Row(Protocol):
+    """A result row by column name: an asyncpg Record or an SQLAlchemy RowMapping."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def wallet_from_row(row: Row) -> Wallet:
+    currency = Currency.of(row["currency"])
+    return Wallet(
+        id=row["id"],
+        currency=currency,
+        balance=Money(row["balance"], currency),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def transaction_from_row(row: Row) -> Transaction:
+    failure = row["failure_code"]
+    return Transaction(
+        id=row["id"],
+        type=TransactionType(row["type"]),
+        status=TransactionStatus(row["status"]),
+        amount=Money(row["amount"], Currency.of(row["currency"])),
+        sender_wallet_id=row["sender_wallet_id"],
+        receiver_wallet_id=row["receiver_wallet_id"],
+        client_transaction_id=row["client_transaction_id"],
+        failure_code=ErrorCode(failure) if failure is not None else None,
+        error_message=row["error_message"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def idempotency_record_from_row(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=row["key"],
+        operation=row["operation"],
+        fingerprint=row["fingerprint"],
+        transaction_id=row["transaction_id"],
+        wallet_id=row["wallet_id"],
+    )
+
+
+# Each column's value of a record, by the column's name.
+WALLET_COLUMNS: Mapping[str, Callable[[Wallet], Any]] = {
+    "id": attrgetter("id"),
+    "currency": lambda w: w.currency.code,
+    "balance": lambda w: w.balance.minor,
+    "version": attrgetter("version"),
+}
+TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
+    "id": attrgetter("id"),
+    "type": lambda t: t.type.value,
+    "status": lambda t: t.status.value,
+    "amount": lambda t: t.amount.minor,
+    "currency": lambda t: t.amount.currency.code,
+    "sender_wallet_id": attrgetter("sender_wallet_id"),
+    "receiver_wallet_id": attrgetter("receiver_wallet_id"),
+    "client_transaction_id": attrgetter("client_transaction_id"),
+    "failure_code": lambda t: t.failure_code.value if t.failure_code else None,
+    "error_message": attrgetter("error_message"),
+}
+LEDGER_ENTRY_COLUMNS: Mapping[str, Callable[[LedgerEntry], Any]] = {
+    name: attrgetter(name) for name in ("transaction_id", "wallet_id", "delta", "balance_after")
+}
+IDEMPOTENCY_KEY_COLUMNS: Mapping[str, Callable[[IdempotencyRecord], Any]] = {
+    name: attrgetter(name)
+    for name in ("key", "operation", "fingerprint", "transaction_id", "wallet_id")
+}
+
+
+def column_arrays(
+    records: Sequence[_Record | None],
+    columns: Mapping[str, Callable[[_Record], Any]],
+    names: Iterable[str],
+) -> list[list[Any]]:
+    """The named columns of these records, an array each in `names`' order (parameters for
+    unnest()); NULL in every column for a None."""
+    return [
+        [get(record) if record is not None else None for record in records]
+        for get in (columns[name] for name in names)
+    ]
