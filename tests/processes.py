@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import random
 import shutil
 import signal
 import socket
@@ -20,31 +19,9 @@ from pathlib import Path
 import httpx
 import redis
 
+from wallet.dev import free_port
+
 WALLET = str(Path(sys.executable).with_name("wallet"))
-
-
-def _ephemeral_ports() -> range:
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return range(low, high + 1)
-
-
-def free_port() -> int:
-    """A free port below the range the kernel hands out to outgoing connections: a server
-    restarted on it cannot find it taken by a client's own end, nor a client trying it while
-    the server is down connect to itself (TCP's simultaneous open)."""
-    ephemeral = _ephemeral_ports()
-    for _ in range(100):
-        port = random.randrange(10_000, ephemeral.start)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free port below the ephemeral range")
 
 
 def wait_until(check: object, timeout: float, what: str, every: float = 0.1) -> None:
