@@ -14,13 +14,12 @@ Modules: `command` (`run`, what `wallet dev` calls), `servers` (the embedded Pos
 Redis, which the tests start too), `children` (spawning, waiting, stopping), `ports`.
 """
 
-from wallet.dev.children import Child, DevError
+from wallet.dev.children import DevError
 from wallet.dev.command import run
 from wallet.dev.ports import free_port, stable_port
 from wallet.dev.servers import Started, start_postgres, start_redis
 
 __all__ = [
-    "Child",
     "DevError",
     "Started",
     "free_port",

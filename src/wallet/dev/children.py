@@ -43,6 +43,8 @@ class Account:
 
 @dataclass
 class Child:
+    """A process `wallet dev` started, and how to stop it."""
+
     name: str
     popen: subprocess.Popen[bytes]
     stop_signal: signal.Signals
