@@ -28,7 +28,8 @@ from wallet.domain.batching import Batcher
 from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.database import create_engine
-from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
+from wallet.persistence.repositories import CurrencyBook
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 
 class Meter(Protocol):

@@ -25,7 +25,8 @@ from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
 from wallet.persistence.redis_commits import RedisCommitListener
-from wallet.persistence.unit_of_work import CurrencyBook, SqlUnitOfWork
+from wallet.persistence.repositories import CurrencyBook
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 from wallet.tasks.broker import make_broker
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from wallet.domain.money import Currency, Money
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.domain.retries import CONFLICTS
 from wallet.persistence.database import is_disconnect
-from wallet.persistence.unit_of_work import SqlUnitOfWork, write_statement
+from wallet.persistence.statements import write_statement
+from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 USD = Currency.of("USD")
 

@@ -1,0 +1,143 @@
+"""The repositories a SQL unit of work hands out: wallets, transactions, idempotency keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from wallet.domain.model import (
+    IdempotencyRecord,
+    Transaction,
+    Wallet,
+)
+from wallet.domain.money import Currency
+from wallet.persistence import statements as sql
+from wallet.persistence.rows import (
+    IDEMPOTENCY_KEY_COLUMNS,
+    column_arrays,
+    idempotency_record_from_row,
+    transaction_from_row,
+    wallet_from_row,
+)
+
+if TYPE_CHECKING:
+    from wallet.persistence.unit_of_work import SqlUnitOfWork
+
+# Wallets whose currency a process remembers; past this it forgets them all and starts over.
+MAX_REMEMBERED_CURRENCIES = 200_000
+
+
+class CurrencyBook:
+    """The currency of each wallet this process has met. Shared by its units of work: a
+    wallet's currency is fixed when it is created and wallets are never deleted, so what
+    is remembered is never out of date."""
+
+    def __init__(self) -> None:
+        self._known: dict[UUID, Currency] = {}
+
+    def get(self, wallet_id: UUID) -> Currency | None:
+        return self._known.get(wallet_id)
+
+    def learn(self, wallet_id: UUID, currency: Currency) -> None:
+        if len(self._known) >= MAX_REMEMBERED_CURRENCIES:
+            self._known.clear()
+        self._known[wallet_id] = currency
+
+
+class SqlWallets:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, wallet: Wallet) -> Wallet:
+        row = await (await self._uow.reading()).fetchrow(
+            sql.ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
+        )
+        added = wallet_from_row(row)
+        self._uow.wallets_changed[added.id] = added
+        return added
+
+    async def get(self, wallet_id: UUID) -> Wallet | None:
+        return (await self.get_many([wallet_id])).get(wallet_id)
+
+    async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        rows = await (await self._uow.reading()).fetch(sql.GET_WALLETS, list(wallet_ids))
+        return {row["id"]: wallet_from_row(row) for row in rows}
+
+    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+        book = self._uow.currencies
+        known: dict[UUID, Currency] = {}
+        unknown: list[UUID] = []
+        for wallet_id in wallet_ids:
+            currency = book.get(wallet_id)
+            if currency is None:
+                unknown.append(wallet_id)
+            else:
+                known[wallet_id] = currency
+        if unknown:
+            # Outside the transaction, if none is open: nothing else depends on this read.
+            for row in await self._uow.connection.fetch(sql.CURRENCIES, unknown):
+                known[row["id"]] = currency = Currency.of(row["currency"])
+                book.learn(row["id"], currency)
+        return known
+
+    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        rows = await (await self._uow.begun()).fetch(sql.LOCK_WALLETS, sorted(set(wallet_ids)))
+        return {row["id"]: wallet_from_row(row) for row in rows}
+
+    async def save(self, wallets: Sequence[Wallet]) -> None:
+        await self._uow.write(balances=wallets)
+
+
+class SqlTransactions:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
+        query = sql.GET_TRANSACTION + " FOR UPDATE" if lock else sql.GET_TRANSACTION
+        connection = await (self._uow.begun() if lock else self._uow.reading())
+        row = await connection.fetchrow(query, transaction_id)
+        return transaction_from_row(row) if row is not None else None
+
+    async def pending(
+        self, transaction_ids: Sequence[UUID], *, lock: bool = False
+    ) -> list[Transaction]:
+        query = sql.PENDING + " FOR UPDATE" if lock else sql.PENDING
+        connection = await (self._uow.begun() if lock else self._uow.reading())
+        rows = await connection.fetch(query, list(transaction_ids))
+        return [transaction_from_row(row) for row in rows]
+
+
+class SqlIdempotencyKeys:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        return (await self.claim_many([record])).get(record.key)
+
+    async def claim_many(
+        self, records: Sequence[IdempotencyRecord]
+    ) -> dict[str, IdempotencyRecord]:
+        if not records:
+            return {}
+        connection = await self._uow.begun()
+        claimed = {
+            row["key"]
+            for row in await connection.fetch(
+                sql.CLAIM_KEYS, *column_arrays(records, IDEMPOTENCY_KEY_COLUMNS, sql.CLAIMED)
+            )
+        }
+        taken = [r.key for r in records if r.key not in claimed]
+        if not taken:
+            return {}
+        return {
+            row["key"]: idempotency_record_from_row(row)
+            for row in await connection.fetch(sql.GET_KEYS, taken)
+        }
+
+    async def release(self, keys: Sequence[str]) -> None:
+        await (await self._uow.begun()).execute(sql.RELEASE_KEYS, list(keys))
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        row = await (await self._uow.reading()).fetchrow(sql.GET_KEYS, [key])
+        return idempotency_record_from_row(row) if row is not None else None

@@ -1,0 +1,196 @@
+"""The SQL the unit of work sends to asyncpg, as text prepared once per connection.
+
+Kept apart from the code that runs it so that a statement and the comment on why it is
+written that way read together, and the unit of work reads as Python.
+"""
+
+from __future__ import annotations
+
+import functools
+
+ADD_WALLET = """
+    INSERT INTO wallets (id, currency, balance) VALUES ($1, $2, $3)
+    RETURNING *
+"""
+GET_WALLETS = "SELECT * FROM wallets WHERE id = ANY($1::uuid[])"
+CURRENCIES = "SELECT id, currency FROM wallets WHERE id = ANY($1::uuid[])"
+# LockRows sits above the Sort in the plan, so the rows are locked in id order. FOR NO KEY
+# UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on its wallets (the
+# foreign keys), which FOR UPDATE would conflict with, so recording a transfer would wait for
+# (and deadlock with) settlements of the same wallets.
+LOCK_WALLETS = """
+    SELECT * FROM wallets WHERE id = ANY($1::uuid[])
+    ORDER BY id FOR NO KEY UPDATE
+"""
+GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
+PENDING = """
+    SELECT * FROM transactions
+    WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+    ORDER BY created_at, id
+"""
+# ON CONFLICT waits for a concurrent holder of the key to commit or roll back, so a duplicate
+# sent at the same time sees the first one's outcome. In key order: two units of work claiming
+# overlapping keys then wait for each other in one direction only, never in a cycle.
+CLAIM_KEYS = """
+    INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[])
+        AS v(key, operation, fingerprint, transaction_id, wallet_id)
+    ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+"""
+# CLAIM_KEYS' parameters, the columns of each record in its unnest()'s order.
+CLAIMED = ("key", "operation", "fingerprint", "transaction_id", "wallet_id")
+GET_KEYS = """
+    SELECT key, operation, fingerprint, transaction_id, wallet_id
+    FROM idempotency_keys WHERE key = ANY($1::text[])
+"""
+RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
+
+# What one step writes goes in one statement, whatever its size: each part (transactions
+# recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
+# step has are in its statement: an empty part still costs the executor its set-up (a third
+# of a submission's statement, on both ends). The foreign keys are checked at the end of the
+# statement, when every part has run, so entries may refer to transactions recorded with
+# them. One clock reading stamps them all. Versions need no reading back: the wallets are
+# locked, so each goes up by exactly one. Each part names the columns (rows.py) it takes,
+# with their types, in the order its unnest() takes them.
+PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "recorded": (
+        (
+            ("id", "uuid"),
+            ("type", "text"),
+            ("status", "text"),
+            ("amount", "bigint"),
+            ("currency", "text"),
+            ("sender_wallet_id", "uuid"),
+            ("receiver_wallet_id", "uuid"),
+            ("client_transaction_id", "text"),
+            ("failure_code", "text"),
+            ("error_message", "text"),
+        ),
+        """
+        INSERT INTO transactions (
+            id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
+            client_transaction_id, failure_code, error_message, created_at, completed_at
+        )
+        SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
+               v.code, v.message, now.at, CASE WHEN v.status <> 'PENDING' THEN now.at END
+        FROM now, unnest({}) WITH ORDINALITY
+            AS v(id, type, status, amount, currency, sender, receiver, key, code, message, n)
+        ORDER BY v.n
+        RETURNING *
+        """,
+    ),
+    "decided": (
+        (("id", "uuid"), ("status", "text"), ("failure_code", "text"), ("error_message", "text")),
+        """
+        UPDATE transactions AS t
+        SET status = v.status, failure_code = v.code, error_message = v.message,
+            completed_at = coalesce(t.completed_at, now.at)
+        FROM now, unnest({}) AS v(id, status, code, message)
+        WHERE t.id = v.id
+        RETURNING t.*
+        """,
+    ),
+    "balances": (
+        (("id", "uuid"), ("balance", "bigint")),
+        """
+        UPDATE wallets AS w
+        SET balance = v.balance, version = w.version + 1, updated_at = now.at
+        FROM now, unnest({}) AS v(id, balance)
+        WHERE w.id = v.id
+        """,
+    ),
+    "entries": (
+        (
+            ("transaction_id", "uuid"),
+            ("wallet_id", "uuid"),
+            ("delta", "bigint"),
+            ("balance_after", "bigint"),
+        ),
+        """
+        INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
+        SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
+        FROM now, unnest({}) AS v(transaction_id, wallet_id, delta, balance_after)
+        """,
+    ),
+}
+
+
+@functools.cache
+def names(part: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in PARTS[part][0])
+
+
+@functools.cache
+def write_statement(parts: tuple[str, ...]) -> str:
+    """The statement writing these parts (in PARTS' order), from constant fragments only."""
+    ctes = ["now AS (SELECT clock_timestamp() AS at)"]
+    number = 0
+    for name in parts:
+        columns, body = PARTS[name]
+        arrays = []
+        for _, sql_type in columns:
+            number += 1
+            arrays.append(f"${number}::{sql_type}[]")
+        ctes.append(f"{name} AS ({body.format(', '.join(arrays))})")
+    # S608: every piece is one of the constants above; the values travel as parameters.
+    stored = [
+        f"SELECT {n} AS part, * FROM {name}"  # noqa: S608
+        for n, name in enumerate(parts, 1)
+        if name in ("recorded", "decided")
+    ]
+    if stored:
+        union = " UNION ALL ".join(stored)
+        joined = f"LEFT JOIN ({union}) AS stored ON true"
+        tail = f"SELECT now.at AS written_at, stored.* FROM now {joined}"  # noqa: S608
+    else:
+        tail = "SELECT now.at AS written_at, NULL::int AS part FROM now"
+    return f"WITH {', '.join(ctes)} {tail}"
+
+
+# Submissions in one statement: each one's idempotency key and its PENDING transaction
+# together, or, when its key is already taken, neither (ON CONFLICT waits for a concurrent
+# holder of the key to commit or roll back). Keys are claimed in key order, so statements
+# claiming overlapping keys never wait for each other in a cycle. The keys' foreign keys to
+# their transactions are deferred: checked once every row is in.
+SUBMIT = """
+    WITH now AS (SELECT clock_timestamp() AS at),
+    v AS (
+        SELECT * FROM unnest(
+            $1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[],
+            $7::text[], $8::text[], $9::text[], $10::text[]
+        ) WITH ORDINALITY AS v(
+            id, type, amount, currency, sender, receiver, reference, key, operation,
+            fingerprint, n
+        )
+    ),
+    claimed AS (
+        INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id)
+        SELECT key, operation, fingerprint, id FROM v WHERE key IS NOT NULL ORDER BY key
+        ON CONFLICT (key) DO NOTHING
+        RETURNING transaction_id
+    )
+    INSERT INTO transactions (
+        id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
+        client_transaction_id, created_at
+    )
+    SELECT v.id, v.type, 'PENDING', v.amount, v.currency, v.sender, v.receiver, v.reference,
+           now.at
+    FROM now, v
+    WHERE v.key IS NULL OR v.id IN (SELECT transaction_id FROM claimed)
+    ORDER BY v.n
+    RETURNING *
+"""
+# SUBMIT's parameters: these columns of each transaction, then these of its key's record.
+SUBMITTED = (
+    "id",
+    "type",
+    "amount",
+    "currency",
+    "sender_wallet_id",
+    "receiver_wallet_id",
+    "client_transaction_id",
+)
+SUBMITTED_KEYS = ("key", "operation", "fingerprint")
