@@ -7,6 +7,7 @@ settlements, the settlement queue's kicks and acknowledgements, and the read cac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -48,6 +49,13 @@ class Batcher(Generic[T, R]):
             # A task of its own: a caller that goes away does not take the batch with it.
             self._flushing = asyncio.create_task(self._flush(), name=self._name)
         return await future
+
+    async def close(self) -> None:
+        """Stop the batch under way; whoever waits on it or on the next is cancelled."""
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the calls made in this same turn of the loop join in

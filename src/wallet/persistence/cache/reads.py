@@ -4,7 +4,6 @@ stored under the generation taken before reading them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from wallet.domain.batching import Batcher
 from wallet.domain.model import Page, Wallet
 from wallet.persistence.cache.breaker import Breaker
 from wallet.persistence.cache.entries import Keys, decoded_wallet, encode_head
@@ -173,11 +173,8 @@ class Unanswered(Exception):
     """Redis gave no answer to a batch of reads (its failure is already counted)."""
 
 
-_Asked = list[tuple[list[UUID], asyncio.Future[list[Wallet | str]]]]
-
-
 class WalletReadsTogether:
-    """Wallet reads asked during the same turn of the event loop, sent in one Redis call."""
+    """Wallet reads asked at the same time, sent in one Redis call (domain/batching.py)."""
 
     def __init__(
         self, redis: Redis, keys: Keys, *, ttl_ms: int, timeout: float, breaker: Breaker
@@ -187,34 +184,23 @@ class WalletReadsTogether:
         self._ttl_ms = ttl_ms
         self._timeout = timeout
         self._breaker = breaker
-        # Wallet reads waiting for the next Redis call, and the calls under way.
-        self._asked: _Asked = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._reads: Batcher[list[UUID], list[Wallet | str]] = Batcher(
+            self._read, max_batch=256, name="read-cache-reads"
+        )
 
     async def read(self, wallet_ids: list[UUID]) -> list[Wallet | str]:
         """Each wallet as cached, or the generation to fill it under; read in one Redis call
-        with those of every other request that asks during the same turn of the event loop.
+        with those of every other request that asks meanwhile.
 
         Under load many requests want a wallet at the same moment: one round trip for all
         of them costs one send and one receive instead of one each. A request only ever
         joins a call not yet sent, so what it reads is never older than its asking.
+        Raises Unanswered when Redis cannot be asked.
         """
-        loop = asyncio.get_running_loop()
-        asked: asyncio.Future[list[Wallet | str]] = loop.create_future()
-        self._asked.append((wallet_ids, asked))
-        if len(self._asked) == 1:
-            # At the loop's next turn, once every request running in this one has asked.
-            loop.call_soon(self._send_asked)
-        return await asked
+        return await self._reads(wallet_ids)
 
-    def _send_asked(self) -> None:
-        batch, self._asked = self._asked, []
-        sending = asyncio.create_task(self._send_batch(batch), name="read-cache-reads")
-        self._sending.add(sending)
-        sending.add_done_callback(self._sending.discard)
-
-    async def _send_batch(self, batch: _Asked) -> None:
-        keys = list(dict.fromkeys(i for ids, _ in batch for i in ids))
+    async def _read(self, asked: list[list[UUID]]) -> list[list[Wallet | str] | Exception]:
+        keys = list(dict.fromkeys(i for ids in asked for i in ids))
         try:
             async with asyncio.timeout(self._timeout):
                 entries = await READ_WALLETS.run(
@@ -222,35 +208,18 @@ class WalletReadsTogether:
                     [self._keys.wallet(k) for k in keys],
                     (uuid.uuid4().hex, self._ttl_ms),
                 )
-            # Decoded once for all the requests that asked; readers never change a Wallet.
-            by_id: dict[UUID, Wallet | str] = {
-                wallet_id: decoded_wallet(value) if cached else text_of(value)
-                for wallet_id, (cached, value) in zip(keys, entries, strict=True)
-            }
-        except asyncio.CancelledError:
-            _answer(batch, None)
-            raise
         except Exception as error:
             if isinstance(error, REDIS_FAILURES):
                 self._breaker.failed("reading wallets", error)
             else:
                 log.exception("could not read wallets from the cache")
-            _answer(batch, None)
-            return
-        _answer(batch, by_id)
+            return [Unanswered() for _ in asked]
+        # Decoded once for all the requests that asked; readers never change a Wallet.
+        by_id: dict[UUID, Wallet | str] = {
+            wallet_id: decoded_wallet(value) if cached else text_of(value)
+            for wallet_id, (cached, value) in zip(keys, entries, strict=True)
+        }
+        return [[by_id[i] for i in ids] for ids in asked]
 
     async def close(self) -> None:
-        for task in list(self._sending):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-def _answer(batch: _Asked, by_id: dict[UUID, Wallet | str] | None) -> None:
-    for ids, asked in batch:
-        if asked.done():  # its request was cancelled
-            continue
-        if by_id is None:
-            asked.set_exception(Unanswered())
-        else:
-            asked.set_result([by_id[i] for i in ids])
+        await self._reads.close()
