@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import httpx
 from bench.cpu import machine_busy_seconds
 from bench.load import LoadRun, run_wrk
 from bench.stack import fresh_database, running
+from bench.stats import median, ratio
 
 CREATE = (
     'mutation { createWallet(input: {currency: "USD", initialBalance: "1234.56"}) '
@@ -109,20 +109,23 @@ def rounds(database_url: str, args: argparse.Namespace) -> dict[str, list[Run]]:
 async def bench(args: argparse.Namespace) -> dict[str, float]:
     async with fresh_database() as database_url:
         runs = await asyncio.to_thread(rounds, database_url, args)
+    return medians(runs)
 
-    def median(query: str, per_core: bool = False) -> float:
-        return statistics.median(
-            r.load.rps / r.server_cores if per_core else r.load.rps for r in runs[query]
-        )
+
+def medians(runs: dict[str, list[Run]]) -> dict[str, float]:
+    """The median rates of each query, and their ratios."""
+
+    def rate(query: str, per_core: bool = False) -> float:
+        return median(r.load.rps / r.server_cores if per_core else r.load.rps for r in runs[query])
 
     return {
-        "wallet": median("wallet"),
-        "typename": median("typename"),
-        "ratio": median("wallet") / median("typename"),
+        "wallet": rate("wallet"),
+        "typename": rate("typename"),
+        "ratio": ratio(rate("wallet"), rate("typename")),
         # Requests per second of the server's CPU: steadier when others share the machine.
-        "wallet_per_core": median("wallet", per_core=True),
-        "typename_per_core": median("typename", per_core=True),
-        "ratio_per_core": median("wallet", per_core=True) / median("typename", per_core=True),
+        "wallet_per_core": rate("wallet", per_core=True),
+        "typename_per_core": rate("typename", per_core=True),
+        "ratio_per_core": ratio(rate("wallet", per_core=True), rate("typename", per_core=True)),
     }
 
 

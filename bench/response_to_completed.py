@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.stack import fresh_database, running
+from bench.stats import percentile
 from wallet.persistence.database import create_engine
 
 TRANSFER = (
@@ -30,11 +31,6 @@ TRANSFER = (
     "errors { code } } }"
 )
 CREATE = 'mutation { createWallet(input: {initialBalance: "1000000"}) { wallet { id } } }'
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(url: str, database_url: str, clients: int, seconds: float) -> dict[str, float]:

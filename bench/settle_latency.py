@@ -1,6 +1,6 @@
 """Transfers from request to COMPLETED, read from PostgreSQL's own timestamps.
 
-    python -m bench.settle_latency [bench options]   (the transfer phases of `python -m bench`)
+(The transfer phases of `python -m bench`; `--only transfers` runs them alone.)
 
 Every transfer a phase sends carries a clientTransactionId starting with the phase's prefix.
 Once none of them is PENDING any more, their rows tell everything, on one clock (the
@@ -13,21 +13,11 @@ them; latency is completed_at - created_at of each transfer, queueing included.
 from __future__ import annotations
 
 import asyncio
-import math
-import sys
 import time
 from dataclasses import dataclass, field
 
-import asyncpg
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of `values` (p in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+from bench.ledger import connection, keys_like
+from bench.stats import percentile
 
 
 @dataclass
@@ -52,42 +42,31 @@ class Settlement:
         return percentile(self.latencies_ms, 99)
 
 
-def _pattern(prefix: str) -> str:
-    assert prefix.replace("-", "").isalnum(), prefix  # no LIKE wildcards in it
-    return prefix + "-%"
-
-
-async def wait_settled(dsn: str, prefix: str, patience: float) -> int:
+async def wait_settled(database_url: str, prefix: str, patience: float) -> int:
     """Wait until no transfer of the phase is PENDING; returns how many still are."""
     deadline = time.monotonic() + patience
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connection(database_url) as conn:
         while True:
             pending: int = await conn.fetchval(
                 "SELECT count(*) FROM transactions"
                 " WHERE status = 'PENDING' AND client_transaction_id LIKE $1",
-                _pattern(prefix),
+                keys_like(prefix),
             )
             if pending == 0 or time.monotonic() > deadline:
                 return pending
             await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
 
 
-async def settlement(dsn: str, prefix: str, patience: float) -> Settlement:
+async def settlement(database_url: str, prefix: str, patience: float) -> Settlement:
     """The phase's figures, once it has settled or `patience` seconds have passed."""
-    pending = await wait_settled(dsn, prefix, patience)
-    conn = await asyncpg.connect(dsn)
-    try:
+    pending = await wait_settled(database_url, prefix, patience)
+    async with connection(database_url) as conn:
         rows = await conn.fetch(
             "SELECT status, failure_code, extract(epoch FROM created_at)::float8 AS created,"
             " extract(epoch FROM completed_at)::float8 AS completed"
             " FROM transactions WHERE client_transaction_id LIKE $1",
-            _pattern(prefix),
+            keys_like(prefix),
         )
-    finally:
-        await conn.close()
     done = [r for r in rows if r["status"] == "COMPLETED"]
     failures: dict[str, int] = {}
     for r in rows:
@@ -102,9 +81,3 @@ async def settlement(dsn: str, prefix: str, patience: float) -> Settlement:
         latencies_ms=[(r["completed"] - r["created"]) * 1000 for r in done],
         failures=failures,
     )
-
-
-if __name__ == "__main__":
-    from bench.__main__ import main
-
-    raise SystemExit(main([*sys.argv[1:], "--only", "transfers"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -67,7 +66,3 @@ def running(
                 stack_of_processes.enter_context(worker(env, concurrency=concurrency))
             )
         yield stack
-
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]

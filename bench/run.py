@@ -1,0 +1,371 @@
+"""One benchmark run: its phases share the stack, the wallets and the figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from bench.cpu import CpuMeter, Groups
+from bench.ledger import count_recorded, ledger_problem
+from bench.load import LoadRun, run_wrk
+from bench.pgbench import Baseline, run_baseline, scratch_name
+from bench.report import machine
+from bench.service_layer import measure as measure_service_layer
+from bench.settle_latency import Settlement, settlement
+from bench.stack import BASE_URL, Stack, fresh_database, running
+from bench.stats import ratio
+
+PHASES = ("pgbench", "service", "deposits", "transfers", "reads")
+START_BALANCE = "1000000.00"
+
+
+class Run:
+    """One benchmark run: the phases share the stack, the wallets and the figures."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: Path = args.out
+        self.scripts = self.out / "scripts"
+        self.scripts.mkdir(parents=True, exist_ok=True)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.rows: list[dict[str, Any]] = []
+        self.figures: dict[str, Any] = {}
+        self.http: dict[str, list[tuple[float, float]]] = {}
+        self.settled: dict[str, list[float]] = {}
+        self.wallets: list[str] = []
+        self.problems: list[str] = []
+        # Per phase, the busiest processes that were not ours (other users of the machine).
+        self.crowd: dict[str, list[str]] = {}
+
+    # -- phases ------------------------------------------------------------------------
+
+    async def baseline(self) -> None:
+        name = scratch_name()
+        meter = CpuMeter(Groups({"client": [os.getpid()]}, [name])).start()
+        result: Baseline = await run_baseline(
+            BASE_URL,
+            accounts=self.args.wallets,
+            clients=self.args.pgbench_clients,
+            threads=self.args.pgbench_threads,
+            seconds=max(2, self.args.duration),
+            mode=self.args.pgbench_protocol,
+            scratch=self.scripts,
+            name=name,
+        )
+        cores = self.stop(meter, "pgbench")
+        if not result.consistent or result.failed:
+            self.problems.append(f"pgbench: {result.failed} failed, consistent={result.consistent}")
+        self.figures["pgbench_tps"] = result.tps
+        self.figures["pgbench"] = {k: v for k, v in asdict(result).items() if k != "output"}
+        self.rows.append(
+            {
+                "phase": f"pgbench transfer ({result.clients} clients, {result.mode})",
+                "rate": f"{result.tps:,.0f} tps",
+                "p50": f"{result.latency_ms:.2f} avg",
+                "p99": "",
+                "checked": f"{result.transactions:,} tx, {result.failed} failed, "
+                f"ledger {'ok' if result.consistent else 'WRONG'}",
+                "cpu": cores,
+            }
+        )
+
+    async def service_layer(self) -> None:
+        async with fresh_database() as database_url:
+            name = make_url(database_url).database or ""
+            groups = Groups({"client": [os.getpid()]}, [name])
+            rates = await measure_service_layer(
+                database_url,
+                seconds=max(2, self.args.duration),
+                meter=lambda: CpuMeter(groups).start(),
+                # As many requests in flight as the HTTP phases have.
+                clients=self.args.connections,
+                wallets=self.args.wallets,
+            )
+            consistent = await self.ledger_check(database_url)
+        self.figures["service"] = {
+            r.name: {"per_second": r.per_second, "operations": r.operations, "cores": r.cores}
+            for r in rates
+        }
+        for rate, key in zip(rates, ("deposit", "submit", "settle"), strict=True):
+            self.figures[f"service_{key}_ops"] = rate.per_second
+        for rate in rates:
+            self.rows.append(
+                {
+                    "phase": f"service layer: {rate.name}",
+                    "rate": f"{rate.per_second:,.0f} /s",
+                    "p50": "",
+                    "p99": "",
+                    "checked": f"{rate.operations:,} done, {self.args.connections} "
+                    f"coroutines, ledger {'ok' if consistent else 'WRONG'}",
+                    "cpu": rate.cores,
+                }
+            )
+
+    async def create_wallets(self, stack: Stack) -> None:
+        """Setup, not measured: the wallets, created through the API, in batches."""
+        per_request = 20
+        mutation = (
+            "mutation { "
+            + " ".join(
+                f'w{i}: createWallet(input: {{initialBalance: "{START_BALANCE}"}}) '
+                "{ wallet { id } errors { code } }"
+                for i in range(per_request)
+            )
+            + " }"
+        )
+        batches = math.ceil(self.args.wallets / per_request)
+        gate = asyncio.Semaphore(8)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def batch() -> list[str]:
+                async with gate:
+                    response = await client.post(stack.url, json={"query": mutation})
+                response.raise_for_status()
+                data = response.json()["data"]
+                return [data[f"w{i}"]["wallet"]["id"] for i in range(per_request)]
+
+            results = await asyncio.gather(*(batch() for _ in range(batches)))
+        self.wallets = [w for ids in results for w in ids][: self.args.wallets]
+
+    def load(
+        self,
+        stack: Stack,
+        mode: str,
+        *,
+        seconds: int,
+        prefix: str = "",
+        hot: str | None = None,
+        budget: int = 0,
+    ) -> tuple[LoadRun, dict[str, float]]:
+        meter = CpuMeter(self.groups(stack)).start()
+        run = run_wrk(
+            stack.url,
+            mode,
+            wallets=self.wallets,
+            hot=hot,
+            prefix=prefix or f"b{self.run_id}",
+            connections=self.args.connections,
+            threads=self.args.wrk_threads,
+            seconds=seconds,
+            scratch=self.scripts,
+            budget=budget,
+        )
+        cores = self.stop(meter, mode)
+        if not run.clean:
+            self.problems.append(
+                f"{mode}: {run.bad} bad responses ({run.non2xx} non-2xx), socket errors "
+                f"{run.socket_errors}; first: {run.samples[:1]}"
+            )
+        return run, cores
+
+    def http_row(self, label: str, run: LoadRun, cores: dict[str, float]) -> dict[str, Any]:
+        return {
+            "phase": label,
+            "rate": f"{run.rps:,.0f} rps",
+            "p50": f"{run.percentile(50):.1f}",
+            "p99": f"{run.percentile(99):.1f}",
+            "checked": f"{run.good:,} ok, {run.bad} bad",
+            "cpu": cores,
+        }
+
+    async def deposits(self, stack: Stack) -> None:
+        run, cores = self.load(
+            stack, "deposit", seconds=self.args.duration, prefix=f"d{self.run_id}"
+        )
+        self.figures.update(
+            deposit_rps=run.rps,
+            deposit_p50_ms=run.percentile(50),
+            deposit_p99_ms=run.percentile(99),
+        )
+        self.figures["deposit"] = self.describe(run, cores)
+        recorded = await count_recorded(stack.database_url, f"d{self.run_id}")
+        self.figures["deposit"]["recorded"] = recorded
+        if recorded < run.good:
+            # Fewer rows than answers: some clientTransactionIds were sent twice.
+            self.problems.append(f"deposits: {run.good} answered but {recorded} recorded")
+        self.http["deposit"] = run.percentiles
+        self.rows.append(self.http_row(f"deposits ({self.args.connections} conn)", run, cores))
+
+    async def transfers(self, stack: Stack, hot: bool) -> None:
+        name = "transfer_hot" if hot else "transfer"
+        prefix = f"{'h' if hot else 't'}{self.run_id}"
+        cap = self.args.transfers
+        budget = math.ceil(cap / self.args.wrk_threads) if cap else 0
+        meter = CpuMeter(self.groups(stack)).start()
+        run, _ = self.load(
+            stack,
+            "hot" if hot else "transfer",
+            seconds=self.args.duration,
+            prefix=prefix,
+            hot=self.wallets[0] if hot else None,
+            budget=budget,
+        )
+        settled: Settlement = await settlement(stack.database_url, prefix, self.args.drain_timeout)
+        cores = self.stop(meter, name)  # submission and drain together
+        if settled.failed or settled.pending:
+            self.problems.append(
+                f"{name}: {settled.failed} FAILED {settled.failures}, "
+                f"{settled.pending} still PENDING"
+            )
+        self.figures[f"{name}_tps"] = settled.tps
+        self.figures[f"{name}_p50_ms"] = settled.p50_ms
+        self.figures[f"{name}_p99_ms"] = settled.p99_ms
+        self.figures[name] = {
+            "completed": settled.completed,
+            "failed": settled.failed,
+            "pending": settled.pending,
+            "seconds": settled.seconds,
+            "submit": self.describe(run, cores),
+        }
+        self.http[f"{name} (submit)"] = run.percentiles
+        self.settled["hot" if hot else "uniform"] = settled.latencies_ms
+        label = "hot (one wallet in each)" if hot else f"uniform ({len(self.wallets)} wallets)"
+        self.rows.append(
+            {
+                "phase": f"transfers {label}",
+                "rate": f"{settled.tps:,.0f} tps",
+                "p50": f"{settled.p50_ms:.1f}",
+                "p99": f"{settled.p99_ms:.1f}",
+                "checked": f"{settled.completed:,} completed, {settled.failed} failed, "
+                f"{settled.pending} pending; sent at {run.rps:,.0f}/s",
+                "cpu": cores,
+            }
+        )
+
+    async def reads(self, stack: Stack) -> None:
+        # Warm the cache (and the connection pools) before measuring.
+        self.load(stack, "wallet", seconds=1)
+        self.load(stack, "typename", seconds=1)
+        wallet, wallet_cores = self.load(stack, "wallet", seconds=self.args.duration)
+        typename, typename_cores = self.load(stack, "typename", seconds=self.args.duration)
+        self.figures.update(
+            read_wallet_rps=wallet.rps,
+            read_typename_rps=typename.rps,
+            read_ratio=ratio(wallet.rps, typename.rps),
+            read_wallet_p99_ms=wallet.percentile(99),
+            read_typename_p99_ms=typename.percentile(99),
+        )
+        self.figures["read_wallet"] = self.describe(wallet, wallet_cores)
+        self.figures["read_typename"] = self.describe(typename, typename_cores)
+        self.http["wallet { balance }"] = wallet.percentiles
+        self.http["{ __typename }"] = typename.percentiles
+        self.rows.append(self.http_row("reads wallet { balance }", wallet, wallet_cores))
+        self.rows.append(self.http_row("reads { __typename }", typename, typename_cores))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def groups(self, stack: Stack) -> Groups:
+        return Groups(
+            {
+                "api": [p.popen.pid for p in stack.apis],
+                "worker": [p.popen.pid for p in stack.workers],
+                "client": [os.getpid()],
+            },
+            [make_url(stack.database_url).database or ""],
+        )
+
+    def stop(self, meter: CpuMeter, phase: str) -> dict[str, float]:
+        cores = meter.stop()
+        self.crowd[phase] = meter.busiest_others
+        return cores
+
+    @staticmethod
+    def describe(run: LoadRun, cores: dict[str, float]) -> dict[str, Any]:
+        return {
+            "rps": run.rps,
+            "responses": run.responses,
+            "good": run.good,
+            "bad": run.bad,
+            "non2xx": run.non2xx,
+            "socket_errors": run.socket_errors,
+            "seconds": run.seconds,
+            "mean_ms": run.mean_ms,
+            "p50_ms": run.percentile(50),
+            "p99_ms": run.percentile(99),
+            "p999_ms": run.percentile(99.9),
+            "wrk_cores": round(run.client_cores, 3),
+            "cores": cores,
+        }
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        args = self.args
+        started = time.monotonic()
+        self.figures["machine"] = machine()
+        self.figures["config"] = {
+            "apis": args.apis,
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "connections": args.connections,
+            "duration": args.duration,
+            "quick": args.quick,
+            "wallets": args.wallets,
+            "transfers_cap": args.transfers,
+            "wrk_threads": args.wrk_threads,
+            "pgbench_clients": args.pgbench_clients,
+            "pgbench_protocol": args.pgbench_protocol,
+            "phases": args.only,
+        }
+        if "pgbench" in args.only:
+            await self.baseline()  # before the stack starts, so nothing else of ours runs
+        if "service" in args.only:
+            await self.service_layer()
+        if set(args.only) - {"pgbench", "service"}:
+            async with fresh_database() as database_url:
+                with running(
+                    database_url,
+                    apis=1,
+                    api_workers=args.apis,
+                    workers=args.workers,
+                    concurrency=args.concurrency,
+                    WALLET_RATE_LIMITS_ENABLED="false",
+                ) as stack:
+                    try:
+                        await self.create_wallets(stack)
+                        if "deposits" in args.only:
+                            await self.deposits(stack)
+                        if "transfers" in args.only:
+                            await self.transfers(stack, hot=False)
+                            await self.transfers(stack, hot=True)
+                        if "reads" in args.only:
+                            await self.reads(stack)
+                    except Exception:
+                        for process in [*stack.apis, *stack.workers]:
+                            sys.stderr.write(f"--- {process.log}\n{process.output()[-3000:]}\n")
+                        raise
+                    self.figures["ledger_consistent"] = await self.ledger_check(database_url)
+        derive(self.figures)
+        self.figures["seconds"] = round(time.monotonic() - started, 1)
+        self.figures["problems"] = self.problems
+        self.figures["busiest_other_processes"] = self.crowd
+        return self.figures
+
+    async def ledger_check(self, database_url: str) -> bool:
+        """After the load: the ledger is sound, or the run has a problem saying why not."""
+        problem = await ledger_problem(database_url)
+        if problem:
+            self.problems.append(problem)
+        return problem is None
+
+
+def derive(figures: dict[str, Any]) -> None:
+    """The figures made of others: the ratios the targets are set on, and wrk's busiest CPU."""
+    figures["transfer_ratio"] = ratio(figures.get("transfer_tps"), figures.get("pgbench_tps"))
+    figures["hot_ratio"] = ratio(figures.get("transfer_hot_tps"), figures.get("transfer_tps"))
+    figures.setdefault("read_ratio", math.nan)
+    loads = [v for v in figures.values() if isinstance(v, dict) and "wrk_cores" in v]
+    loads += [v["submit"] for v in figures.values() if isinstance(v, dict) and "submit" in v]
+    if loads:
+        figures["wrk_cores_max"] = max(v["wrk_cores"] for v in loads)
