@@ -1,0 +1,163 @@
+"""The benchmark's arithmetic and report on fixed inputs: known answers, no stack."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from bench.__main__ import parse
+from bench.report import KEYS, TARGETS, summary_line, table, verdict
+from bench.run import PHASES, derive
+from bench.stats import median, percentile, ratio
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINE = {"cpu": "test cpu", "cores": 2, "load_before": (0.5, 0.25, 0.0), "commit": "abc"}
+
+
+def test_percentile_is_the_nearest_rank_of_the_sorted_values() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 100 .. 1, unsorted on purpose
+
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 99.9) == 100
+    assert percentile(values, 0) == 1
+    assert percentile([7.0], 99) == 7
+
+
+def test_percentile_of_no_values_is_nan_not_an_error() -> None:
+    assert math.isnan(percentile([], 50))
+
+
+def test_median_is_the_middle_value_or_the_mean_of_the_middle_two() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert math.isnan(median([]))
+
+
+def test_ratio_is_nan_when_a_side_is_missing_zero_or_nan() -> None:
+    assert ratio(3, 4) == 0.75
+    assert math.isnan(ratio(1, 0))
+    assert math.isnan(ratio(None, 4))
+    assert math.isnan(ratio(3, None))
+    assert math.isnan(ratio(3, math.nan))
+
+
+def test_derive_computes_the_ratios_the_targets_are_set_on() -> None:
+    figures: dict[str, object] = {
+        "pgbench_tps": 1000.0,
+        "transfer_tps": 400.0,
+        "transfer_hot_tps": 360.0,
+        "deposit": {"wrk_cores": 0.1},
+        "transfer": {"submit": {"wrk_cores": 0.25}},
+    }
+
+    derive(figures)
+
+    assert figures["transfer_ratio"] == pytest.approx(0.4)
+    assert figures["hot_ratio"] == pytest.approx(0.9)
+    assert math.isnan(figures["read_ratio"])  # type: ignore[arg-type]
+    assert figures["wrk_cores_max"] == 0.25
+
+
+def test_derive_leaves_ratios_of_phases_that_did_not_run_as_nan() -> None:
+    figures: dict[str, object] = {"read_ratio": 0.7}
+
+    derive(figures)
+
+    assert math.isnan(figures["transfer_ratio"])  # type: ignore[arg-type]
+    assert math.isnan(figures["hot_ratio"])  # type: ignore[arg-type]
+    assert figures["read_ratio"] == 0.7
+    assert "wrk_cores_max" not in figures
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("transfer_ratio", 0.5, "target >= 0.5: met"),
+        ("transfer_ratio", 0.49, "target >= 0.5: NOT met"),
+        ("deposit_p99_ms", 25.0, "target <= 25: met"),
+        ("deposit_p99_ms", 25.1, "target <= 25: NOT met"),
+        ("deposit_rps", 1.0, ""),
+        ("read_ratio", math.nan, ""),
+    ],
+)
+def test_a_figure_with_a_target_is_reported_met_or_not_met(
+    key: str, value: float, expected: str
+) -> None:
+    assert verdict(key, value).strip() == expected
+
+
+def test_the_table_lists_every_key_figure_with_its_verdict_and_every_problem() -> None:
+    figures = {
+        "machine": MACHINE,
+        "problems": ["deposits: 3 answered but 2 recorded"],
+        "transfer_ratio": 0.25,
+        "read_ratio": math.nan,
+        "deposit_rps": 2501.4,
+    }
+    rows = [
+        {
+            "phase": "deposits (32 conn)",
+            "rate": "2,501 rps",
+            "p50": "12.0",
+            "p99": "24.0",
+            "checked": "5 ok, 0 bad",
+            "cpu": {"others": 0.5, "api": 1.25},
+        }
+    ]
+
+    lines = table(figures, rows).splitlines()
+
+    for key in KEYS:
+        assert any(line.startswith(key + " ") for line in lines), key
+    assert any(re.match(r"transfer_ratio +0\.25 +target >= 0\.5: NOT met", x) for x in lines)
+    assert any(re.match(r"read_ratio +nan$", line) for line in lines)
+    assert any(re.match(r"deposit_rps +2,501$", line) for line in lines)
+    # The CPU columns come in a fixed order, whatever the order of the measurement.
+    assert any(line.endswith("api 1.25 others 0.50") for line in lines)
+    assert "PROBLEM: deposits: 3 answered but 2 recorded" in lines
+
+
+def test_the_summary_line_is_json_with_nan_as_null_and_the_problems_counted() -> None:
+    figures = {
+        "machine": MACHINE,
+        "problems": ["one", "two"],
+        "deposit_rps": 2501.123456789,
+        "read_ratio": math.nan,
+        "ledger_consistent": True,
+    }
+
+    line = json.loads(summary_line(figures))
+
+    assert line["deposit_rps"] == 2501.12
+    assert line["read_ratio"] is None
+    assert line["pgbench_tps"] is None  # a phase that did not run
+    assert line["ledger_consistent"] is True
+    assert line["problems"] == 2
+    assert line["machine"] == "test cpu x2"
+
+
+def test_the_readme_states_the_targets_the_bench_checks() -> None:
+    speed = (ROOT / "README.md").read_text().split("## Speed", 1)[1]
+    stated = sorted(
+        (op, float(bound))
+        for row in speed.splitlines()
+        if row.startswith("| ") and row.count("|") == 4
+        for op, bound in re.findall(r"(>=|<=) ([\d.]+)", row.split("|")[3])
+    )
+
+    assert stated == sorted(TARGETS.values())
+
+
+def test_the_options_parse_to_the_phases_and_the_quick_limits() -> None:
+    assert parse([]).only == list(PHASES)
+    quick = parse(["--quick", "--only", "reads, deposits"])
+    assert quick.only == ["reads", "deposits"]
+    assert quick.duration == 3
+    assert quick.transfers == 600
+    assert quick.drain_timeout == 20.0
+    with pytest.raises(SystemExit):
+        parse(["--only", "reads,nonsense"])
