@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.e2e.api import Api
+from tests.client import Api
 from tests.processes import api_server
 
 

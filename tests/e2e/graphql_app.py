@@ -1,4 +1,5 @@
-"""The app served in-process over httpx, with its lifespan run, and a GraphQL helper."""
+"""The app served in-process over httpx, with its lifespan run: for tests that look inside it
+(its cache, the statements it sends) while speaking to it as a client does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
+from tests.client import Api
 from wallet.app import create_app
 from wallet.config import Settings
 from wallet.persistence.cache import ReadCache
@@ -22,24 +24,12 @@ from wallet.persistence.cache import ReadCache
 @dataclass
 class App:
     app: Starlette
-    client: httpx.AsyncClient
+    api: Api
 
     @property
     def cache(self) -> ReadCache:
         cache: ReadCache = self.app.state.read_cache
         return cache
-
-    async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
-        response = await self.client.post("/graphql", json={"query": query, "variables": variables})
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = await self.gql(query, **variables)
-        assert "errors" not in body, body["errors"]
-        data: dict[str, Any] = body["data"]
-        return data
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +40,7 @@ async def running_app(settings: Settings) -> AsyncIterator[App]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as client,
     ):
-        yield App(app, client)
+        yield App(app, Api(client, "/graphql"))
 
 
 @contextlib.asynccontextmanager
@@ -98,60 +88,3 @@ def statements_sent(database: str) -> Iterator[Statements]:
         yield seen
     finally:
         event.remove(Engine, "before_cursor_execute", before_cursor_execute)
-
-
-CREATE_WALLET = """
-mutation ($balance: Decimal!) {
-  createWallet(input: {currency: "USD", initialBalance: $balance}) {
-    wallet { id balance }
-    errors { code message }
-  }
-}
-"""
-
-DEPOSIT = """
-mutation ($wallet: ID!, $amount: Decimal!, $key: String!) {
-  deposit(input: {walletId: $wallet, amount: $amount, clientTransactionId: $key}) {
-    transaction { id status amount }
-    errors { code message }
-  }
-}
-"""
-
-TRANSFER = """
-mutation ($from: ID!, $to: ID!, $amount: Decimal!, $key: String!) {
-  transfer(input: {fromWalletId: $from, toWalletId: $to, amount: $amount,
-                   clientTransactionId: $key}) {
-    transaction { id status }
-    errors { code message }
-  }
-}
-"""
-
-BALANCE = "query ($id: ID!) { wallet(id: $id) { balance } }"
-
-
-async def create_wallet(app: App, balance: str = "0") -> str:
-    data = await app.data(CREATE_WALLET, balance=balance)
-    assert data["createWallet"]["errors"] == []
-    wallet_id: str = data["createWallet"]["wallet"]["id"]
-    return wallet_id
-
-
-async def deposit(app: App, wallet_id: str, amount: str, key: str) -> dict[str, Any]:
-    data = await app.data(DEPOSIT, wallet=wallet_id, amount=amount, key=key)
-    assert data["deposit"]["errors"] == [], data
-    transaction: dict[str, Any] = data["deposit"]["transaction"]
-    return transaction
-
-
-async def transfer(app: App, sender: str, receiver: str, amount: str, key: str) -> None:
-    data = await app.data(TRANSFER, **{"from": sender, "to": receiver}, amount=amount, key=key)
-    assert data["transfer"]["errors"] == [], data
-    assert data["transfer"]["transaction"]["status"] == "COMPLETED"
-
-
-async def balance(app: App, wallet_id: str) -> str:
-    data = await app.data(BALANCE, id=wallet_id)
-    value: str = data["wallet"]["balance"]
-    return value

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.api import Api
+from tests.client import Api
 
 CREATE = "mutation { createWallet(input: {}) { wallet { id } errors { code } } }"
 

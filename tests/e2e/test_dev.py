@@ -20,16 +20,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.graphql_client import create_wallet, execute, submit_transfer, wait_final
+from tests.client import Api
 from tests.processes import WALLET, free_port, wait_until
 
 pytestmark = pytest.mark.slow
-
-DEPOSIT = """
-mutation($input: DepositInput!) {
-  deposit(input: $input) { transaction { id status amount } errors { code message } }
-}"""
-BALANCE = "query($id: ID!) { wallet(id: $id) { balance } }"
 
 
 @dataclass
@@ -134,20 +128,15 @@ async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_l
         assert {"postgres", "redis-server"} <= names, names
 
         async with httpx.AsyncClient(timeout=10) as client:
-            sender = await create_wallet(client, run.url)
-            receiver = await create_wallet(client, run.url)
-            deposit = await execute(
-                client,
-                run.url,
-                DEPOSIT,
-                input={"walletId": sender, "amount": "100.00", "clientTransactionId": "d-1"},
-            )
-            assert deposit["deposit"]["transaction"]["status"] == "COMPLETED"
-            transaction_id = await submit_transfer(client, run.url, sender, receiver, "40.00")
+            api = Api(client, run.url)
+            sender = await api.new_wallet()
+            receiver = await api.new_wallet()
+            deposit = await api.deposit(sender, "100.00", "d-1", settled=False)
+            assert deposit["transaction"]["status"] == "COMPLETED"
+            transfer = await api.transfer(sender, receiver, "40.00")
             # Settled by the worker that `wallet dev` started, over the embedded Redis.
-            assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
-            balance = await execute(client, run.url, BALANCE, id=receiver)
-            assert balance["wallet"]["balance"] == "40.00"
+            assert transfer["transaction"]["status"] == "COMPLETED"
+            assert await api.balance(receiver) == "40.00"
 
         running = run.stop()
     assert_nothing_left(run, running, directory)
@@ -167,7 +156,7 @@ async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctr
     directory.mkdir()
     with wallet_dev(directory, _environment(), tmp_path / "dev1.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
-            wallet = await create_wallet(client, run.url, balance="12.34")
+            wallet = await Api(client, run.url).new_wallet("12.34")
         first = _clients(run)
         running = run.stop(ctrl_c=True)
     assert_nothing_left(run, running, directory)
@@ -181,8 +170,7 @@ async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctr
 
     with wallet_dev(directory, _environment(), tmp_path / "dev2.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
-            data = await execute(client, run.url, BALANCE, id=wallet)
-        assert data["wallet"] == {"balance": "12.34"}
+            assert await Api(client, run.url).balance(wallet) == "12.34"
         # Yesterday's psql line still works.
         answer = subprocess.run(
             [*psql.split(), "-tAc", "SELECT count(*) FROM wallets"],
@@ -209,10 +197,11 @@ async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
         names = {process.name() for process in run.descendants()}
         assert not names & {"postgres", "redis-server"}, names
         async with httpx.AsyncClient(timeout=10) as client:
-            sender = await create_wallet(client, run.url, balance="5.00")
-            receiver = await create_wallet(client, run.url)
-            transaction_id = await submit_transfer(client, run.url, sender, receiver, "5.00")
-            assert (await wait_final(client, run.url, transaction_id))["status"] == "COMPLETED"
+            api = Api(client, run.url)
+            sender = await api.new_wallet("5.00")
+            receiver = await api.new_wallet()
+            transfer = await api.transfer(sender, receiver, "5.00")
+            assert transfer["transaction"]["status"] == "COMPLETED"
         running = run.stop()
     assert_nothing_left(run, running, tmp_path)
     assert not (tmp_path / ".wallet").exists()

@@ -11,16 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from tests.e2e.graphql_app import (
-    App,
-    app_with_own_cache,
-    balance,
-    create_wallet,
-    deposit,
-    running_app,
-    statements_sent,
-    transfer,
-)
+from tests.e2e.graphql_app import App, app_with_own_cache, running_app, statements_sent
 from wallet.config import Settings
 
 
@@ -39,7 +30,7 @@ async def test_after_each_deposit_returns_every_later_read_shows_it(
     ended before deposit k+1 started at most k. An evictor keeps dropping the cached entry
     so that readers keep refilling it from PostgreSQL while deposits commit.
     """
-    wallet = await create_wallet(app)
+    wallet = await app.api.new_wallet()
     returned = 0  # deposits that have returned
     started = 0  # deposits that have been sent
     done = False
@@ -48,7 +39,7 @@ async def test_after_each_deposit_returns_every_later_read_shows_it(
     async def read_again_and_again() -> None:
         while not done:
             low = returned
-            value = Decimal(await balance(app, wallet))
+            value = Decimal(await app.api.balance(wallet))
             seen.append((low, value, started))
 
     async def evict_again_and_again() -> None:
@@ -65,9 +56,9 @@ async def test_after_each_deposit_returns_every_later_read_shows_it(
     try:
         for k in range(1, 61):
             started = k
-            await deposit(app, wallet, "1.00", f"race-{wallet}-{k}")
+            await app.api.deposit(wallet, "1.00", f"race-{wallet}-{k}")
             returned = k
-            assert Decimal(await balance(app, wallet)) == k
+            assert Decimal(await app.api.balance(wallet)) == k
     finally:
         done = True
         await asyncio.gather(*tasks)
@@ -98,18 +89,19 @@ query ($id: ID!) {
 async def test_a_page_of_100_transactions_with_both_wallets_costs_at_most_4_statements(
     app: App, database_url: str
 ) -> None:
-    hub = await create_wallet(app, "1000.00")
-    others = [await create_wallet(app, "1000.00") for _ in range(50)]
+    hub = await app.api.new_wallet("1000.00")
+    others = [await app.api.new_wallet("1000.00") for _ in range(50)]
     for n in range(100):
         other = others[n % len(others)]
         sender, receiver = (hub, other) if n % 2 else (other, hub)
-        await transfer(app, sender, receiver, "1.00", f"spread-{hub}-{n}")
+        made = await app.api.transfer(sender, receiver, "1.00", f"spread-{hub}-{n}")
+        assert made["transaction"]["status"] == "COMPLETED", made
     await app.cache.clear()  # nothing cached: every wallet is read from PostgreSQL
 
     with statements_sent(make_url(database_url).database or "") as cold:
-        data = await app.data(PAGE_WITH_WALLETS, id=hub)
+        data = await app.api.data(PAGE_WITH_WALLETS, id=hub)
     with statements_sent(make_url(database_url).database or "") as warm:
-        again = await app.data(PAGE_WITH_WALLETS, id=hub)
+        again = await app.api.data(PAGE_WITH_WALLETS, id=hub)
 
     edges = data["wallet"]["transactions"]["edges"]
     assert len(edges) == 100
@@ -134,10 +126,10 @@ async def test_reads_answer_from_postgresql_while_redis_is_unreachable(
         rate_limits_enabled=False,
     )
     async with running_app(settings) as app:
-        wallet = await create_wallet(app, "5.00")
-        await deposit(app, wallet, "2.25", f"no-redis-{wallet}")
-        assert await balance(app, wallet) == "7.25"
-        history = await app.data(
+        wallet = await app.api.new_wallet("5.00")
+        await app.api.deposit(wallet, "2.25", f"no-redis-{wallet}")
+        assert await app.api.balance(wallet) == "7.25"
+        history = await app.api.data(
             "query ($id: ID!) { wallet(id: $id) { transactions { edges { node { amount } } } } }",
             id=wallet,
         )

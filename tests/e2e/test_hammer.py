@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.api import Api
+from tests.client import Api
 from tests.invariants import assert_balances_explained
 
 

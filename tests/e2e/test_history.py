@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.api import HISTORY, Api
+from tests.client import HISTORY, Api
 
 
 @dataclass(frozen=True)

@@ -8,28 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.graphql_app import App, app_with_own_cache, create_wallet, deposit, transfer
-
-HISTORY = """
-query ($id: ID!, $first: Int, $after: String, $last: Int, $before: String,
-       $filter: TransactionFilter) {
-  wallet(id: $id) {
-    transactions(first: $first, after: $after, last: $last, before: $before, filter: $filter) {
-      edges { cursor node { id type status amount createdAt } }
-      pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
-    }
-  }
-}
-"""
-
-WITHDRAW = """
-mutation ($wallet: ID!, $amount: Decimal!, $key: String!) {
-  withdraw(input: {walletId: $wallet, amount: $amount, clientTransactionId: $key}) {
-    transaction { id status }
-    errors { code }
-  }
-}
-"""
+from tests.client import HISTORY
+from tests.e2e.graphql_app import App, app_with_own_cache
 
 
 @pytest.fixture
@@ -39,11 +19,7 @@ async def app(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIter
 
 
 async def page(app: App, wallet: str, **arguments: Any) -> dict[str, Any]:
-    # An argument left out takes its default; one sent as null would not.
-    variables = {k: v for k, v in arguments.items() if v is not None}
-    data = await app.data(HISTORY, id=wallet, **variables)
-    connection: dict[str, Any] = data["wallet"]["transactions"]
-    return connection
+    return await app.api.history_page(wallet, **arguments)
 
 
 def ids(connection: dict[str, Any]) -> list[str]:
@@ -51,9 +27,10 @@ def ids(connection: dict[str, Any]) -> list[str]:
 
 
 async def wallet_with_deposits(app: App, count: int) -> str:
-    wallet = await create_wallet(app, "1.00")  # its first transaction
+    wallet = await app.api.new_wallet("1.00")  # its first transaction
     for n in range(count - 1):
-        await deposit(app, wallet, "1.00", f"fill-{wallet}-{n}")
+        made = await app.api.deposit(wallet, "1.00", f"fill-{wallet}-{n}")
+        assert made["errors"] == [], made
     return wallet
 
 
@@ -76,7 +53,7 @@ async def test_paging_forward_shows_each_transaction_once_in_order_while_new_one
         after = current["pageInfo"]["endCursor"]
         turns += 1
         # Newer than every page yet to come: they belong before the first page, not in these.
-        await deposit(app, wallet, "0.01", f"between-{wallet}-{turns}")
+        await app.api.deposit(wallet, "0.01", f"between-{wallet}-{turns}")
 
     assert seen == everything
     assert turns == 3
@@ -95,7 +72,8 @@ async def test_paging_backward_shows_each_transaction_once_and_new_ones_only_at_
         seen = ids(current) + seen
         if not current["pageInfo"]["hasPreviousPage"]:
             break
-        arrived.append(await deposit(app, wallet, "0.01", f"new-{wallet}-{len(arrived)}"))
+        made = await app.api.deposit(wallet, "0.01", f"new-{wallet}-{len(arrived)}")
+        arrived.append(made["transaction"])
         current = await page(app, wallet, last=6, before=current["pageInfo"]["startCursor"])
 
     newest_first_arrivals = [t["id"] for t in reversed(arrived)]
@@ -115,14 +93,15 @@ async def test_the_page_before_a_cursor_is_the_page_that_led_to_it(app: App) -> 
 
 
 async def test_filters_page_through_only_the_matching_transactions(app: App) -> None:
-    wallet = await create_wallet(app, "10.00")
-    friend = await create_wallet(app, "10.00")
+    wallet = await app.api.new_wallet("10.00")
+    friend = await app.api.new_wallet("10.00")
     for n in range(3):
-        await transfer(app, friend, wallet, "1.00", f"in-{wallet}-{n}")
-        await transfer(app, wallet, friend, "0.50", f"out-{wallet}-{n}")
-        failed = await app.data(WITHDRAW, wallet=wallet, amount="999.00", key=f"w-{wallet}-{n}")
-        assert failed["withdraw"]["transaction"]["status"] == "FAILED"
-        await deposit(app, wallet, "0.10", f"dep-{wallet}-{n}")
+        made_in = await app.api.transfer(friend, wallet, "1.00", f"in-{wallet}-{n}")
+        made_out = await app.api.transfer(wallet, friend, "0.50", f"out-{wallet}-{n}")
+        assert made_in["transaction"]["status"] == made_out["transaction"]["status"] == "COMPLETED"
+        failed = await app.api.withdraw(wallet, "999.00", f"w-{wallet}-{n}")
+        assert failed["transaction"]["status"] == "FAILED"
+        await app.api.deposit(wallet, "0.10", f"dep-{wallet}-{n}")
     everything = (await page(app, wallet, first=100))["edges"]
 
     for filter_, wanted in [
@@ -180,7 +159,7 @@ def _b64(text: str) -> str:
 async def test_an_invalid_cursor_is_a_clean_error(app: App, cursor: str, argument: str) -> None:
     wallet = await wallet_with_deposits(app, 1)
 
-    body = await app.gql(HISTORY, id=wallet, **{argument: cursor})
+    body = await app.api.answer(HISTORY, id=wallet, **{argument: cursor})
 
     assert body["data"] == {"wallet": None}
     (error,) = body["errors"]
@@ -203,7 +182,7 @@ async def test_a_page_size_or_direction_that_makes_no_sense_is_a_clean_error(
 ) -> None:
     wallet = await wallet_with_deposits(app, 1)
 
-    body = await app.gql(HISTORY, id=wallet, **arguments)
+    body = await app.api.answer(HISTORY, id=wallet, **arguments)
 
     assert body["data"] == {"wallet": None}
     assert [e["message"] for e in body["errors"]] == [message]
@@ -215,11 +194,11 @@ async def test_the_cached_first_page_follows_every_change(app: App) -> None:
     assert await page(app, wallet) == before  # from the cache now
     hits = app.cache.history_stats.hits
 
-    failed = await app.data(WITHDRAW, wallet=wallet, amount="50.00", key=f"big-{wallet}")
+    failed = await app.api.withdraw(wallet, "50.00", f"big-{wallet}")
     after = await page(app, wallet)
     only_failed = await page(app, wallet, filter={"statuses": ["FAILED"]})
 
-    assert ids(after) == [failed["withdraw"]["transaction"]["id"], *ids(before)]
+    assert ids(after) == [failed["transaction"]["id"], *ids(before)]
     assert after["edges"][0]["node"]["status"] == "FAILED"
     assert ids(only_failed) == ids(after)[:1]
     assert app.cache.history_stats.hits >= hits + 1

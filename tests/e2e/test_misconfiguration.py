@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.e2e.graphql_client import create_wallet, submit_transfer
+from tests.client import Api
 from tests.faults.servers import PostgresServer
 from tests.processes import (
     WALLET,
@@ -241,10 +241,11 @@ async def test_transfers_made_while_redis_is_down_are_recorded_and_the_outage_lo
 ) -> None:
     with private_redis() as redis, api_server({**env, "REDIS_URL": redis.url}) as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            sender = await create_wallet(client, api.url, "10.00")
-            receiver = await create_wallet(client, api.url)
+            graphql = Api(client, api.url)
+            sender = await graphql.new_wallet("10.00")
+            receiver = await graphql.new_wallet()
             redis.stop()
-            submitted = [await submit_transfer(client, api.url, sender, receiver) for _ in range(3)]
+            submitted = [await graphql.pending_transfer(sender, receiver) for _ in range(3)]
     assert len(set(submitted)) == 3  # recorded, PENDING: a worker's sweeper queues them later
     where = f"Redis at 127.0.0.1:{redis.url.rsplit(':', 1)[1].split('/')[0]}"
     assert len(_lines(api, "ERROR", where)) == 1, api.output()

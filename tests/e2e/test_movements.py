@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.api import DEPOSIT, TRANSFER, WITHDRAW, Api, key
+from tests.client import DEPOSIT, TRANSFER, WITHDRAW, Api, key
 
 
 async def test_a_deposit_completes_and_raises_the_balance(api: Api) -> None:

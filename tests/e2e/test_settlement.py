@@ -14,16 +14,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.graphql_client import (
-    TRANSFER,
-    WITHDRAW,
-    create_wallet,
-    execute,
-    submit_transfer,
-    wait_final,
-)
+from tests.client import Api
 from tests.invariants import assert_balances_explained, status_counts
 from tests.processes import api_server, private_redis, worker
+from tests.waits import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +28,13 @@ def env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "WALLET_SWEEP_AFTER_SECONDS": "2", "WALLET_SHUTDOWN_GRACE_SECONDS": "5"}
 
 
-async def _submit_transfers(
-    client: httpx.AsyncClient, url: str, wallets: list[str], count: int
-) -> list[str]:
+async def _submit_transfers(api: Api, wallets: list[str], count: int) -> list[str]:
     rng = random.Random(7)
 
     async def one() -> str:
         sender, receiver = rng.sample(wallets, 2)
         amount = f"{rng.randint(1, 4000) / 100:.2f}"
-        return await submit_transfer(client, url, sender, receiver, amount)
+        return await api.pending_transfer(sender, receiver, amount)
 
     ids = []
     for start in range(0, count, 50):  # 50 requests in flight at a time
@@ -51,39 +43,41 @@ async def _submit_transfers(
 
 
 async def _wait_settled(engine: AsyncEngine, ids: list[str], timeout: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The transactions' status counts, once none is PENDING."""
+
+    async def settled() -> dict[str, int] | None:
         counts = await status_counts(engine, ids)
-        if "PENDING" not in counts or time.monotonic() > deadline:
-            return counts
-        await asyncio.sleep(0.2)
+        return None if "PENDING" in counts else counts
+
+    return await eventually(settled, f"{len(ids)} transactions settled", timeout, every=0.2)
+
+
+async def _queued(env: dict[str, str], count: int) -> None:
+    """Until `count` settlement jobs wait on the queue."""
+    queue = f"{env['WALLET_REDIS_PREFIX']}:settlements"
+    redis = Redis.from_url(env["REDIS_URL"])
+    try:
+        await eventually(lambda: redis.xlen(queue), f"{count} jobs on {queue}")
+        assert await redis.xlen(queue) == count
+    finally:
+        await redis.aclose()
 
 
 async def test_a_transfer_stays_pending_until_a_worker_runs(
     env: dict[str, str], engine: AsyncEngine
 ) -> None:
-    with api_server(env) as api:
+    with api_server(env) as server:
         async with httpx.AsyncClient(timeout=30) as client:
-            a = await create_wallet(client, api.url, "10.00")
-            b = await create_wallet(client, api.url)
-            data = await execute(
-                client,
-                api.url,
-                TRANSFER,
-                input={
-                    "fromWalletId": a,
-                    "toWalletId": b,
-                    "amount": "2.50",
-                    "clientTransactionId": str(uuid.uuid4()),
-                },
-            )
-            transaction = data["transfer"]["transaction"]
+            api = Api(client, server.url)
+            a = await api.new_wallet("10.00")
+            b = await api.new_wallet()
+            transaction = (await api.transfer(a, b, "2.50", settled=False))["transaction"]
             assert transaction["status"] == "PENDING"
-            await asyncio.sleep(1.5)
-            still = await wait_final(client, api.url, transaction["id"], timeout=0)
-            assert still["status"] == "PENDING"
+            # Handed to the queue, where nothing takes it: the API does not settle it itself.
+            await _queued(env, 1)
+            assert (await api.transaction(transaction["id"]))["status"] == "PENDING"
             with worker(env):
-                settled = await wait_final(client, api.url, transaction["id"])
+                settled = await api.final(transaction)
             assert settled["status"] == "COMPLETED"
             await assert_balances_explained(engine, [a, b])
 
@@ -91,16 +85,18 @@ async def test_a_transfer_stays_pending_until_a_worker_runs(
 async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
     env: dict[str, str], engine: AsyncEngine
 ) -> None:
-    with api_server(env) as api:
+    with api_server(env) as server:
         async with httpx.AsyncClient(timeout=60) as client:
-            wallets = [await create_wallet(client, api.url, "500.00") for _ in range(6)]
+            api = Api(client, server.url)
+            wallets = [await api.new_wallet("500.00") for _ in range(6)]
             before = sum((await assert_balances_explained(engine, wallets)).values())
-            ids = await _submit_transfers(client, api.url, wallets, 200)
+            ids = await _submit_transfers(api, wallets, 200)
             with worker(env, concurrency=8) as busy:
-                deadline = time.monotonic() + 30
-                while (await status_counts(engine, ids)).get("PENDING", 0) > 150:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.05)
+
+                async def busy_settling() -> bool:
+                    return (await status_counts(engine, ids)).get("PENDING", 0) <= 150
+
+                await eventually(busy_settling, "the worker settling the first 50", 30)
                 took = busy.stop(signal.SIGTERM, timeout=15)
             assert took < 10, f"worker took {took:.1f} s to stop"
             assert busy.popen.returncode == 0, busy.output()
@@ -115,23 +111,14 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
 ) -> None:
     with private_redis() as redis:
         own = {**env, "REDIS_URL": redis.url}
-        with api_server(own) as api, worker(own):
+        with api_server(own) as server, worker(own):
             async with httpx.AsyncClient(timeout=30) as client:
-                wallet = await create_wallet(client, api.url, "100.00")
+                api = Api(client, server.url)
+                wallet = await api.new_wallet("100.00")
                 redis.stop(signal.SIGKILL)
                 started = time.monotonic()
-                data = await execute(
-                    client,
-                    api.url,
-                    WITHDRAW,
-                    input={
-                        "walletId": wallet,
-                        "amount": "40.00",
-                        "clientTransactionId": str(uuid.uuid4()),
-                    },
-                )
+                payload = await api.withdraw(wallet, "40.00", settled=False)
                 assert time.monotonic() - started < 5, "a Redis outage must not hang a request"
-                payload = data["withdraw"]
                 if payload["errors"]:  # refused outright: then nothing may have been recorded
                     assert payload["transaction"] is None
                     return
@@ -139,7 +126,7 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
                 assert transaction["status"] == "PENDING"
                 # Redis comes back empty, as a Redis that keeps nothing on disk does.
                 redis.restart()
-                settled = await wait_final(client, api.url, transaction["id"], timeout=30)
+                settled = await api.final(transaction, timeout=30)
                 assert settled["status"] == "COMPLETED"
     await assert_balances_explained(engine, [wallet])
 
@@ -163,10 +150,10 @@ async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_fo
             {"id": transaction_id, "wallet": wallet_id},
         )
     with worker({**env, "WALLET_SWEEP_AFTER_SECONDS": "0.5"}) as stubborn:
-        deadline = time.monotonic() + 60
-        while True:
+
+        async def ended() -> tuple[str, str, str] | None:
             async with engine.connect() as conn:
-                status, code, message = (
+                row = (
                     await conn.execute(
                         text(
                             "SELECT status, failure_code, error_message FROM transactions "
@@ -175,9 +162,9 @@ async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_fo
                         {"id": transaction_id},
                     )
                 ).one()
-            if status != "PENDING" or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+            return None if row.status == "PENDING" else (row[0], row[1], row[2])
+
+        status, code, message = await eventually(ended, "the job given up", 60, every=0.2)
         assert "gave up settling" in stubborn.output()
     assert (status, code) == ("FAILED", "INTERNAL")
     assert "given up" in message
@@ -193,19 +180,18 @@ async def test_every_settled_job_is_acknowledged_on_the_stream(
     prefix = env["WALLET_REDIS_PREFIX"]
     redis = Redis.from_url(env["REDIS_URL"])
     try:
-        with api_server(env) as api, worker(env, concurrency=32):
+        with api_server(env) as server, worker(env, concurrency=32):
             async with httpx.AsyncClient(timeout=60) as client:
-                wallets = [await create_wallet(client, api.url, "500.00") for _ in range(8)]
-                ids = await _submit_transfers(client, api.url, wallets, 200)
-                counts = await _wait_settled(engine, ids, timeout=60)
-                assert "PENDING" not in counts, counts
-                deadline = time.monotonic() + 10
-                while True:
-                    pending = await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers")
-                    if pending["pending"] == 0:
-                        break
-                    assert time.monotonic() < deadline, f"unacknowledged: {pending}"
-                    await asyncio.sleep(0.1)
+                api = Api(client, server.url)
+                wallets = [await api.new_wallet("500.00") for _ in range(8)]
+                ids = await _submit_transfers(api, wallets, 200)
+                await _wait_settled(engine, ids, timeout=60)
+
+                async def all_acknowledged() -> bool:
+                    held = await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers")
+                    return held["pending"] == 0
+
+                await eventually(all_acknowledged, "every job acknowledged", 10, every=0.1)
                 assert await redis.xlen(f"{prefix}:settlements") >= 200
     finally:
         await redis.aclose()

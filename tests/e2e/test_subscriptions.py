@@ -9,9 +9,11 @@ import uuid
 import httpx
 import pytest
 import websockets
+from redis.asyncio import Redis
 
-from tests.e2e.graphql_client import Subscriber, create_wallet, submit_transfer
+from tests.client import Api, Subscriber
 from tests.processes import api_server, worker
+from tests.waits import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +25,36 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
+async def listening(env: dict[str, str], channel: str) -> None:
+    """Until some process has subscribed to the Redis channel (under the run's prefix)."""
+    name = f"{env['WALLET_REDIS_PREFIX']}:{channel}"
+    redis = Redis.from_url(env["REDIS_URL"])
+    try:
+
+        async def subscribers() -> int:
+            [(_, count)] = await redis.pubsub_numsub(name)
+            return int(count)
+
+        await eventually(subscribers, f"a subscriber on {name}")
+    finally:
+        await redis.aclose()
+
+
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
 async def test_a_subscriber_on_one_api_sees_a_transfer_made_through_another(
     env: dict[str, str], protocol: str
 ) -> None:
     with api_server(env) as watched, api_server(env) as used, worker(env):
         async with httpx.AsyncClient(timeout=30) as client:
-            sender = await create_wallet(client, used.url, "10.00")
-            receiver = await create_wallet(client, used.url)
+            api = Api(client, used.url)
+            sender = await api.new_wallet("10.00")
+            receiver = await api.new_wallet()
             query = ACTIVITY % _quoted(receiver)
             async with Subscriber(watched.url, query, protocol) as activity:
-                await asyncio.sleep(0.3)  # let the subscription reach Redis
-                transaction_id = await submit_transfer(client, used.url, sender, receiver)
+                # walletActivity sends nothing until the wallet moves: a transfer made before
+                # the watching API listens on Redis would never be heard of.
+                await listening(env, f"events:wallet:{receiver}")
+                transaction_id = await api.pending_transfer(sender, receiver)
                 first = await activity.next()
                 second = await activity.next()
     assert first is not None
@@ -50,9 +70,10 @@ async def test_transaction_updated_shows_the_current_state_then_each_change_then
 ) -> None:
     with api_server(env) as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            sender = await create_wallet(client, api.url, "10.00")
-            receiver = await create_wallet(client, api.url)
-            transaction_id = await submit_transfer(client, api.url, sender, receiver)
+            graphql = Api(client, api.url)
+            sender = await graphql.new_wallet("10.00")
+            receiver = await graphql.new_wallet()
+            transaction_id = await graphql.pending_transfer(sender, receiver)
             async with Subscriber(api.url, UPDATED % _quoted(transaction_id)) as updates:
                 now = await updates.next()
                 assert now == {

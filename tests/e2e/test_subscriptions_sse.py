@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.graphql_client import create_wallet, submit_transfer
+from tests.client import Api
 from tests.processes import api_server, worker
 
 pytestmark = pytest.mark.slow
@@ -59,9 +59,10 @@ async def test_transaction_updated_over_sse_shows_the_current_state_then_the_cha
 ) -> None:
     with api_server(env) as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            sender = await create_wallet(client, api.url, "10.00")
-            receiver = await create_wallet(client, api.url)
-            transaction_id = await submit_transfer(client, api.url, sender, receiver)
+            graphql = Api(client, api.url)
+            sender = await graphql.new_wallet("10.00")
+            receiver = await graphql.new_wallet()
+            transaction_id = await graphql.pending_transfer(sender, receiver)
             async with subscribe(client, api.url, UPDATED % transaction_id) as events:
                 kind, now = await events.next()
                 assert kind == "next"

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.api import Api, key
+from tests.client import Api, key
 
 
 def _when(text: str) -> datetime:

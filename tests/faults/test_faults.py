@@ -23,7 +23,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.e2e.graphql_client import Subscriber
+from tests.client import Subscriber
 from tests.faults.checks import assert_all_holds, wait_quiet
 from tests.faults.load import MUTATIONS, Load, create_wallets, post
 from tests.faults.report import REPORT, ReportLine

@@ -99,15 +99,3 @@ def env(service_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str
     counters), for tests that start a server with settings of their own."""
     prefix = f"{service_env['WALLET_REDIS_PREFIX']}-{request.node.name}"
     return {**service_env, "WALLET_REDIS_PREFIX": prefix}
-
-
-async def new_wallet(client: httpx.AsyncClient, url: str, balance: str = "100.00") -> str:
-    response = await client.post(
-        url,
-        json={
-            "query": "mutation($b: Decimal!) { createWallet(input: {initialBalance: $b})"
-            " { wallet { id } } }",
-            "variables": {"b": balance},
-        },
-    )
-    return str(response.json()["data"]["createWallet"]["wallet"]["id"])

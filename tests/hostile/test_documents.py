@@ -8,7 +8,8 @@ import httpx
 import pytest
 from graphql import get_introspection_query
 
-from tests.hostile.conftest import healthz_watched, new_wallet
+from tests.client import Api
+from tests.hostile.conftest import healthz_watched
 from tests.processes import Process
 from wallet.web.documents import NESTED_SCHEMA_LISTS, ONE_INTROSPECTION
 
@@ -92,7 +93,7 @@ async def test_depth_reached_through_fragments_is_refused(
 async def test_a_document_that_may_return_too_many_nodes_is_refused_before_it_runs(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    wallet = await new_wallet(client, hostile_api.url)
+    wallet = await Api(client, hostile_api.url).new_wallet("100.00")
     with healthz_watched(hostile_api):
         started = time.perf_counter()
         response = await _post(client, hostile_api.url, {"query": COSTLY.replace("WALLET", wallet)})
@@ -108,7 +109,7 @@ async def test_a_document_that_may_return_too_many_nodes_is_refused_before_it_ru
 async def test_the_cost_of_an_accepted_request_follows_its_variables_and_is_reported(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    wallet = await new_wallet(client, hostile_api.url)
+    wallet = await Api(client, hostile_api.url).new_wallet("100.00")
     query = (
         "query History($id: ID!, $n: Int) { wallet(id: $id) {"
         " transactions(first: $n) { edges { node { id } } pageInfo { hasNextPage } } } }"
@@ -146,7 +147,7 @@ DEFAULTED = (
 async def test_a_page_size_from_a_variable_default_or_a_float_is_priced_as_graphql_reads_it(
     hostile_api: Process, client: httpx.AsyncClient, variables: dict[str, object]
 ) -> None:
-    wallet = await new_wallet(client, hostile_api.url)
+    wallet = await Api(client, hostile_api.url).new_wallet("100.00")
     body = {"query": DEFAULTED, "variables": {"id": wallet, **variables}}
     response = await _post(client, hostile_api.url, body)
     (error,) = response.json()["errors"]
@@ -240,7 +241,7 @@ async def test_bombs_that_were_already_refused_still_are_without_holding_the_loo
 async def test_a_bad_cursor_is_refused_with_its_code(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    wallet = await new_wallet(client, hostile_api.url)
+    wallet = await Api(client, hostile_api.url).new_wallet("100.00")
     query = '{ wallet(id: "%s") { transactions(after: "not a cursor") { edges { cursor } } } }'
     response = await _post(client, hostile_api.url, {"query": query % wallet})
     (error,) = response.json()["errors"]
@@ -260,8 +261,8 @@ async def test_a_body_over_the_cap_is_refused_without_holding_the_loop(
 async def test_a_query_of_ids_and_amounts_under_the_cost_limit_runs_without_holding_the_loop(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    sender = await new_wallet(client, hostile_api.url, "1000.00")
-    receiver = await new_wallet(client, hostile_api.url, "0")
+    sender = await Api(client, hostile_api.url).new_wallet("1000.00")
+    receiver = await Api(client, hostile_api.url).new_wallet("0")
     for batch in range(4):
         transfers = " ".join(
             f't{n}: transfer(input: {{fromWalletId: "{sender}", toWalletId: "{receiver}",'
@@ -320,7 +321,7 @@ async def _wallets(client: httpx.AsyncClient, url: str, count: int, balance: str
 async def test_the_costliest_document_the_limit_admits_runs_without_holding_the_loop(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    receiver = await new_wallet(client, hostile_api.url, "0")
+    receiver = await Api(client, hostile_api.url).new_wallet("0")
     senders = await _wallets(client, hostile_api.url, 100, "10.00")
     for batch in range(4):
         transfers = " ".join(

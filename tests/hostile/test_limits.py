@@ -10,7 +10,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.hostile.conftest import healthz_watched, new_wallet
+from tests.client import Api
+from tests.hostile.conftest import healthz_watched
 from tests.processes import api_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -31,20 +32,14 @@ def aliased_deposits(wallet: str, count: int) -> str:
     return "mutation { " + " ".join(f"d{i}: {deposit(wallet)}" for i in range(count)) + " }"
 
 
-async def _balance(client: httpx.AsyncClient, url: str, wallet: str) -> str:
-    query = "query($id: ID!) { wallet(id: $id) { balance } }"
-    response = await client.post(url, json={"query": query, "variables": {"id": wallet}})
-    return str(response.json()["data"]["wallet"]["balance"])
-
-
 async def test_thirty_aliased_deposits_count_as_thirty_mutations(env: dict[str, str]) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "40/minute"}
     with api_server(env, **limits) as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            wallet = await new_wallet(client, api.url, "0")
+            wallet = await Api(client, api.url).new_wallet("0")
             first = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
             second = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
-            balance = await _balance(client, api.url, wallet)
+            balance = await Api(client, api.url).balance(wallet)
     assert first.status_code == 200
     assert all(not payload["errors"] for payload in first.json()["data"].values())
     assert second.status_code == 429
@@ -58,7 +53,7 @@ async def test_mutations_over_one_websocket_count_against_the_limit_one_by_one(
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "5/minute"}
     with api_server(env, **limits) as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            wallet = await new_wallet(client, api.url, "0")  # the first of the five
+            wallet = await Api(client, api.url).new_wallet("0")  # the first of the five
             url = api.url.replace("http://", "ws://")
             answers: dict[str, str] = {}
             async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
@@ -75,7 +70,7 @@ async def test_mutations_over_one_websocket_count_against_the_limit_one_by_one(
                             answers[message["id"]] = "applied"
                         elif message["type"] == "error":
                             answers[message["id"]] = message["payload"][0]["extensions"]["code"]
-            balance = await _balance(client, api.url, wallet)
+            balance = await Api(client, api.url).balance(wallet)
     assert sorted(answers.values()) == ["RATE_LIMITED"] * 6 + ["applied"] * 4
     assert balance == "4.00"
 
@@ -132,7 +127,7 @@ async def test_more_mutations_in_one_request_than_any_second_allows_are_refused_
     # The default limits: 20 mutations a second, 30 aliases a document.
     with api_server(env, WALLET_RATE_LIMITS_ENABLED="true") as api:
         async with httpx.AsyncClient(timeout=30) as client:
-            wallet = await new_wallet(client, api.url, "0")
+            wallet = await Api(client, api.url).new_wallet("0")
             refused = await client.post(api.url, json={"query": aliased_deposits(wallet, 21)})
             url = api.url.replace("http://", "ws://")
             async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
@@ -145,7 +140,7 @@ async def test_more_mutations_in_one_request_than_any_second_allows_are_refused_
             # The per-second windows (sliding: the previous one weighs too) forget the wallet.
             await asyncio.sleep(2)
             allowed = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
-            balance = await _balance(client, api.url, wallet)
+            balance = await Api(client, api.url).balance(wallet)
     message = (
         "a request may run at most 20 mutations (WALLET_MUTATION_RATE_LIMIT); this one runs 21"
     )

@@ -11,7 +11,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.hostile.conftest import healthz_watched, new_wallet
+from tests.client import Api
+from tests.hostile.conftest import healthz_watched
 from tests.processes import Process
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,7 +112,7 @@ async def test_a_request_id_is_kept_only_when_it_is_printable_ascii_of_sane_leng
 async def test_one_websocket_holds_a_bounded_number_of_operations_open(
     hostile_api: Process, client: httpx.AsyncClient
 ) -> None:
-    wallet = await new_wallet(client, hostile_api.url)
+    wallet = await Api(client, hostile_api.url).new_wallet("100.00")
     activity = f'subscription {{ walletActivity(walletId: "{wallet}") {{ id }} }}'
     url = hostile_api.url.replace("http://", "ws://")
     async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:

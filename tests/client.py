@@ -1,13 +1,17 @@
-"""A client of the wallet API that knows only the contract: GraphQL documents over HTTP."""
+"""A client of the wallet API that knows only the contract: GraphQL documents over HTTP, and
+subscriptions over WebSocket. Every test that speaks to the API as a client does uses it."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 import uuid
 from typing import Any
 
 import httpx
+import websockets
+
+from tests.waits import eventually
 
 TRANSACTION = """
   id type status amount currency clientTransactionId failureCode errorMessage
@@ -37,9 +41,10 @@ mutation Transfer($input: TransferInput!) {{
 GET_WALLET = f"query Wallet($id: ID!) {{ wallet(id: $id) {{ {WALLET} }} }}"
 GET_TRANSACTION = f"query Transaction($id: ID!) {{ transaction(id: $id) {{ {TRANSACTION} }} }}"
 HISTORY = """
-query History($id: ID!, $first: Int, $after: String, $filter: TransactionFilter) {
+query History($id: ID!, $first: Int, $after: String, $last: Int, $before: String,
+              $filter: TransactionFilter) {
   wallet(id: $id) {
-    transactions(first: $first, after: $after, filter: $filter) {
+    transactions(first: $first, after: $after, last: $last, before: $before, filter: $filter) {
       edges { cursor node { id type status amount createdAt } }
       pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
     }
@@ -54,6 +59,8 @@ def key() -> str:
 
 
 class Api:
+    """The API at `url` (a full URL, or a path on the client's base_url)."""
+
     def __init__(self, client: httpx.AsyncClient, url: str) -> None:
         self.client = client
         self.url = url
@@ -64,11 +71,16 @@ class Api:
         assert response.status_code < 500, response.text
         return response
 
-    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
-        """The `data` of a request that must succeed without GraphQL errors."""
+    async def answer(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The whole body of a request answered with 200: its data, and its errors if any."""
         response = await self.post(query, **variables)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
+        return body
+
+    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The `data` of a request that must succeed without GraphQL errors."""
+        body = await self.answer(query, **variables)
         assert "errors" not in body, body
         return body["data"]  # type: ignore[no-any-return]
 
@@ -90,54 +102,74 @@ class Api:
         return str(payload["wallet"]["id"])
 
     async def deposit(
-        self, wallet: str, amount: str, client_key: str | None = None
+        self, wallet: str, amount: str, client_key: str | None = None, *, settled: bool = True
     ) -> dict[str, Any]:
-        """The deposit payload, its transaction final."""
+        """The deposit payload; its transaction final unless `settled` is False, when it is
+        as answered."""
         return await self._move(
             DEPOSIT,
             "deposit",
+            settled=settled,
             walletId=wallet,
             amount=amount,
             clientTransactionId=client_key or key(),
         )
 
     async def withdraw(
-        self, wallet: str, amount: str, client_key: str | None = None
+        self, wallet: str, amount: str, client_key: str | None = None, *, settled: bool = True
     ) -> dict[str, Any]:
+        """The withdraw payload; its transaction final unless `settled` is False."""
         return await self._move(
             WITHDRAW,
             "withdraw",
+            settled=settled,
             walletId=wallet,
             amount=amount,
             clientTransactionId=client_key or key(),
         )
 
     async def transfer(
-        self, sender: str, receiver: str, amount: str, client_key: str | None = None
+        self,
+        sender: str,
+        receiver: str,
+        amount: str,
+        client_key: str | None = None,
+        *,
+        settled: bool = True,
     ) -> dict[str, Any]:
+        """The transfer payload; its transaction final unless `settled` is False."""
         return await self._move(
             TRANSFER,
             "transfer",
+            settled=settled,
             fromWalletId=sender,
             toWalletId=receiver,
             amount=amount,
             clientTransactionId=client_key or key(),
         )
 
-    async def _move(self, mutation: str, name: str, **fields: Any) -> dict[str, Any]:
+    async def pending_transfer(self, sender: str, receiver: str, amount: str = "1.25") -> str:
+        """The id of a transfer that must be accepted, not waited for (it may be PENDING)."""
+        payload = await self.transfer(sender, receiver, amount, settled=False)
+        assert payload["errors"] == [], payload
+        return str(payload["transaction"]["id"])
+
+    async def _move(self, mutation: str, name: str, settled: bool, **fields: Any) -> dict[str, Any]:
         payload: dict[str, Any] = (await self.data(mutation, input=fields))[name]
-        if payload["transaction"] is not None:
+        if settled and payload["transaction"] is not None:
             payload["transaction"] = await self.final(payload["transaction"])
         return payload
 
     async def final(self, transaction: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """The transaction once COMPLETED or FAILED: a worker may settle it after the reply."""
-        deadline = time.monotonic() + timeout
-        while transaction["status"] not in FINAL:
-            assert time.monotonic() < deadline, f"still PENDING after {timeout} s: {transaction}"
-            await asyncio.sleep(0.05)
-            transaction = await self.transaction(transaction["id"])
-        return transaction
+        if transaction["status"] in FINAL:
+            return transaction
+
+        async def final_now() -> dict[str, Any] | None:
+            now = await self.transaction(transaction["id"])
+            return now if now["status"] in FINAL else None
+
+        return await eventually(final_now, f"transaction {transaction['id']} settled", timeout)
 
     async def transaction(self, transaction_id: str) -> dict[str, Any]:
         found: dict[str, Any] = (await self.data(GET_TRANSACTION, id=transaction_id))["transaction"]
@@ -153,7 +185,10 @@ class Api:
         return str(wallet["balance"])
 
     async def history_page(self, wallet_id: str, **arguments: Any) -> dict[str, Any]:
-        wallet = (await self.data(HISTORY, id=wallet_id, **arguments))["wallet"]
+        """One page of the wallet's transactions (first/after, last/before, filter)."""
+        # An argument left out takes its default; one sent as null would not.
+        sent = {name: value for name, value in arguments.items() if value is not None}
+        wallet = (await self.data(HISTORY, id=wallet_id, **sent))["wallet"]
         assert wallet is not None
         return wallet["transactions"]  # type: ignore[no-any-return]
 
@@ -177,3 +212,40 @@ class Api:
                 return nodes
             assert len(edges) == page_size, "a page short of `first` is the last one"
             after = info["endCursor"]
+
+
+class Subscriber:
+    """One subscription over graphql-transport-ws (or the legacy graphql-ws)."""
+
+    def __init__(self, url: str, query: str, protocol: str = "graphql-transport-ws") -> None:
+        self.url = url.replace("http://", "ws://")
+        self.query = query
+        self.protocol = protocol
+        self._socket: Any = None
+
+    async def __aenter__(self) -> Subscriber:
+        self._socket = await websockets.connect(self.url, subprotocols=[self.protocol])
+        await self._socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        ack = json.loads(await asyncio.wait_for(self._socket.recv(), 5))
+        assert ack["type"] == "connection_ack", ack
+        start = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
+        await self._socket.send(
+            json.dumps({"id": "1", "type": start, "payload": {"query": self.query}})
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._socket.close()
+
+    async def next(self, timeout: float = 15.0) -> dict[str, Any] | None:
+        """The next event's data, or None when the server completed the subscription."""
+        while True:
+            message = json.loads(await asyncio.wait_for(self._socket.recv(), timeout))
+            if message["type"] in ("next", "data"):
+                assert "errors" not in message["payload"], message
+                return message["payload"]["data"]  # type: ignore[no-any-return]
+            if message["type"] == "complete":
+                return None
+            if message["type"] in ("ka", "ping", "pong"):
+                continue
+            raise AssertionError(message)
