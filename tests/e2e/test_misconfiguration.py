@@ -7,7 +7,6 @@ Servers that are "away" are closed ports on this machine: nothing here stops the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import uuid
@@ -30,6 +29,7 @@ from tests.processes import (
     start,
     wait_until,
 )
+from tests.waits import eventually
 from wallet.persistence.database import create_database, drop_database, migrate, newest_revision
 
 CREATE_WALLET = 'mutation { createWallet(input: {currency: "USD"}) { wallet { id } } }'
@@ -92,9 +92,11 @@ async def test_a_never_migrated_database_is_not_ready_and_requests_get_503_not_i
             )
             assert migrate.returncode == 0, migrate.stderr
             # /readyz answers from a report up to a second old.
-            async with asyncio.timeout(5):
-                while (await client.get(f"{base}/readyz")).status_code != 200:
-                    await asyncio.sleep(0.2)
+
+            async def ready() -> bool:
+                return (await client.get(f"{base}/readyz")).status_code == 200
+
+            await eventually(ready, "/readyz once migrated", 5, every=0.2)
             response = await client.post(api.url, json={"query": CREATE_WALLET})
             assert response.status_code == 200
             assert response.json()["data"]["createWallet"]["wallet"]["id"]
@@ -347,9 +349,11 @@ async def test_the_api_says_once_that_postgresql_is_lost_and_once_that_it_answer
             assert response.status_code == 503, response.text
             private_postgres.start()
             wait_until(lambda: _back(api, where), 30, "the api's line")
-            async with asyncio.timeout(30):
-                while (await client.post(api.url, json=wallet)).status_code != 200:
-                    await asyncio.sleep(0.2)
+
+            async def served() -> bool:
+                return (await client.post(api.url, json=wallet)).status_code == 200
+
+            await eventually(served, "a wallet made once PostgreSQL is back", 30, every=0.2)
     finally:
         api.stop()
     [lost] = _lines(api, "ERROR", where)

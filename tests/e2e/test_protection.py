@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator
 
@@ -10,6 +9,7 @@ import httpx
 import pytest
 
 from tests.processes import api_server, private_redis
+from tests.waits import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -111,13 +111,16 @@ async def test_readyz_follows_redis_down_and_back(env: dict[str, str]) -> None:
         with api_server(own) as api:
             base = api.url.removesuffix("/graphql")
             async with httpx.AsyncClient(timeout=10) as client:
+
+                async def readyz(status: int) -> httpx.Response | None:
+                    response = await client.get(f"{base}/readyz")
+                    return response if response.status_code == status else None
+
                 assert (await client.get(f"{base}/readyz")).status_code == 200
                 assert (await client.get(f"{base}/healthz")).status_code == 200
                 redis.stop(signal.SIGKILL)
                 # /readyz answers from a report up to a second old.
-                async with asyncio.timeout(5):
-                    while (down := await client.get(f"{base}/readyz")).status_code != 503:
-                        await asyncio.sleep(0.2)
+                down = await eventually(lambda: readyz(503), "/readyz saying 503", 5, every=0.2)
                 body = down.json()
                 assert (body["postgres"], body["migrations"], body["redis"]) == ("ok", "ok", "down")
                 assert body["problems"][0].startswith("Redis at 127.0.0.1:")
@@ -125,12 +128,7 @@ async def test_readyz_follows_redis_down_and_back(env: dict[str, str]) -> None:
                 # Reads go on without Redis.
                 assert (await client.post(api.url, json=TYPENAME)).status_code == 200
                 redis.restart()
-                for _ in range(50):
-                    if (await client.get(f"{base}/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.2)
-                else:
-                    raise AssertionError("readyz did not recover")
+                await eventually(lambda: readyz(200), "/readyz recovering", 10, every=0.2)
 
 
 async def test_metrics_and_request_ids_are_exposed(env: dict[str, str]) -> None:

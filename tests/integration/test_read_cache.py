@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.network import BlackHole, Switch
+from tests.waits import eventually
 from wallet.domain import services
 from wallet.domain.group_commit import run_alone
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
@@ -289,12 +290,7 @@ async def test_a_change_redis_missed_is_read_from_postgresql_until_it_is_written
 
         # Redis answers again but still holds 10.00: this process knows better.
         assert await balance_of(reads, wallet_id) == Decimal("11.00")
-        for _ in range(100):
-            if cache.unwritten == 0:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the missed change was never written to Redis")
+        await eventually(lambda: cache.unwritten == 0, "the missed change written to Redis", 5)
         entry = await redis.hget(cache.wallet_key(wallet_id), "data")
         assert entry is not None
         assert wallet_from_json(entry).balance.minor == 1100
@@ -330,11 +326,7 @@ async def gated(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[GatedR
 
 
 async def calls_made(client: GatedRedis, count: int) -> None:
-    for _ in range(500):
-        if len(client.evals) >= count:
-            return
-        await asyncio.sleep(0.002)
-    pytest.fail(f"{len(client.evals)} Redis calls made, not {count}")
+    await eventually(lambda: len(client.evals) >= count, f"{count} Redis calls", 1, every=0.002)
 
 
 async def test_wallet_reads_asked_together_go_to_redis_in_one_call(

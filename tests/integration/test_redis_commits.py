@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -18,6 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from tests.integration.moves import fresh_key, new_wallet
 from tests.network import Switch
+from tests.waits import eventually
 from wallet.bootstrap import Resources, open_resources
 from wallet.config import Settings
 from wallet.domain import services
@@ -100,14 +101,6 @@ def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any
 async def cached_balance(redis: Redis, cache: ReadCache, wallet_id: UUID) -> int | None:
     entry = await redis.hget(cache.wallet_key(wallet_id), "data")
     return None if entry is None else wallet_from_json(entry).balance.minor
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(100):
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(what)
 
 
 async def heard(pubsub: PubSub, count: int) -> list[dict[str, Any]]:

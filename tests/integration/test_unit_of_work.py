@@ -108,7 +108,7 @@ async def test_a_wallet_locked_by_one_unit_of_work_waits_for_it_to_end(
         wallet.credit(Money(5_00, USD))
         await first.wallets.save([wallet])
         second = asyncio.create_task(balance_under_lock())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the point: for this long, the second lock is not granted
         assert not second.done(), "the second lock must wait for the first transaction"
         if outcome == "commit":
             await first.commit()
