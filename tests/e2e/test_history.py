@@ -1,4 +1,6 @@
-"""Wallet.transactions: newest first, page by page with opaque cursors, filtered."""
+"""Wallet.transactions: newest first, page by page both ways with opaque cursors, filtered,
+at most 100 a page; a cursor or page size that makes no sense is a clean GraphQL error.
+(How pages behave while the history changes: test_history_while_it_changes.py.)"""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import asyncio
 import base64
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from tests.client import HISTORY, Api
+
+NOT_A_CURSOR = "is not a cursor this API gave out"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ async def story(api: Api) -> Story:
         t = (await move)["transaction"]
         recorded.append((t["id"], t["type"], t["status"]))
     return Story(wallet, recorded)
+
+
+def _ids(page: dict[str, Any]) -> list[str]:
+    return [edge["node"]["id"] for edge in page["edges"]]
 
 
 def _newest_first(
@@ -70,9 +79,20 @@ async def test_pages_read_with_cursors_give_every_transaction_once_newest_first(
 
 async def test_without_first_a_page_holds_20(api: Api, story: Story) -> None:
     page = await api.history_page(story.wallet)
-    assert [e["node"]["id"] for e in page["edges"]] == _newest_first(story)[:20]
+    assert _ids(page) == _newest_first(story)[:20]
     assert page["pageInfo"]["hasNextPage"] is True
     assert page["pageInfo"]["hasPreviousPage"] is False
+
+
+async def test_the_page_before_a_cursor_is_the_page_that_led_to_it(api: Api, story: Story) -> None:
+    first = await api.history_page(story.wallet, first=5)
+    second = await api.history_page(story.wallet, first=5, after=first["pageInfo"]["endCursor"])
+
+    back = await api.history_page(story.wallet, last=5, before=second["pageInfo"]["startCursor"])
+
+    assert _ids(back) == _ids(first)
+    assert back["pageInfo"]["hasNextPage"] is True
+    assert back["pageInfo"]["hasPreviousPage"] is False
 
 
 async def test_the_page_after_the_last_is_empty(api: Api, story: Story) -> None:
@@ -96,6 +116,7 @@ async def test_the_page_after_the_last_is_empty(api: Api, story: Story) -> None:
         (["TRANSFER"], ["COMPLETED"]),
         (["DEPOSIT", "TRANSFER"], None),
         (["WITHDRAWAL"], ["COMPLETED", "PENDING"]),
+        (["DEPOSIT", "WITHDRAWAL"], ["COMPLETED"]),
         (["DEPOSIT"], ["FAILED"]),
     ],
 )
@@ -120,20 +141,24 @@ async def busy_wallet(api: Api) -> str:
     return wallet
 
 
-@pytest.mark.parametrize("first", [100, 101, 1000, 2**31 - 1])
-async def test_a_page_holds_at_most_100_transactions(
-    api: Api, busy_wallet: str, first: int
+@pytest.mark.parametrize("size", [100, 101, 1000, 2**31 - 1])
+async def test_a_page_holds_at_most_100_transactions_forward_or_backward(
+    api: Api, busy_wallet: str, size: int
 ) -> None:
-    page = await api.history_page(busy_wallet, first=first)
+    page = await api.history_page(busy_wallet, first=size)
+    rest = await api.history_page(busy_wallet, first=size, after=page["pageInfo"]["endCursor"])
+    oldest = await api.history_page(busy_wallet, last=size)
+
     assert len(page["edges"]) == 100
     assert page["pageInfo"]["hasNextPage"] is True
-    rest = await api.history_page(busy_wallet, first=first, after=page["pageInfo"]["endCursor"])
     assert len(rest["edges"]) == 5
     assert rest["pageInfo"]["hasNextPage"] is False
+    assert oldest["edges"] == (page["edges"] + rest["edges"])[5:]
+    assert oldest["pageInfo"]["hasPreviousPage"] is True
 
 
 def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode()
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 @pytest.mark.parametrize(
@@ -142,27 +167,47 @@ def _b64(text: str) -> str:
         "garbage",
         "",
         "!!!!",
-        _b64("v1:yesterday|not-a-uuid"),
-        _b64("v1:2024-01-01T00:00:00|00000000-0000-0000-0000-000000000000"),  # no offset
-        _b64("v0:2024-01-01T00:00:00+00:00|00000000-0000-0000-0000-000000000000"),
-        _b64("\x00\xff"),
+        "%%%",
         "x" * 5000,
+        _b64("hello"),
+        _b64("\x00\xff"),
+        _b64("v1:yesterday|not-a-uuid"),
+        _b64("v1:2026-01-01T00:00:00|00000000-0000-0000-0000-000000000000"),  # no offset
+        _b64("v1:2026-01-01T00:00:00+00:00|not-a-uuid"),
+        _b64("v0:2026-01-01T00:00:00+00:00|00000000-0000-0000-0000-000000000000"),
+        _b64("v2:2026-01-01T00:00:00+00:00|00000000-0000-0000-0000-000000000000"),
     ],
 )
+@pytest.mark.parametrize("argument", ["after", "before"])
 async def test_a_cursor_the_api_did_not_give_out_is_a_clean_graphql_error(
-    api: Api, story: Story, cursor: str
+    api: Api, story: Story, cursor: str, argument: str
 ) -> None:
-    errors = await api.graphql_errors(HISTORY, id=story.wallet, first=5, after=cursor)
-    assert "cursor" in errors[0]["message"]
-    assert errors[0]["path"] == ["wallet", "transactions"]
+    body = await api.answer(HISTORY, id=story.wallet, **{argument: cursor})
+
+    assert body["data"] == {"wallet": None}
+    (error,) = body["errors"]
+    assert error["message"].startswith(f"`{argument}`: ")
+    assert NOT_A_CURSOR in error["message"]
+    assert error["extensions"] == {"code": "INVALID_CURSOR"}
+    assert error["path"] == ["wallet", "transactions"]
 
 
-@pytest.mark.parametrize("first", [-1, -100])
-async def test_a_negative_page_size_is_a_clean_graphql_error(
-    api: Api, story: Story, first: int
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"first": -1}, "`first` and `last` must be zero or more"),
+        ({"first": -100}, "`first` and `last` must be zero or more"),
+        ({"last": -3}, "`first` and `last` must be zero or more"),
+        ({"last": 2, "after": "x"}, "page forward with first/after or backward with last/before"),
+    ],
+)
+async def test_a_page_size_or_direction_that_makes_no_sense_is_a_clean_graphql_error(
+    api: Api, story: Story, arguments: dict[str, Any], message: str
 ) -> None:
-    errors = await api.graphql_errors(HISTORY, id=story.wallet, first=first)
-    assert "first" in errors[0]["message"]
+    body = await api.answer(HISTORY, id=story.wallet, **arguments)
+
+    assert body["data"] == {"wallet": None}
+    assert [error["message"] for error in body["errors"]] == [message]
 
 
 async def test_a_page_size_beyond_a_graphql_int_is_a_clean_graphql_error(

@@ -38,6 +38,15 @@ async def test_in_development_pages_on_localhost_and_127_0_0_1_may_subscribe(
         assert not await _opens(socket_url, "https://evil.example")
 
 
+async def test_in_development_a_listed_origin_may_subscribe_and_an_unlisted_one_may_not(
+    env: dict[str, str],
+) -> None:
+    with api_server({**env, "WALLET_ALLOWED_ORIGINS": '["https://app.example"]'}) as api:
+        socket_url = api.url.replace("http://", "ws://")
+        assert await _opens(socket_url, "https://app.example")
+        assert not await _opens(socket_url, "https://evil.example")
+
+
 async def test_in_production_only_the_listed_origins_may_subscribe(env: dict[str, str]) -> None:
     production = {
         **env,

@@ -1,4 +1,5 @@
-"""Many clients at once over HTTP: no 5xx, no negative balance, no cent lost or doubled."""
+"""Many clients moving money at once over HTTP: no 5xx, no negative balance, no cent lost or
+doubled. (The same races on the service layer alone: integration/test_concurrent_movements.)"""
 
 from __future__ import annotations
 
