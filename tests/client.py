@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 from tests.waits import eventually
 
@@ -224,7 +225,7 @@ class Subscriber:
         self._socket: Any = None
 
     async def __aenter__(self) -> Subscriber:
-        self._socket = await websockets.connect(self.url, subprotocols=[self.protocol])
+        self._socket = await websockets.connect(self.url, subprotocols=[Subprotocol(self.protocol)])
         await self._socket.send(json.dumps({"type": "connection_init", "payload": {}}))
         ack = json.loads(await asyncio.wait_for(self._socket.recv(), 5))
         assert ack["type"] == "connection_ack", ack
