@@ -4,15 +4,13 @@ its client saw it, and the API telling the same story as the tables."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.faults.load import Load, Request, minor_units, post
 from tests.invariants import LedgerFigures, assert_ledger_holds
+from tests.waits import eventually
 
 _TYPES = {"deposit": "DEPOSIT", "withdraw": "WITHDRAWAL", "transfer": "TRANSFER"}
 # Aliases per read, under the API's alias limit.
@@ -22,14 +20,12 @@ _PENDING = text("SELECT count(*) FROM transactions WHERE status = 'PENDING'")
 
 async def wait_quiet(engine: AsyncEngine, timeout: float) -> None:
     """Until nothing is PENDING: the workers have settled what the load left behind."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def quiet() -> bool:
         async with engine.connect() as conn:
-            pending = (await conn.execute(_PENDING)).scalar_one()
-        if pending == 0:
-            return
-        assert time.monotonic() < deadline, f"{pending} still PENDING after {timeout} s"
-        await asyncio.sleep(0.2)
+            return (await conn.execute(_PENDING)).scalar_one() == 0
+
+    await eventually(quiet, "nothing PENDING", timeout, every=0.2)
 
 
 async def assert_all_holds(engine: AsyncEngine, url: str, load: Load) -> LedgerFigures:

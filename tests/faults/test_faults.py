@@ -30,6 +30,7 @@ from tests.faults.report import REPORT, ReportLine
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.faults.stack import WORKERS, Stack
 from tests.network import Switch
+from tests.waits import eventually
 from wallet.persistence.database import create_engine
 from wallet.resolvers.subscriptions import RECHECK_SECONDS
 
@@ -132,13 +133,12 @@ async def _jobs_in_hand(stack: Stack) -> None:
     prefix = stack.env["WALLET_REDIS_PREFIX"]
     redis = Redis.from_url(stack.redis.url)
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        async def all_hold_jobs() -> bool:
             held = await redis.xpending(f"{prefix}:settlements", f"{prefix}:workers")
-            if len(held["consumers"]) == len(stack.workers):
-                return
-            assert time.monotonic() < deadline, f"the workers never all held a job: {held}"
-            await asyncio.sleep(0.005)
+            return len(held["consumers"]) == len(stack.workers)
+
+        await eventually(all_hold_jobs, "every worker holding a job", 20, every=0.005)
     finally:
         await redis.aclose()
 
@@ -247,10 +247,12 @@ async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_stat
         await asyncio.to_thread(postgres.stop, "immediate")
         # Until each subscriber has asked PostgreSQL while it was down (within RECHECK_SECONDS
         # of its last news), and found it gone.
-        deadline = time.monotonic() + RECHECK_SECONDS + 10
-        while sum(f"could not recheck {i}" in api.this_run() for i in watched) < SUBSCRIBERS:
-            assert time.monotonic() < deadline, "a subscriber never rechecked in the outage"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: sum(f"could not recheck {i}" in api.this_run() for i in watched) >= SUBSCRIBERS,
+            "every subscriber rechecking in the outage",
+            RECHECK_SECONDS + 10,
+            every=0.1,
+        )
         fault.ended = time.monotonic()
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(stack.start_workers, WORKERS)
