@@ -18,23 +18,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.client import CREATE_WALLET, DEPOSIT, TRANSFER, WITHDRAW
 from tests.processes import Process
 
 pytestmark = pytest.mark.timeout(120)
 
-PAYLOAD = "{ errors { code message field } }"
 MUTATIONS = {
-    "createWallet": (
-        "mutation($input: CreateWalletInput!) { createWallet(input: $input)"
-        " { wallet { id } errors { code message field } } }"
-    ),
-    **{
-        name: (
-            f"mutation($input: {name.title()}Input!) {{ {name}(input: $input)"
-            " { transaction { id status } errors { code message field } } }"
-        )
-        for name in ("deposit", "withdraw", "transfer")
-    },
+    "createWallet": CREATE_WALLET,
+    "deposit": DEPOSIT,
+    "withdraw": WITHDRAW,
+    "transfer": TRANSFER,
 }
 # Every string and amount input of every mutation.
 FIELDS = [
