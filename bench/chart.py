@@ -56,7 +56,8 @@ def draw(
         axis.xaxis.set_major_locator(FixedLocator([nines(t) for t in ticks]))
         axis.xaxis.set_major_formatter(FuncFormatter(lambda _, i: f"{ticks[i]:g}"))
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:  # a phase left out draws nothing to name
+            axis.legend()
     figure.suptitle(title, fontsize=9)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -161,3 +161,14 @@ def test_the_options_parse_to_the_phases_and_the_quick_limits() -> None:
     assert quick.drain_timeout == 20.0
     with pytest.raises(SystemExit):
         parse(["--only", "reads,nonsense"])
+
+
+def test_a_run_without_transfers_still_draws_its_chart(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="pip install -e '.[bench]'")
+    from bench import chart
+
+    http = {"wallet { balance }": [(50.0, 2.0), (99.0, 9.0)]}
+
+    drawn = chart.draw(tmp_path / "latency.png", http, {}, "reads only")
+
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
