@@ -27,6 +27,11 @@ class App:
     api: Api
 
     @property
+    def client(self) -> httpx.AsyncClient:
+        """The in-process HTTP client, for the routes that are not GraphQL."""
+        return self.api.client
+
+    @property
     def cache(self) -> ReadCache:
         cache: ReadCache = self.app.state.read_cache
         return cache

@@ -42,7 +42,7 @@ async def test_a_browser_gets_graphiql_only_where_it_is_served(
     async with running_app(settings) as app:
         page = await app.client.get("/graphql", headers=BROWSER)
         script = await app.client.get("/graphiql/wallet-graphiql.js")
-        answer = await app.data("{ __typename }")
+        answer = await app.api.data("{ __typename }")
     assert (page.status_code, script.status_code) == ((200, 200) if served else (404, 404))
     assert ("graphiql" in page.text.lower()) is served
     assert answer == {"__typename": "Query"}
