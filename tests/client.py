@@ -199,6 +199,7 @@ class Api:
         """Every transaction of the wallet, newest first, read page by page with cursors."""
         nodes: list[dict[str, Any]] = []
         after = None
+        cursors: set[str] = set()
         while True:
             page = await self.history_page(wallet_id, first=page_size, after=after, **arguments)
             edges = page["edges"]
@@ -208,11 +209,16 @@ class Api:
             if edges:
                 assert info["startCursor"] == edges[0]["cursor"]
                 assert info["endCursor"] == edges[-1]["cursor"]
-            nodes += [edge["node"] for edge in edges]
+            new = [edge["node"] for edge in edges]
+            # A page that repeats an earlier one may page forever: fail here, naming why.
+            assert not {n["id"] for n in new} & {n["id"] for n in nodes}, "a page came again"
+            nodes += new
             if not info["hasNextPage"]:
                 return nodes
             assert len(edges) == page_size, "a page short of `first` is the last one"
             after = info["endCursor"]
+            assert after not in cursors, f"the cursor {after!r} came back"
+            cursors.add(after)
 
 
 class Subscriber:

@@ -42,6 +42,7 @@ async def test_paging_forward_shows_each_transaction_once_in_order_while_new_one
     turns = 0
     while True:
         current = await app.api.history_page(wallet, first=7, after=after)
+        assert not set(ids(current)) & set(seen), "a page repeated what came before"
         seen += ids(current)
         assert current["pageInfo"]["hasPreviousPage"] is (after is not None)
         if not current["pageInfo"]["hasNextPage"]:
@@ -65,6 +66,7 @@ async def test_paging_backward_shows_each_transaction_once_and_new_ones_only_at_
     current = await app.api.history_page(wallet, last=6)  # the oldest six
     arrived = []
     while True:
+        assert not set(ids(current)) & set(seen), "a page repeated what came after"
         seen = ids(current) + seen
         if not current["pageInfo"]["hasPreviousPage"]:
             break
