@@ -106,7 +106,7 @@ async def test_a_wallet_locked_by_one_unit_of_work_waits_for_it_to_end(
     async with uow_factory() as first:
         wallet = (await first.wallets.lock([wallet_id]))[wallet_id]
         wallet.credit(Money(5_00, USD))
-        await first.wallets.save([wallet])
+        await first.write(balances=[wallet])
         second = asyncio.create_task(balance_under_lock())
         await asyncio.sleep(0.3)  # the point: for this long, the second lock is not granted
         assert not second.done(), "the second lock must wait for the first transaction"
@@ -145,12 +145,12 @@ async def _touch_in_order(
     async with uow_factory() as uow:
         held = await uow.wallets.get(first)
         assert held is not None
-        await uow.wallets.save([held])
+        await uow.write(balances=[held])
         if both_hold_one is not None:
             await both_hold_one.wait()
         wanted = await uow.wallets.get(second)
         assert wanted is not None
-        await uow.wallets.save([wanted])
+        await uow.write(balances=[wanted])
         await uow.commit()
 
 
@@ -298,7 +298,7 @@ async def test_a_negative_balance_saved_through_the_unit_of_work_is_refused_and_
         async with uow_factory() as uow:
             wallet = (await uow.wallets.lock([wallet_id]))[wallet_id]
             wallet.balance = Money(-1, USD)  # what a bug in the domain could do
-            await uow.wallets.save([wallet])
+            await uow.write(balances=[wallet])
             await uow.commit()
 
     with pytest.raises(asyncpg.CheckViolationError, match="balance_never_negative"):

@@ -134,7 +134,6 @@ class FakeUnitOfWork:
 class _Wallets:
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
-        self._locked: dict[UUID, Wallet] = {}
 
     async def add(self, wallet: Wallet) -> Wallet:
         self._uow.working.wallets[wallet.id] = replace(wallet)
@@ -154,9 +153,6 @@ class _Wallets:
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         return await self.get_many(sorted(wallet_ids))
-
-    async def save(self, wallets: Sequence[Wallet]) -> None:
-        await self._uow.write(balances=wallets)
 
 
 class _Transactions:

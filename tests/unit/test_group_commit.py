@@ -12,12 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fakes import FakeDatabase
+from tests.unit.fakes import FakeDatabase, FakeUnitOfWork
 from wallet.domain import services
-from wallet.domain.errors import InsufficientFunds, WalletError
+from wallet.domain.batching import outcome
+from wallet.domain.errors import InsufficientFunds, InvalidAmount, WalletError
 from wallet.domain.group_commit import run_alone, run_together
-from wallet.domain.model import Transaction, Wallet
+from wallet.domain.model import IdempotencyRecord, Transaction, Wallet
 from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
+from wallet.domain.ports import UnitOfWork
 
 USD = Currency.of("USD")
 EUR = Currency.of("EUR")
@@ -61,21 +63,19 @@ async def decide_both_ways(
     use_case: Any, commands: list[Any]
 ) -> tuple[list[tuple[Any, ...]], FakeDatabase, FakeDatabase]:
     together, alone = world(), world()
+    # Keys used before this batch: some commands replay them, others reuse them wrongly.
+    earlier = services.Deposit(str(WALLETS[0]), "1.00", "a")
+    await run_alone(together.unit_of_work, services.deposit, earlier)
+    submitted = services.Transfer(str(WALLETS[0]), str(WALLETS[1]), "2.50", "b")
+    await run_alone(together.unit_of_work, services.transfer, submitted)
     alone.stored = deepcopy(together.stored)
     answers = await run_together(together.unit_of_work, use_case, commands)
     one_by_one = [
-        await _outcome(run_alone(alone.unit_of_work, use_case, command)) for command in commands
+        await outcome(run_alone(alone.unit_of_work, use_case, command)) for command in commands
     ]
     assert [seen(a) for a in answers] == [seen(a) for a in one_by_one]
     assert state(together) == state(alone)
     return [seen(a) for a in answers], together, alone
-
-
-async def _outcome(running: Any) -> Any:
-    try:
-        return await running
-    except WalletError as refusal:
-        return refusal
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,3 +187,52 @@ async def test_settling_withdrawals_that_overdraw_fails_only_the_later_ones() ->
 
     assert [t.failure_code for t in settled] == [None, None, InsufficientFunds.code]
     assert db.balance(WALLETS[0]) == db.explained(WALLETS[0]) + 10_00 == 2_00
+
+
+async def deposit_then_refuse(uow: UnitOfWork, command: services.Deposit) -> Transaction:
+    """A use case with a bug the group must survive: it credits a locked wallet, then is
+    refused before it writes."""
+    async with uow:
+        wallet_id = UUID(command.wallet_id)
+        wallet = (await uow.wallets.lock([wallet_id]))[wallet_id]
+        wallet.credit(Money(5_00, USD))
+        if command.amount == "refuse":
+            raise InvalidAmount("refused after changing the wallet")
+        return await services.deposit(uow, command)
+
+
+async def test_a_member_refused_after_changing_a_wallet_leaves_no_trace_of_it() -> None:
+    commands = [
+        services.Deposit(str(WALLETS[1]), "refuse", "k1"),
+        services.Deposit(str(WALLETS[1]), "5.00", "k2"),
+    ]
+    answers, together, alone = await decide_both_ways(deposit_then_refuse, commands)
+
+    assert answers[0][0] is InvalidAmount.code
+    assert together.balance(WALLETS[1]) == alone.balance(WALLETS[1])
+    assert together.balance(WALLETS[1]) == together.explained(WALLETS[1])
+
+
+async def test_a_failure_of_one_member_after_the_commit_is_that_member_s_alone() -> None:
+    db = world()
+    replayed = services.Withdraw(str(WALLETS[0]), "1.00", "replayed")
+    await run_alone(db.unit_of_work, services.withdraw, replayed)
+    broken = db.unit_of_work
+
+    def unit_of_work() -> FakeUnitOfWork:
+        uow = broken()
+        original = uow.idempotency_keys.get
+
+        async def get(key: str) -> IdempotencyRecord | None:
+            if key == "replayed":
+                raise ConnectionError("lost the connection reading the replay")
+            return await original(key)
+
+        uow.idempotency_keys.get = get  # type: ignore[method-assign]
+        return uow
+
+    fresh = [services.Withdraw(str(WALLETS[0]), "1.00", f"new{n}") for n in range(2)]
+    answers = await run_together(unit_of_work, services.submit, [*fresh, replayed])
+
+    assert [type(a) for a in answers] == [Transaction, Transaction, ConnectionError]
+    assert {t.client_transaction_id for t in db.stored.transactions.values()} >= {"new0", "new1"}

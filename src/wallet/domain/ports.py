@@ -37,10 +37,6 @@ class WalletRepository(Protocol):
         """Lock the wallets that exist until the unit of work ends, in a fixed order."""
         ...
 
-    async def save(self, wallets: Sequence[Wallet]) -> None:
-        """Store new balances of wallets this unit of work has locked."""
-        ...
-
 
 class TransactionRepository(Protocol):
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None: ...

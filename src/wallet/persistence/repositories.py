@@ -50,7 +50,7 @@ class SqlWallets:
         self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        row = await (await self._uow.reading()).fetchrow(
+        row = await (await self._uow.begun()).fetchrow(
             sql.ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
         )
         added = wallet_from_row(row)
@@ -84,9 +84,6 @@ class SqlWallets:
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         rows = await (await self._uow.begun()).fetch(sql.LOCK_WALLETS, sorted(set(wallet_ids)))
         return {row["id"]: wallet_from_row(row) for row in rows}
-
-    async def save(self, wallets: Sequence[Wallet]) -> None:
-        await self._uow.write(balances=wallets)
 
 
 class SqlTransactions:

@@ -80,9 +80,6 @@ class ReadCache:
     def wallet_key(self, wallet_id: UUID) -> str:
         return self._keys.wallet(wallet_id)
 
-    def history_key(self, wallet_id: UUID) -> str:
-        return self._keys.history(wallet_id)
-
     # -- what readers ask ---------------------------------------------------------------
 
     def reads(self, inner: HistoryQuery) -> HistoryQuery:

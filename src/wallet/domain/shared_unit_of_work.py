@@ -1,0 +1,374 @@
+"""One unit of work shared by many use cases, each seeing a member of it as its own.
+
+The members run side by side; once every one of them waits on the database, their calls of
+one kind are made as one call (one lock for all the wallets, one claim for all the keys, one
+write, one commit) and each gets its own part of the answer. Calls are taken in lock order
+(wallets, then keys, then writes), a kind at a time.
+
+A member the rules refuse (a WalletError) drops out alone: the keys it claimed are given
+back, and it must have written nothing. What only rolling the whole unit of work back could
+undo fails it instead (Undecidable): a member that wrote and was refused, or that left
+without committing, or a balance changed by no ledger entry (a member that changed a wallet
+and was then refused before writing it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+from wallet.domain.errors import WalletError
+from wallet.domain.model import IdempotencyRecord, LedgerEntry, Transaction, Wallet
+from wallet.domain.money import Currency
+from wallet.domain.ports import UnitOfWork
+
+
+class Undecidable(Exception):
+    """The members cannot be decided together; run each alone (or, once committed, report
+    it: running them again could apply some twice)."""
+
+
+class _Kind(IntEnum):
+    """The kinds of call members make, in the order they are made (the lock order)."""
+
+    LOCK = 1
+    CURRENCIES = 2
+    CLAIM = 3
+    CALL = 4  # anything else, made one by one
+    WRITE = 5
+    SUBMIT = 6
+    COMMIT = 7
+
+
+@dataclass(slots=True)
+class _Call:
+    member: int
+    kind: _Kind
+    argument: Any
+    answer: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Write:
+    recorded: Sequence[Transaction]
+    decided: Sequence[Transaction]
+    balances: Sequence[Wallet]
+    entries: Sequence[LedgerEntry]
+
+
+@dataclass(slots=True)
+class SharedUnitOfWork:
+    uow: UnitOfWork
+    running: int = 0
+    committed: bool = False
+    calls: list[_Call] = field(default_factory=list)
+    # How many calls each waiting member has made: every member waits once all are in here.
+    waiting: dict[int, int] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: BaseException | None = None
+    closing: bool = False
+    # Wallets locked so far, one object each, which every member changes in turn: a member
+    # sees the balance the ones before it left. Each with its balance when locked and the
+    # sum of the entries written for it since, which must always explain its balance.
+    locked: dict[UUID, Wallet] = field(default_factory=dict)
+    explained: dict[UUID, int] = field(default_factory=dict)
+    claimed: dict[int, list[str]] = field(default_factory=dict)
+    wrote: set[int] = field(default_factory=set)
+    unclaim: list[str] = field(default_factory=list)
+
+    async def run(self, runs: Sequence[Callable[[UnitOfWork], Awaitable[Any]]]) -> list[Any]:
+        """Run each with a member of its own; answers in order, a refusal or (once committed)
+        a member's own failure in its place. Raises what fails them all."""
+        outcomes: list[Any] = [None] * len(runs)
+        self.running = len(runs)
+        tasks = [asyncio.create_task(self._member(n, run, outcomes)) for n, run in enumerate(runs)]
+        try:
+            while self.running:
+                await self.ready.wait()
+                self.ready.clear()
+                if self.failure is not None:
+                    raise self.failure
+                if self.calls and len(self.waiting) >= self.running:
+                    await self._step()
+        finally:
+            self.closing = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return outcomes
+
+    async def ask(self, member: int, kind: _Kind, argument: Any = None) -> Any:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.calls.append(_Call(member, kind, argument, answer))
+        self.waiting[member] = self.waiting.get(member, 0) + 1
+        self._wake_when_all_wait()
+        return await answer
+
+    def _wake_when_all_wait(self) -> None:
+        if self.failure is not None or len(self.waiting) >= self.running:
+            self.ready.set()
+
+    async def _member(
+        self, n: int, run: Callable[[UnitOfWork], Awaitable[Any]], outcomes: list[Any]
+    ) -> None:
+        try:
+            outcomes[n] = await run(_Member(self, n))
+            if n in self.wrote and not self.committed:
+                self._fail(Undecidable(f"member {n} wrote and left without committing"))
+            if not self.committed:
+                self.unclaim += self.claimed.pop(n, [])
+        except WalletError as refusal:
+            outcomes[n] = refusal
+            if n in self.wrote:
+                self._fail(Undecidable(f"member {n} was refused after writing: {refusal}"))
+            self.unclaim += self.claimed.pop(n, [])
+        except asyncio.CancelledError:
+            if self.closing:
+                raise
+            self._fail(Undecidable(f"member {n} was cancelled"))
+        except Exception as error:
+            if self.committed:
+                outcomes[n] = error  # its own failure: the others' answers stand
+            else:
+                self._fail(error)
+        finally:
+            self.running -= 1
+            self._wake_when_all_wait()
+
+    def _fail(self, failure: BaseException) -> None:
+        self.failure = self.failure or failure
+
+    async def _step(self) -> None:
+        kind = min(call.kind for call in self.calls)
+        now = [call for call in self.calls if call.kind is kind]
+        self.calls = [call for call in self.calls if call.kind is not kind]
+        for call in now:
+            self.waiting[call.member] -= 1
+            if not self.waiting[call.member]:
+                del self.waiting[call.member]
+        if kind is _Kind.CALL:
+            # One by one, each answered with what it returned or raised: a member's own
+            # failure is its own (and fails the others only while uncommitted).
+            for call in now:
+                await self._call(call)
+            return
+        answers = await _MAKE[kind](self, [c.argument for c in now], [c.member for c in now])
+        for call, answer in zip(now, answers, strict=True):
+            if not call.answer.done():
+                call.answer.set_result(answer)
+
+    async def _call(self, call: _Call) -> None:
+        make, writes = call.argument
+        try:
+            answer = await make()
+        except Exception as error:
+            if not call.answer.done():
+                call.answer.set_exception(error)
+            return
+        if writes:
+            self.wrote.add(call.member)
+        if not call.answer.done():
+            call.answer.set_result(answer)
+
+    async def _lock(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, Wallet]]:
+        new = set().union(*asked) - self.locked.keys()
+        if new:
+            got = await self.uow.wallets.lock(new)
+            self.locked.update(got)
+            self.explained.update({i: w.balance.minor for i, w in got.items()})
+        return [{i: self.locked[i] for i in ids if i in self.locked} for ids in asked]
+
+    async def _currencies(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, Currency]]:
+        known = await self.uow.wallets.currencies(set().union(*asked))
+        return [{i: known[i] for i in ids if i in known} for ids in asked]
+
+    async def _claim(
+        self, records: list[IdempotencyRecord], members: list[int]
+    ) -> list[IdempotencyRecord | None]:
+        earlier = await self.uow.idempotency_keys.claim_many(records)
+        for record, member in zip(records, members, strict=True):
+            if record.key not in earlier:
+                self.claimed.setdefault(member, []).append(record.key)
+        return [earlier.get(record.key) for record in records]
+
+    async def _write(self, writes: list[_Write], members: list[int]) -> list[list[Transaction]]:
+        self.wrote.update(members)
+        entries = [e for w in writes for e in w.entries]
+        for entry in entries:
+            if entry.wallet_id in self.explained:
+                self.explained[entry.wallet_id] += entry.delta
+        stored = await self.uow.write(
+            recorded=[t for w in writes for t in w.recorded],
+            decided=[t for w in writes for t in w.decided],
+            balances=list({w.id: w for write in writes for w in write.balances}.values()),
+            entries=entries,
+        )
+        # Stored as asked: every member's recorded ones, then every member's decided ones.
+        recorded, decided = iter(stored), iter(stored[sum(len(w.recorded) for w in writes) :])
+        return [
+            [next(recorded) for _ in w.recorded] + [next(decided) for _ in w.decided]
+            for w in writes
+        ]
+
+    async def _submit(
+        self, asked: list[list[tuple[Transaction, IdempotencyRecord | None]]], members: list[int]
+    ) -> list[list[Transaction | None]]:
+        await self._before_commit()
+        stored = iter(await self.uow.submit_and_commit([s for each in asked for s in each]))
+        self.committed = True
+        answers = [[next(stored) for _ in each] for each in asked]
+        # None where a key was taken: nothing was written for that member.
+        self.wrote.update(m for m, a in zip(members, answers, strict=True) if any(a))
+        return answers
+
+    async def _commit(self, asked: list[None], _: list[int]) -> list[None]:
+        await self._before_commit()
+        await self.uow.commit()
+        self.committed = True
+        return [None] * len(asked)
+
+    async def _before_commit(self) -> None:
+        unexplained = [i for i, w in self.locked.items() if w.balance.minor != self.explained[i]]
+        if unexplained:
+            raise Undecidable(f"balances changed by no ledger entry: {unexplained}")
+        if self.unclaim:
+            await self.uow.idempotency_keys.release(self.unclaim)
+            self.unclaim = []
+
+
+_MAKE: dict[_Kind, Callable[[SharedUnitOfWork, list[Any], list[int]], Awaitable[Sequence[Any]]]] = {
+    _Kind.LOCK: SharedUnitOfWork._lock,
+    _Kind.CURRENCIES: SharedUnitOfWork._currencies,
+    _Kind.CLAIM: SharedUnitOfWork._claim,
+    _Kind.WRITE: SharedUnitOfWork._write,
+    _Kind.SUBMIT: SharedUnitOfWork._submit,
+    _Kind.COMMIT: SharedUnitOfWork._commit,
+}
+
+
+class _Member:
+    """One use case's view of the shared unit of work: a UnitOfWork like any other."""
+
+    def __init__(self, shared: SharedUnitOfWork, n: int) -> None:
+        self._shared = shared
+        self._n = n
+        self.wallets = _Wallets(self)
+        self.transactions = _Transactions(self)
+        self.idempotency_keys = _Keys(self)
+
+    async def ask(self, kind: _Kind, argument: Any = None) -> Any:
+        return await self._shared.ask(self._n, kind, argument)
+
+    async def call(self, make: Callable[[UnitOfWork], Awaitable[Any]], writes: bool = False) -> Any:
+        """Make a call of the shared unit of work, one by one with the others'."""
+        uow = self._shared.uow
+        return await self.ask(_Kind.CALL, (lambda: make(uow), writes))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """What a member leaves behind is settled by the shared unit of work once it ends."""
+
+    async def write(
+        self,
+        *,
+        recorded: Sequence[Transaction] = (),
+        decided: Sequence[Transaction] = (),
+        balances: Sequence[Wallet] = (),
+        entries: Sequence[LedgerEntry] = (),
+    ) -> list[Transaction]:
+        stored: list[Transaction] = await self.ask(
+            _Kind.WRITE, _Write(recorded, decided, balances, entries)
+        )
+        return stored
+
+    async def submit_and_commit(
+        self, submissions: Sequence[tuple[Transaction, IdempotencyRecord | None]]
+    ) -> list[Transaction | None]:
+        stored: list[Transaction | None] = await self.ask(_Kind.SUBMIT, list(submissions))
+        return stored
+
+    async def commit(self) -> None:
+        await self.ask(_Kind.COMMIT)
+
+
+class _Wallets:
+    def __init__(self, member: _Member) -> None:
+        self._member = member
+
+    async def add(self, wallet: Wallet) -> Wallet:
+        added: Wallet = await self._member.call(lambda u: u.wallets.add(wallet), writes=True)
+        return added
+
+    async def get(self, wallet_id: UUID) -> Wallet | None:
+        found: Wallet | None = await self._member.call(lambda u: u.wallets.get(wallet_id))
+        return found
+
+    async def get_many(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        ids = list(wallet_ids)
+        found: dict[UUID, Wallet] = await self._member.call(lambda u: u.wallets.get_many(ids))
+        return found
+
+    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+        known: dict[UUID, Currency] = await self._member.ask(_Kind.CURRENCIES, set(wallet_ids))
+        return known
+
+    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+        locked: dict[UUID, Wallet] = await self._member.ask(_Kind.LOCK, set(wallet_ids))
+        return locked
+
+
+class _Transactions:
+    def __init__(self, member: _Member) -> None:
+        self._member = member
+
+    async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
+        found: Transaction | None = await self._member.call(
+            lambda u: u.transactions.get(transaction_id, lock=lock)
+        )
+        return found
+
+    async def pending(
+        self, transaction_ids: Sequence[UUID], *, lock: bool = False
+    ) -> list[Transaction]:
+        found: list[Transaction] = await self._member.call(
+            lambda u: u.transactions.pending(transaction_ids, lock=lock)
+        )
+        return found
+
+
+class _Keys:
+    def __init__(self, member: _Member) -> None:
+        self._member = member
+
+    async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        earlier: IdempotencyRecord | None = await self._member.ask(_Kind.CLAIM, record)
+        return earlier
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        found: IdempotencyRecord | None = await self._member.call(
+            lambda u: u.idempotency_keys.get(key)
+        )
+        return found
+
+    async def claim_many(
+        self, records: Sequence[IdempotencyRecord]
+    ) -> dict[str, IdempotencyRecord]:
+        earlier: dict[str, IdempotencyRecord] = await self._member.call(
+            lambda u: u.idempotency_keys.claim_many(records), writes=True
+        )
+        return earlier
+
+    async def release(self, keys: Sequence[str]) -> None:
+        await self._member.call(lambda u: u.idempotency_keys.release(keys), writes=True)
