@@ -56,6 +56,9 @@ class Batcher(Generic[T, R]):
             self._flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flushing
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the calls made in this same turn of the loop join in
@@ -64,13 +67,16 @@ class Batcher(Generic[T, R]):
             del self._waiting[: self._max_batch]
             try:
                 outcomes: Sequence[R | Exception] = await self._run([item for item, _ in batch])
-            except asyncio.CancelledError:
-                # The loop is closing: nobody is left to wait for these or the ones behind.
-                for _, future in batch + self._waiting:
-                    future.cancel()
-                raise
+                if len(outcomes) != len(batch):
+                    raise RuntimeError(f"{len(outcomes)} answers for a batch of {len(batch)}")
             except Exception as error:
                 outcomes = [error] * len(batch)
+            except BaseException:
+                # Cancelled (the loop closing) or worse: nobody may be left waiting.
+                for _, future in batch + self._waiting:
+                    future.cancel()
+                self._waiting.clear()
+                raise
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue

@@ -200,6 +200,8 @@ class WalletReadsTogether:
         return await self._reads(wallet_ids)
 
     async def _read(self, asked: list[list[UUID]]) -> list[list[Wallet | str] | Exception]:
+        if not self._breaker.allows():  # tripped while these waited for the call before
+            return [Unanswered() for _ in asked]
         keys = list(dict.fromkeys(i for ids in asked for i in ids))
         try:
             async with asyncio.timeout(self._timeout):
@@ -208,17 +210,17 @@ class WalletReadsTogether:
                     [self._keys.wallet(k) for k in keys],
                     (uuid.uuid4().hex, self._ttl_ms),
                 )
+            # Decoded once for all the requests that asked; readers never change a Wallet.
+            by_id: dict[UUID, Wallet | str] = {
+                wallet_id: decoded_wallet(value) if cached else text_of(value)
+                for wallet_id, (cached, value) in zip(keys, entries, strict=True)
+            }
         except Exception as error:
             if isinstance(error, REDIS_FAILURES):
                 self._breaker.failed("reading wallets", error)
             else:
                 log.exception("could not read wallets from the cache")
             return [Unanswered() for _ in asked]
-        # Decoded once for all the requests that asked; readers never change a Wallet.
-        by_id: dict[UUID, Wallet | str] = {
-            wallet_id: decoded_wallet(value) if cached else text_of(value)
-            for wallet_id, (cached, value) in zip(keys, entries, strict=True)
-        }
         return [[by_id[i] for i in ids] for ids in asked]
 
     async def close(self) -> None:

@@ -1,0 +1,65 @@
+"""The one coalescer: what arrives together goes together, and nobody is left waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wallet.domain.batching import Batcher
+
+
+async def test_calls_made_while_a_batch_runs_go_together_in_the_next() -> None:
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        await gate.wait()
+        return [item * 10 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run)
+    first = asyncio.ensure_future(batcher(1))
+    await asyncio.sleep(0.01)
+    later = [asyncio.ensure_future(batcher(n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    gate.set()
+
+    assert [await first, *[await f for f in later]] == [10, 20, 30, 40]
+    assert batches == [[1], [2, 3, 4]]
+
+
+async def test_a_batch_answered_with_the_wrong_number_of_answers_fails_each_caller() -> None:
+    async def run(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    batcher: Batcher[int, int] = Batcher(run)
+    calls = [asyncio.ensure_future(batcher(n)) for n in range(3)]
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 1)
+
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_closing_cancels_the_waiting_calls_and_runs_none_of_them_later() -> None:
+    ran: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        ran.append(items)
+        await gate.wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(run)
+    running = asyncio.ensure_future(batcher(1))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(batcher(2))
+    await asyncio.sleep(0)
+
+    await batcher.close()
+
+    for call in (running, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    gate.set()
+    assert await batcher(3) == 3
+    assert ran == [[1], [3]]
