@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tests.client import Api, Subscriber
 from tests.processes import api_server, worker
 from tests.waits import eventually
+from wallet.persistence.events import FORMAT
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ async def test_a_subscriber_on_one_api_sees_a_transfer_made_through_another(
             async with Subscriber(watched.url, query, protocol) as activity:
                 # walletActivity sends nothing until the wallet moves: a transfer made before
                 # the watching API listens on Redis would never be heard of.
-                await listening(env, f"events:wallet:{receiver}")
+                await listening(env, f"events:{FORMAT}:wallet:{receiver}")
                 transaction_id = await api.pending_transfer(sender, receiver)
                 first = await activity.next()
                 second = await activity.next()

@@ -173,7 +173,7 @@ async def test_a_redis_that_lost_both_scripts_gets_the_cache_writes_again_before
         # the tests share, would reach other processes too).
         monkeypatch.setattr(cache_scripts.COMMIT, "sha", "0" * 40)
         monkeypatch.setattr(events_module._PUBLISH, "sha", "1" * 40)
-        channel = resources.key("events", "wallet", str(wallet.id))
+        channel = resources.key("events", events_module.FORMAT, "wallet", str(wallet.id))
         async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(channel)
             sent = Sent(monkeypatch)
@@ -215,8 +215,13 @@ async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_
             )
             for n in range(20)
         ]
-        channels = {t.id: resources.key("events", "transaction", str(t.id)) for t in submitted}
-        channels |= {i: resources.key("events", "wallet", str(i)) for i in wallets}
+        channels = {
+            t.id: resources.key("events", events_module.FORMAT, "transaction", str(t.id))
+            for t in submitted
+        }
+        channels |= {
+            i: resources.key("events", events_module.FORMAT, "wallet", str(i)) for i in wallets
+        }
         async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(*channels.values())
             sent = Sent(monkeypatch)
@@ -251,7 +256,7 @@ async def test_a_failed_cache_write_is_remembered_whole_and_repaired_entry_by_en
         wallet = await new_wallet(resources.unit_of_work, "1.00")
         # Not a hash: the commit's script fails (WRONGTYPE) at the wallet's entry.
         await redis.set(cache.wallet_key(wallet.id), "in the way")
-        channel = resources.key("events", "wallet", str(wallet.id))
+        channel = resources.key("events", events_module.FORMAT, "wallet", str(wallet.id))
         async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(channel)
 

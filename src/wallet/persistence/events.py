@@ -33,6 +33,8 @@ from wallet.persistence.scripts import Script, ScriptCall, load, rerun_missing
 
 log = logging.getLogger(__name__)
 
+FORMAT = "v2"
+
 # ARGV for each transaction: its message, the number of its channels, then its channels, in
 # the order to publish them. Channels are not keys, so they travel as ARGV.
 _PUBLISH = Script(
@@ -92,11 +94,13 @@ class RedisTransactionFeed:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
+    # The channels carry codec.py's format, and are named after its version: a process
+    # running an older format during a rolling deploy neither sends nor reads these.
     def _transaction_channel(self, transaction_id: UUID) -> str:
-        return f"{self._prefix}:events:transaction:{transaction_id}"
+        return f"{self._prefix}:events:{FORMAT}:transaction:{transaction_id}"
 
     def _wallet_channel(self, wallet_id: UUID) -> str:
-        return f"{self._prefix}:events:wallet:{wallet_id}"
+        return f"{self._prefix}:events:{FORMAT}:wallet:{wallet_id}"
 
     def stage(
         self, pipe: Pipeline, wallets: Sequence[Wallet], transactions: Sequence[Transaction]
@@ -185,7 +189,11 @@ class RedisTransactionFeed:
                 continue
             channel = message["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else channel
-            transaction = transaction_from_json(message["data"])
+            try:
+                transaction = transaction_from_json(message["data"])
+            except (ValueError, TypeError, KeyError):
+                log.exception("skipped a message on %s that does not decode", channel)
+                continue
             for subscription in list(self._subscribers.get(channel, ())):
                 with contextlib.suppress(asyncio.QueueFull):
                     subscription.queue.put_nowait(transaction)
