@@ -284,7 +284,11 @@ class WalletGraphQL(GraphQL[Context, None]):
 def inline_dispatch(resources: Resources) -> Dispatch:
     async def settle_now(transaction: Transaction) -> Transaction:
         settled = await run_alone(resources.unit_of_work, services.settle, [transaction.id])
-        return settled[0] if settled else transaction
+        if settled:
+            return settled[0]
+        # Decided meanwhile by another request (a replay of this one): answer as it stands.
+        async with resources.unit_of_work() as uow:
+            return await uow.transactions.get(transaction.id) or transaction
 
     return settle_now
 

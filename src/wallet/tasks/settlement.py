@@ -3,9 +3,12 @@
 A job may run twice (redelivered after a crash, re-queued by the sweeper, duplicated by a
 retry): settle() does nothing to a transaction that is already final, so that is harmless.
 A job that keeps failing is given up on: its transaction ends FAILED with INTERNAL, never
-PENDING forever. In all, a transaction gets MAX_JOB_ATTEMPTS attempts that count, each
-trying its unit of work up to RETRIES.tries times on a conflict or a lost connection: 5 times 4
-is 20 tries at most. Failures are counted in Redis from the start of each attempt, so an attempt
+PENDING forever. In all, a transaction gets MAX_JOB_ATTEMPTS (5) attempts that count. In each,
+its batch is tried up to RETRIES.tries (4) times on a conflict or a lost connection, and
+should the batch fail for another reason, the transaction up to 4 times more alone: at most
+8 tries an attempt, 40 in all, before it is failed (itself up to 4 tries).
+
+Failures are counted in Redis from the start of each attempt, so an attempt
 whose worker died counts too; a finished attempt clears the count, and one that failed only
 because PostgreSQL was unreachable takes its count back (an outage fails no transaction).
 """
@@ -58,9 +61,10 @@ def _transient(error: BaseException) -> bool:
     return is_conflict(error) or is_disconnect(error)
 
 
-# Tries within one attempt when PostgreSQL aborts us or is briefly unreachable: longer than
-# that, and the transactions wait for the sweeper instead (an outage fails none of them).
-RETRIES = RetryPolicy(tries=4, first_delay=0.05, transient=_transient)
+# Tries within one attempt when PostgreSQL aborts us or is briefly unreachable, waiting up to
+# 0.2, 0.4 and 0.8 s between them: longer than that, and the transactions wait for the
+# sweeper instead (an outage fails none of them).
+RETRIES = RetryPolicy(tries=4, first_delay=0.2, transient=_transient)
 
 
 async def _count_attempts(deps: TaskDeps, ids: Sequence[UUID]) -> list[int]:
