@@ -45,13 +45,6 @@ async def opened(
         yield resources, resources.cache
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 # The scripts a commit runs, named in what Sent records.
 SCRIPTS = {cache_scripts.COMMIT: "cache", events_module._PUBLISH: "feed"}
 
