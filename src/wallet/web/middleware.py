@@ -28,7 +28,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wallet.web.documents import request_mutations
+from wallet.web.documents import request_mutations, request_refusal
 from wallet.web.logs import request_id
 
 log = logging.getLogger("wallet.http")
@@ -277,9 +277,11 @@ class _FrameCheck:
     graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
     Each operation counts as a request, and its mutations as mutations, against the
     client's limits, as over HTTP; an operation over them is answered with an error for its
-    id while the socket stays open. So is one that would hold more than
-    `max_operations` operations (subscriptions, mostly) open at once on the socket: each
-    holds a task and a Redis subscription until it ends.
+    id while the socket stays open. So is one whose document GraphQL would refuse before
+    validating it (it does not parse, is over the token limit, or names no operation to
+    run), with the code HTTP gives it, and one that would hold more than `max_operations`
+    operations (subscriptions, mostly) open at once on the socket: each holds a task and a
+    Redis subscription until it ends.
     """
 
     def __init__(
@@ -335,6 +337,15 @@ class _FrameCheck:
                     await self._refuse(frame, _error(refusal, code=TOO_MANY_SUBSCRIPTIONS))
                     continue
                 if not await self._admitted(frame):
+                    continue
+                payload = frame["payload"]
+                refused = request_refusal(
+                    payload["query"], payload.get("operationName"), self.max_tokens
+                )
+                if refused is not None:
+                    # Strawberry would close the socket, or answer `complete` alone and log
+                    # the document with a traceback: answered as over HTTP instead.
+                    await self._refuse(frame, {"errors": [refused.formatted]})
                     continue
                 self.open.add(frame["id"])
             elif frame["type"] in _WITH_ID:  # complete, stop: the client ends one
