@@ -19,7 +19,6 @@ from strawberry.extensions import SchemaExtension
 from wallet.bootstrap import Resources
 from wallet.persistence.sweeper import pending_stats
 from wallet.tasks.broker import settlement_queue
-from wallet.web.documents import chosen_operation
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Operation names are the client's to choose: each new one would be a new series of every
@@ -99,22 +98,13 @@ class Metrics:
         metrics = self
 
         class Timing(SchemaExtension):
-            ran = False
-
-            def on_execute(self) -> Iterator[None]:
-                # Reached only by a document that parsed and validated.
-                document = self.execution_context.graphql_document
-                operation_name = self.execution_context.operation_name
-                self.ran = document is not None and (
-                    chosen_operation(document, operation_name) is not None
-                )
-                yield
-
             def on_operation(self) -> Iterator[None]:
                 started = time.perf_counter()
                 yield
                 context = self.execution_context
-                name = metrics.operation_label(context.operation_name, ran=self.ran)
+                # Only a document that parsed and validated may add its name.
+                ran = context.graphql_document is not None and not context.pre_execution_errors
+                name = metrics.operation_label(context.operation_name, ran=ran)
                 try:
                     kind = context.operation_type.value
                 except RuntimeError:  # the document did not parse
