@@ -57,6 +57,7 @@ from wallet.web.logs import request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits
 from wallet.web.operations import Metrics, healthz, metrics_response
 from wallet.web.readiness import Readiness, postgres_outage, redis_outage
+from wallet.web.sockets import LegacyWSHandler, TransportWSHandler
 
 log = logging.getLogger("wallet")
 
@@ -125,6 +126,9 @@ def _code(error: object) -> object:
 
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, settings: Settings, metrics: Metrics, postgres: PostgresOutage) -> None:
         super().__init__(
