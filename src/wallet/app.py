@@ -99,12 +99,11 @@ def build_schema(
             rules=[document_limits(settings.max_query_depth, settings.max_aliases)],
             max_cost=settings.max_query_cost,
             postgres=postgres,
+            metrics=metrics,
         ),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    if metrics is not None:
-        extensions.append(metrics.extension())
     schema = WalletSchema(
         query=Query,
         mutation=Mutation,
