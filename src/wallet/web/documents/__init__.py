@@ -8,11 +8,11 @@ expand every spread: one 1.1 KB document held an API process for 161 s.)
 
 - depth and aliases depend on the document alone: a validation rule, cached with the document;
 - cost (the most fields an operation can return) depends on the variables too (`first: $n`),
-  so it is measured for each request, before anything runs, by the `Admission` extension;
+  so it is measured for each request, before anything runs, by `admission`;
 - the number of mutations a request runs is what the rate limits charge.
 
 Modules: `text` (what PostgreSQL cannot store), `operation` (the operation a request runs,
-its mutations, and the edge's cache of both), `limits` (the depth, alias and introspection
+its mutations, why GraphQL would refuse it, and the edge's cache of these), `limits` (the depth, alias and introspection
 rule), `cost` (the most fields an operation can return), `admission` (the check of a
 request with its variables, run by the edge's extension).
 """
