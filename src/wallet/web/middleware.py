@@ -276,7 +276,8 @@ class _FrameCheck:
     client's limits, as over HTTP; an operation over them is answered with an error for its
     id while the socket stays open. So is one whose document GraphQL would refuse before
     validating it (it does not parse, is over the token limit, or names no operation to
-    run), with the code HTTP gives it, and one that would hold more than `max_operations`
+    run), with the code HTTP gives it; one that is no subscription on the legacy graphql-ws,
+    which runs nothing else; and one that would hold more than `max_operations`
     operations (subscriptions, mostly) open at once on the socket: each holds a task and a
     Redis subscription until it ends.
     """
