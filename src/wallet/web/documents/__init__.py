@@ -12,9 +12,9 @@ expand every spread: one 1.1 KB document held an API process for 161 s.)
 - the number of mutations a request runs is what the rate limits charge.
 
 Modules: `text` (what PostgreSQL cannot store), `operation` (the operation a request runs,
-its mutations, why GraphQL would refuse it, and the edge's cache of these), `limits` (the depth, alias and introspection
-rule), `cost` (the most fields an operation can return), `admission` (the check of a
-request with its variables, run by the edge's extension).
+its mutations, why GraphQL would refuse it, and the edge's cache of these), `limits` (the
+depth, alias and introspection rule), `cost` (the most fields an operation can return),
+`admission` (the check of a request with its variables, run by the edge's extension).
 """
 
 from wallet.web.documents.admission import admission
