@@ -25,14 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaskErrors,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
+from strawberry.extensions import DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import (
     GRAPHQL_SSE_PROTOCOL,
@@ -49,7 +42,6 @@ from wallet.domain.batching import Batcher
 from wallet.domain.group_commit import run_alone, run_together
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
-from wallet.persistence.database import is_unavailable
 from wallet.persistence.outages import Outage, PostgresOutage
 from wallet.persistence.queries import SqlHistoryQuery
 from wallet.resolvers.mutations import Mutation
@@ -57,52 +49,20 @@ from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
-from wallet.schema.types import PublicError
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
-from wallet.web.documents import admission, document_limits, request_operation
+from wallet.web.documents import document_limits, request_operation
+from wallet.web.extension import SERVICE_UNAVAILABLE, edge_extension, should_mask
 from wallet.web.logs import request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits
 from wallet.web.operations import Metrics, healthz, metrics_response
 from wallet.web.readiness import Readiness, postgres_outage, redis_outage
+from wallet.web.sockets import LegacyWSHandler, TransportWSHandler
 
 log = logging.getLogger("wallet")
 
-SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 # Seconds a client is asked to wait when PostgreSQL is away: about how often readiness looks.
 RETRY_AFTER_SECONDS = 5
-
-
-def _should_mask(error: GraphQLError) -> bool:
-    # Errors of parsing, validation and variable coercion describe the client's document:
-    # they wrap nothing or one of graphql-core's own errors, or (a scalar refusing a literal)
-    # point at the document's nodes. Anything else was raised while serving the request: in a
-    # resolver (with a path) or in a subscription's stream (with neither path nor nodes), and
-    # only a PublicError is shown.
-    original = error.original_error
-    if original is None or isinstance(original, GraphQLError | PublicError):
-        return False
-    return error.path is not None or not error.nodes
-
-
-class Unavailable(MaskErrors):
-    """Masks what execution let escape: "Internal error.", or, when PostgreSQL cannot serve,
-    an error coded SERVICE_UNAVAILABLE (answered with HTTP 503 and Retry-After)."""
-
-    def __init__(self, *args: Any, postgres: PostgresOutage | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._explains = postgres.explains if postgres is not None else is_unavailable
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        if error.original_error is not None and self._explains(error.original_error):
-            return GraphQLError(
-                "The service is unavailable: its database cannot serve requests now. "
-                "Try again shortly.",
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": SERVICE_UNAVAILABLE},
-            )
-        return super().anonymise_error(error)
 
 
 class WalletSchema(strawberry.Schema):
@@ -116,7 +76,7 @@ class WalletSchema(strawberry.Schema):
         # failures; an outage is logged once, when it begins; anything else is a bug, logged
         # with its traceback and the request id.
         for error in errors:
-            if not _should_mask(error):
+            if not should_mask(error):
                 continue
             assert error.original_error is not None
             if self.postgres is not None and self.postgres.explains(error.original_error):
@@ -133,27 +93,17 @@ def build_schema(
     settings = settings or Settings()
     # Factories, not instances: Strawberry makes one per request, so concurrent requests
     # never share an extension's state (a shared MaskErrors once masked the wrong result).
-    # The parser and validation caches live at module level and are shared all the same.
-    # The rule is made once: the validation cache is keyed by the rules, so a new class per
-    # request would miss it every time (1.1 ms of CPU instead of 0.2 ms for `{ __typename }`).
-    rules = [document_limits(settings.max_query_depth, settings.max_aliases)]
     extensions: list[Any] = [
-        partial(ParserCache, maxsize=1024),
-        partial(AddValidationRules, rules),
-        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(ValidationCache, maxsize=1024),
-        admission(settings.max_query_cost),
-        partial(
-            Unavailable,
-            should_mask_error=_should_mask,
-            error_message="Internal error.",
+        edge_extension(
+            max_tokens=settings.max_query_tokens,
+            rules=[document_limits(settings.max_query_depth, settings.max_aliases)],
+            max_cost=settings.max_query_cost,
             postgres=postgres,
+            metrics=metrics,
         ),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    if metrics is not None:
-        extensions.append(metrics.extension())
     schema = WalletSchema(
         query=Query,
         mutation=Mutation,
@@ -175,6 +125,9 @@ def _code(error: object) -> object:
 
 class WalletGraphQL(GraphQL[Context, None]):
     """The GraphQL endpoint; its resources arrive when the lifespan has opened them."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, settings: Settings, metrics: Metrics, postgres: PostgresOutage) -> None:
         super().__init__(

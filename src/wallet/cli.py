@@ -75,6 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,  # the edge middleware logs each request, with its id
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
+        # A WebSocket message is capped as a request body is: uvicorn closes the socket (1009)
+        # on a larger one, where its default let each socket buffer 16 MiB first.
+        ws_max_size=settings.max_body_bytes,
     )
     return 0
 

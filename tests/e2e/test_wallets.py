@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.client import Api, key
+from tests.client import GET_WALLET, Api, key
 
 
 def _when(text: str) -> datetime:
@@ -101,6 +101,15 @@ async def test_a_wallet_that_cannot_be_created_is_explained_in_errors(
     assert error["message"]
 
 
-@pytest.mark.parametrize("wallet_id", [str(uuid.uuid4()), "not-a-uuid", ""])
-async def test_asking_for_a_wallet_that_does_not_exist_gives_null(api: Api, wallet_id: str) -> None:
-    assert await api.wallet(wallet_id) is None
+async def test_asking_for_a_wallet_that_does_not_exist_gives_null(api: Api) -> None:
+    assert await api.wallet(str(uuid.uuid4())) is None
+
+
+@pytest.mark.parametrize("wallet_id", ["not-a-uuid", ""])
+async def test_asking_for_a_wallet_by_a_malformed_id_is_invalid_input(
+    api: Api, wallet_id: str
+) -> None:
+    body = (await api.post(GET_WALLET, id=wallet_id)).json()
+    assert body["data"] == {"wallet": None}
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "INVALID_INPUT", "field": ["id"]}

@@ -176,3 +176,28 @@ async def test_a_client_over_the_request_limit_costs_no_parse_of_its_documents(
     assert refused == [429] * 30
     # Parsing each in full took 70 ms of CPU: 2.1 s for the 30.
     assert watch.cpu < 0.6, f"{watch.cpu * 1000:.0f} ms of CPU for 30 refused requests"
+
+
+async def test_the_mutation_windows_behave_as_the_readme_says(env: dict[str, str]) -> None:
+    # 20/second as sliding-window counters: 20 at once pass; the next 20 wait until the first
+    # have left the window, one to two seconds; a steady rate under the limit always passes.
+    # A Redis slow to answer (a busy machine) lets requests through: give it time.
+    settings = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_REDIS_TIMEOUT": "5"}
+    with api_server(env, **settings) as api:
+        async with httpx.AsyncClient(timeout=30) as client:
+            wallet = await Api(client, api.url).new_wallet("0")
+            steady = []
+            for _ in range(20):  # 10 a second
+                body = {"query": aliased_deposits(wallet, 1)}
+                steady.append((await client.post(api.url, json=body)).status_code)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.1)  # all of them out of the window
+            at_once = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
+            again = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
+            await asyncio.sleep(2.1)
+            later = await client.post(api.url, json={"query": aliased_deposits(wallet, 20)})
+    assert at_once.status_code == 200
+    assert again.status_code == 429
+    assert 1 <= int(again.headers["retry-after"]) <= 2
+    assert later.status_code == 200
+    assert steady == [200] * 20

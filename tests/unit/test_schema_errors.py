@@ -54,6 +54,7 @@ async def test_an_unexpected_error_reaches_the_client_as_internal_error_only() -
 
     assert result.errors is not None
     assert [(e.message, e.path) for e in result.errors] == [("Internal error.", ["createWallet"])]
+    assert result.errors[0].extensions == {"code": "INTERNAL"}
 
 
 @pytest.mark.filterwarnings(EXTENSION_INSTANCES)

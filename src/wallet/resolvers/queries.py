@@ -1,28 +1,17 @@
 from __future__ import annotations
 
-from uuid import UUID
-
 import strawberry
 from strawberry.types import Info
 
 from wallet.schema.context import Context
-from wallet.schema.types import Transaction, Wallet
-
-
-def _uuid(text: str) -> UUID | None:
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
+from wallet.schema.types import Transaction, Wallet, id_argument
 
 
 @strawberry.type
 class Query:
     @strawberry.field(description="The wallet with this id, or null when there is none.")
     async def wallet(self, info: Info[Context, None], id: strawberry.ID) -> Wallet | None:
-        wallet_id = _uuid(id)
-        if wallet_id is None:
-            return None
+        wallet_id = id_argument(id, "id")
         # Read at once rather than through the loader: a root field has nothing to batch
         # with, and the loader's two scheduling hops cost more than the read (bench/
         # read_ratio.py).
@@ -35,8 +24,6 @@ class Query:
         info: Info[Context, None],
         id: strawberry.ID,
     ) -> Transaction | None:
-        transaction_id = _uuid(id)
-        if transaction_id is None:
-            return None
+        transaction_id = id_argument(id, "id")
         transaction = await info.context.transaction_loader.load(transaction_id)
         return Transaction.from_domain(transaction) if transaction is not None else None

@@ -10,7 +10,7 @@ from strawberry.types import Info
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.persistence.database import is_disconnect
 from wallet.schema.context import Context
-from wallet.schema.types import PublicError, Transaction
+from wallet.schema.types import PublicError, Transaction, WalletNotFoundError, id_argument
 
 # How long a subscriber waits for news before it checks PostgreSQL itself, so that an event
 # lost while Redis was away delays an update by seconds at most, never forever.
@@ -20,13 +20,6 @@ RECHECK_SECONDS = 5.0
 OUTAGE_RECHECK_SECONDS = 0.25
 
 log = logging.getLogger(__name__)
-
-
-def _id(text: str, argument: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise PublicError(f"`{argument}`: {text!r} is not a UUID") from None
 
 
 async def _current(info: Info[Context, None], transaction_id: UUID) -> DomainTransaction | None:
@@ -67,7 +60,7 @@ class Subscription:
         info: Info[Context, None],
         id: strawberry.ID,
     ) -> AsyncGenerator[Transaction, None]:
-        transaction_id = _id(id, "id")
+        transaction_id = id_argument(id, "id")
         # Listen before reading, so that no change falls between the read and the listening.
         async with info.context.feed.transaction(transaction_id) as changes:
             current = await _current(info, transaction_id)
@@ -100,11 +93,11 @@ class Subscription:
     async def wallet_activity(
         self, info: Info[Context, None], wallet_id: strawberry.ID
     ) -> AsyncGenerator[Transaction, None]:
-        wallet = _id(wallet_id, "walletId")
+        wallet = id_argument(wallet_id, "walletId")
         async with info.context.feed.wallet(wallet) as changes:
             (found,) = await info.context.reads.wallets([wallet])
             if found is None:
-                raise PublicError(f"there is no wallet {wallet}")
+                raise WalletNotFoundError(f"there is no wallet {wallet}")
             while True:
                 change = await changes.next(RECHECK_SECONDS)
                 if change is not None:

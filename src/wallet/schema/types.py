@@ -35,6 +35,26 @@ class InvalidCursorError(PublicError):
     extensions = {"code": "INVALID_CURSOR"}
 
 
+class WalletNotFoundError(PublicError):
+    extensions = {"code": "WALLET_NOT_FOUND"}
+
+
+class InvalidArgumentError(PublicError):
+    """An argument the client got wrong: INVALID_INPUT, with the argument's path."""
+
+    def __init__(self, message: str, argument: str) -> None:
+        super().__init__(message)
+        self.extensions = {"code": "INVALID_INPUT", "field": [argument]}
+
+
+def id_argument(text: str, argument: str) -> UUID:
+    """The UUID an id argument holds; a malformed one is the client's mistake."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidArgumentError(f"`{argument}`: {text!r} is not a UUID", argument) from None
+
+
 @strawberry.input
 class TransactionFilter:
     types: list[TransactionType] | None = None
@@ -126,8 +146,13 @@ class Wallet:
         if backward and (after is not None):
             raise PublicError("page forward with first/after or backward with last/before")
         size = (last if last is not None else 20) if backward else first
-        if size is None or size < 0:
-            raise PublicError("`first` and `last` must be zero or more")
+        if size is None:
+            # An explicit `first: null`; leaving it out means the default page.
+            raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
+        if size < 0:
+            raise InvalidArgumentError(
+                "`first` and `last` must be zero or more", "last" if backward else "first"
+            )
         request = HistoryRequest(
             wallet_id=UUID(self.id),
             limit=min(size, MAX_PAGE_SIZE),

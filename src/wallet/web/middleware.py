@@ -23,24 +23,21 @@ import time
 import uuid
 from typing import Any
 
+from graphql import OperationType
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wallet.web.documents import request_mutations
+from wallet.web.documents import request_mutations, request_operation, request_refusal
 from wallet.web.logs import request_id
+from wallet.web.sockets import ENDS, LEGACY_SUBSCRIPTIONS_ONLY, STARTS, WITH_ID, malformed
 
 log = logging.getLogger("wallet.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
 # Echoed into logs and headers: only printable ASCII of sane length is taken from a client.
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
-# The frames of graphql-transport-ws and the legacy graphql-ws that start an operation.
-_STARTS = frozenset({"subscribe", "start"})
-_WITH_ID = frozenset({"subscribe", "start", "complete", "stop"})
-# The frames that end an operation: sent by the client, or by the server once it is over.
-_ENDS = frozenset({"complete", "stop", "error"})
 TOO_MANY_MUTATIONS = "TOO_MANY_MUTATIONS"
 TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 
@@ -277,9 +274,12 @@ class _FrameCheck:
     graphql-transport-ws asks for invalid messages; Strawberry raised a TypeError on some.
     Each operation counts as a request, and its mutations as mutations, against the
     client's limits, as over HTTP; an operation over them is answered with an error for its
-    id while the socket stays open. So is one that would hold more than
-    `max_operations` operations (subscriptions, mostly) open at once on the socket: each
-    holds a task and a Redis subscription until it ends.
+    id while the socket stays open. So is one whose document GraphQL would refuse before
+    validating it (it does not parse, is over the token limit, or names no operation to
+    run), with the code HTTP gives it; one that is no subscription on the legacy graphql-ws,
+    which runs nothing else; and one that would hold more than `max_operations`
+    operations (subscriptions, mostly) open at once on the socket: each holds a task and a
+    Redis subscription until it ends.
     """
 
     def __init__(
@@ -308,7 +308,7 @@ class _FrameCheck:
                 frame = json.loads(text)
             except ValueError:
                 frame = None
-            if isinstance(frame, dict) and frame.get("type") in _ENDS:
+            if isinstance(frame, dict) and frame.get("type") in ENDS:
                 self.open.discard(str(frame.get("id")))
         await self.send(message)
 
@@ -321,12 +321,12 @@ class _FrameCheck:
                 frame = json.loads(message["text"])
             except ValueError:  # not JSON, or an integer Python refuses to convert
                 frame = None
-            problem = _malformed(frame)
+            problem = malformed(frame)
             if problem is not None:
                 log.info("closing a WebSocket: %s", problem)
                 await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
                 return {"type": "websocket.disconnect", "code": 4400}
-            if frame["type"] in _STARTS:
+            if frame["type"] in STARTS:
                 if frame["id"] not in self.open and len(self.open) >= self.max_operations:
                     refusal = (
                         f"a WebSocket may hold at most {self.max_operations} operations open"
@@ -336,10 +336,28 @@ class _FrameCheck:
                     continue
                 if not await self._admitted(frame):
                     continue
+                if (unrunnable := self._unrunnable(frame)) is not None:
+                    await self._refuse(frame, unrunnable)
+                    continue
                 self.open.add(frame["id"])
-            elif frame["type"] in _WITH_ID:  # complete, stop: the client ends one
+            elif frame["type"] in WITH_ID:  # complete, stop: the client ends one
                 self.open.discard(frame["id"])
             return message
+
+    def _unrunnable(self, frame: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer for an operation GraphQL would not run, or None."""
+        query, name = frame["payload"]["query"], frame["payload"].get("operationName")
+        refused = request_refusal(query, name, self.max_tokens)
+        if refused is not None:
+            # Strawberry would close the socket, or answer `complete` alone and log the
+            # document with a traceback: answered as over HTTP instead.
+            return {"errors": [refused.formatted]}
+        operation = request_operation(query, name, self.max_tokens)
+        if frame["type"] == "start" and operation != OperationType.SUBSCRIPTION:
+            # Strawberry's legacy handler runs subscriptions only: anything else failed
+            # inside it, as "Internal error." and an ERROR in the log.
+            return _error(LEGACY_SUBSCRIPTIONS_ONLY)
+        return None
 
     async def _admitted(self, frame: dict[str, Any]) -> bool:
         payload = frame["payload"]
@@ -364,20 +382,3 @@ class _FrameCheck:
         body = errors if frame["type"] == "subscribe" else errors[0]
         text = json.dumps({"id": frame["id"], "type": "error", "payload": body})
         await self.send({"type": "websocket.send", "text": text})
-
-
-def _malformed(frame: object) -> str | None:
-    """Why a frame is not one the protocols allow, or None when it is."""
-    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-        return "a message is a JSON object with a string `type`"
-    kind = frame["type"]
-    if kind in _WITH_ID and not isinstance(frame.get("id"), str):
-        return f"`{kind}` needs a string `id`"
-    if kind in _STARTS:
-        payload = frame.get("payload")
-        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-            return f"`{kind}` needs a `payload` object with a string `query`"
-        for name, expected in (("variables", dict), ("operationName", str), ("extensions", dict)):
-            if payload.get(name) is not None and not isinstance(payload[name], expected):
-                return f"`{kind}`: `payload.{name}` has the wrong type"
-    return None

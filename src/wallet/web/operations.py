@@ -1,11 +1,10 @@
-"""/healthz and /metrics (Prometheus text), and the GraphQL timing extension."""
+"""/healthz and /metrics (Prometheus text), and the GraphQL operations' timings."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -14,12 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from wallet.bootstrap import Resources
 from wallet.persistence.sweeper import pending_stats
 from wallet.tasks.broker import settlement_queue
-from wallet.web.documents import chosen_operation
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Operation names are the client's to choose: each new one would be a new series of every
@@ -95,35 +93,18 @@ class Metrics:
         self.operation_names.add(name)
         return name
 
-    def extension(self) -> type[SchemaExtension]:
-        metrics = self
-
-        class Timing(SchemaExtension):
-            ran = False
-
-            def on_execute(self) -> Iterator[None]:
-                # Reached only by a document that parsed and validated.
-                document = self.execution_context.graphql_document
-                operation_name = self.execution_context.operation_name
-                self.ran = document is not None and (
-                    chosen_operation(document, operation_name) is not None
-                )
-                yield
-
-            def on_operation(self) -> Iterator[None]:
-                started = time.perf_counter()
-                yield
-                context = self.execution_context
-                name = metrics.operation_label(context.operation_name, ran=self.ran)
-                try:
-                    kind = context.operation_type.value
-                except RuntimeError:  # the document did not parse
-                    kind = "invalid"
-                metrics.request_seconds.labels(name, kind).observe(time.perf_counter() - started)
-                if context.result is not None and context.result.errors:
-                    metrics.errors.labels(name).inc()
-
-        return Timing
+    def observe(self, context: ExecutionContext, seconds: float) -> None:
+        """Count an operation that took this long, once it is answered."""
+        # Only a document that parsed and validated may add its name.
+        ran = context.graphql_document is not None and not context.pre_execution_errors
+        name = self.operation_label(context.operation_name, ran=ran)
+        try:
+            kind = context.operation_type.value
+        except RuntimeError:  # the document did not parse
+            kind = "invalid"
+        self.request_seconds.labels(name, kind).observe(seconds)
+        if context.result is not None and context.result.errors:
+            self.errors.labels(name).inc()
 
     async def refresh(self, resources: Resources) -> None:
         async with resources.engine.connect() as conn:

@@ -8,13 +8,13 @@ expand every spread: one 1.1 KB document held an API process for 161 s.)
 
 - depth and aliases depend on the document alone: a validation rule, cached with the document;
 - cost (the most fields an operation can return) depends on the variables too (`first: $n`),
-  so it is measured for each request, before anything runs, by the `Admission` extension;
+  so it is measured for each request, before anything runs, by `admission`;
 - the number of mutations a request runs is what the rate limits charge.
 
 Modules: `text` (what PostgreSQL cannot store), `operation` (the operation a request runs,
-its mutations, and the edge's cache of both), `limits` (the depth, alias and introspection
-rule), `cost` (the most fields an operation can return), `admission` (the extension that
-checks a request with its variables).
+its mutations, why GraphQL would refuse it, and the edge's cache of these), `limits` (the
+depth, alias and introspection rule), `cost` (the most fields an operation can return),
+`admission` (the check of a request with its variables, run by the edge's extension).
 """
 
 from wallet.web.documents.admission import admission
@@ -24,6 +24,7 @@ from wallet.web.documents.operation import (
     chosen_operation,
     request_mutations,
     request_operation,
+    request_refusal,
 )
 from wallet.web.documents.text import INVALID_TEXT, clean_text
 
@@ -38,4 +39,5 @@ __all__ = [
     "query_cost",
     "request_mutations",
     "request_operation",
+    "request_refusal",
 ]

@@ -17,7 +17,7 @@ from graphql import (
     ValidationRule,
 )
 
-from wallet.web.documents.operation import fragments, operations
+from wallet.web.documents.operation import QUERY_TOO_COSTLY, fragments, operations
 from wallet.web.documents.text import INVALID_TEXT, clean_text
 
 # Fields answering about the schema rather than the data.
@@ -119,24 +119,32 @@ def document_limits(max_depth: int, max_aliases: int) -> type[ASTValidationRule]
                             GraphQLError(
                                 f"'{name}' exceeds maximum operation depth of {max_depth}",
                                 operation,
+                                extensions={"code": QUERY_TOO_COSTLY},
                             )
                         )
             except RecursionError:
-                context.report_error(GraphQLError("the document is nested too deeply"))
+                context.report_error(
+                    GraphQLError(
+                        "the document is nested too deeply", extensions={"code": QUERY_TOO_COSTLY}
+                    )
+                )
                 return
             if aliases > max_aliases:
                 context.report_error(
-                    GraphQLError(f"{aliases} aliases found. Allowed: {max_aliases}")
+                    GraphQLError(
+                        f"{aliases} aliases found. Allowed: {max_aliases}",
+                        extensions={"code": QUERY_TOO_COSTLY},
+                    )
                 )
             if introspections > 1:
                 # Not priced by the cost: one answer nesting at most MAX_SCHEMA_LISTS lists
                 # is bounded by the schema (GraphiQL's is about 30 KB); copies are refused.
                 context.report_error(
-                    GraphQLError(ONE_INTROSPECTION, extensions={"code": "QUERY_TOO_COSTLY"})
+                    GraphQLError(ONE_INTROSPECTION, extensions={"code": QUERY_TOO_COSTLY})
                 )
             if schema_lists > MAX_SCHEMA_LISTS:
                 context.report_error(
-                    GraphQLError(NESTED_SCHEMA_LISTS, extensions={"code": "QUERY_TOO_COSTLY"})
+                    GraphQLError(NESTED_SCHEMA_LISTS, extensions={"code": QUERY_TOO_COSTLY})
                 )
 
         def enter_string_value(self, node: StringValueNode, *_args: object) -> None:

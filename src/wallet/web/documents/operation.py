@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from graphql import (
     DocumentNode,
@@ -10,11 +11,13 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSyntaxError,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     parse,
 )
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 
 def fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -64,15 +67,38 @@ def mutation_fields(document: DocumentNode, operation: OperationDefinitionNode) 
 
 
 _REMEMBERED_REQUESTS = 2048
-# One cache for both questions the edge asks before GraphQL runs: a document is parsed once,
-# and a client sending many documents fills one bounded cache, not two. Keyed by a digest:
-# 2,048 bodies of 64 KB kept as keys would hold 128 MB.
-_requests: dict[tuple[bytes, str | None, int], tuple[OperationType | None, int]] = {}
+# The codes of the client's mistakes GraphQL reports without one.
+INVALID_INPUT = "INVALID_INPUT"
+QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+SEVERAL_UNNAMED = "Must provide operation name if query contains multiple operations."
 
 
-def _request(
-    query: str, operation_name: str | None, max_tokens: int
-) -> tuple[OperationType | None, int]:
+def client_code(error: GraphQLError) -> str:
+    """The code of a client's mistake GraphQL reported without one: a document over the
+    token limit is too costly to read; anything else the client wrote is invalid input."""
+    if isinstance(error, GraphQLSyntaxError) and "tokens. Parsing aborted" in error.message:
+        return QUERY_TOO_COSTLY
+    return INVALID_INPUT
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    operation: OperationType | None  # None: GraphQL will not run it (see `refusal`)
+    mutations: int
+    refusal: GraphQLError | None = None
+
+
+# One cache for every question the edge asks before GraphQL runs: a document is parsed once,
+# and a client sending many documents fills one bounded cache, not several. Keyed by a
+# digest: 2,048 bodies of 64 KB kept as keys would hold 128 MB.
+_requests: dict[tuple[bytes, str | None, int], _Request] = {}
+
+
+def _refused(message: str, code: str = INVALID_INPUT) -> _Request:
+    return _Request(None, 0, GraphQLError(message, extensions={"code": code}))
+
+
+def _request(query: str, operation_name: str | None, max_tokens: int) -> _Request:
     digest = hashlib.blake2b(query.encode(errors="surrogatepass"), digest_size=16).digest()
     key = (digest, operation_name, max_tokens)
     if (known := _requests.get(key)) is not None:
@@ -81,18 +107,16 @@ def _request(
         # The token limit GraphQL applies too: a document over it is refused there, and
         # parsing it here would cost its full length (70 ms for 64 KB) before any limit.
         document = parse(query, no_location=True, max_tokens=max_tokens)
-    except GraphQLError:
-        found: tuple[OperationType | None, int] = (None, 0)  # GraphQL itself refuses it
+    except GraphQLError as error:
+        found = _refused(error.message, client_code(error))
     else:
         operation = chosen_operation(document, operation_name)
-        found = (
-            (None, 0)
-            if operation is None
-            else (
-                operation.operation,
-                mutation_fields(document, operation),
-            )
-        )
+        if operation is not None:
+            found = _Request(operation.operation, mutation_fields(document, operation))
+        elif operation_name is None and operations(document):
+            found = _refused(SEVERAL_UNNAMED)
+        else:  # in the words Strawberry answers with over HTTP (a 400)
+            found = _refused(CannotGetOperationTypeError(operation_name).as_http_error_reason())
     if len(_requests) >= _REMEMBERED_REQUESTS:
         _requests.clear()
     _requests[key] = found
@@ -103,9 +127,15 @@ def request_operation(
     query: str, operation_name: str | None, max_tokens: int
 ) -> OperationType | None:
     """What the request's chosen operation is; None when it does not parse or has none."""
-    return _request(query, operation_name, max_tokens)[0]
+    return _request(query, operation_name, max_tokens).operation
 
 
 def request_mutations(query: str, operation_name: str | None, max_tokens: int) -> int:
     """Mutations a request for this document and operation would run (0 if it cannot run)."""
-    return _request(query, operation_name, max_tokens)[1]
+    return _request(query, operation_name, max_tokens).mutations
+
+
+def request_refusal(query: str, operation_name: str | None, max_tokens: int) -> GraphQLError | None:
+    """Why GraphQL would refuse the request before validating it (the document does not
+    parse, is over the token limit, or has no operation to run), with its code; or None."""
+    return _request(query, operation_name, max_tokens).refusal
