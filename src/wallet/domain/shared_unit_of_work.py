@@ -14,8 +14,7 @@ and was then refused before writing it).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import TracebackType
@@ -45,12 +44,18 @@ class _Kind(IntEnum):
     COMMIT = 7
 
 
-@dataclass(slots=True)
 class _Call:
-    member: int
-    kind: _Kind
-    argument: Any
-    answer: asyncio.Future[Any]
+    """A member's call of the shared unit of work: awaiting one hands it to the driver."""
+
+    __slots__ = ("argument", "kind", "member")
+
+    def __init__(self, member: int, kind: _Kind, argument: Any) -> None:
+        self.member = member
+        self.kind = kind
+        self.argument = argument
+
+    def __await__(self) -> Generator[_Call, Any, Any]:
+        return (yield self)
 
 
 @dataclass(slots=True)
@@ -61,17 +66,14 @@ class _Write:
     entries: Sequence[LedgerEntry]
 
 
+# What a member is resumed with: its call's answer, or the exception its call raised.
+_Resume = tuple[Any, BaseException | None]
+
+
 @dataclass(slots=True)
 class SharedUnitOfWork:
     uow: UnitOfWork
-    running: int = 0
     committed: bool = False
-    calls: list[_Call] = field(default_factory=list)
-    # How many calls each waiting member has made: every member waits once all are in here.
-    waiting: dict[int, int] = field(default_factory=dict)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    failure: BaseException | None = None
-    closing: bool = False
     # Wallets locked so far, one object each, which every member changes in turn: a member
     # sees the balance the ones before it left. Each with its balance when locked and the
     # sum of the entries written for it since, which must always explain its balance.
@@ -83,97 +85,92 @@ class SharedUnitOfWork:
 
     async def run(self, runs: Sequence[Callable[[UnitOfWork], Awaitable[Any]]]) -> list[Any]:
         """Run each with a member of its own; answers in order, a refusal or (once committed)
-        a member's own failure in its place. Raises what fails them all."""
+        a member's own failure in its place. Raises what fails them all.
+
+        The members' coroutines are stepped here, not scheduled as tasks: each runs until it
+        awaits a call of its member, so once every one has been stepped, every one waits.
+        """
         outcomes: list[Any] = [None] * len(runs)
-        self.running = len(runs)
-        tasks = [asyncio.create_task(self._member(n, run, outcomes)) for n, run in enumerate(runs)]
+        running: dict[int, Coroutine[Any, Any, Any]] = {}
+        for n, run in enumerate(runs):
+            coroutine = run(_Member(self, n))
+            assert isinstance(coroutine, Coroutine), "a use case is a coroutine function"
+            running[n] = coroutine
+        resume: dict[int, _Resume] = dict.fromkeys(running, (None, None))
+        waiting: list[_Call] = []
         try:
-            while self.running:
-                await self.ready.wait()
-                self.ready.clear()
-                if self.failure is not None:
-                    raise self.failure
-                if self.calls and len(self.waiting) >= self.running:
-                    await self._step()
+            while running:
+                for n, (answer, error) in resume.items():
+                    call = self._step_member(n, running, answer, error, outcomes)
+                    if call is not None:
+                        waiting.append(call)
+                if not waiting:
+                    break
+                kind = min(call.kind for call in waiting)
+                now = [call for call in waiting if call.kind is kind]
+                waiting = [call for call in waiting if call.kind is not kind]
+                resume = await self._make(kind, now)
         finally:
-            self.closing = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for coroutine in running.values():
+                coroutine.close()
         return outcomes
 
-    async def ask(self, member: int, kind: _Kind, argument: Any = None) -> Any:
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.calls.append(_Call(member, kind, argument, answer))
-        self.waiting[member] = self.waiting.get(member, 0) + 1
-        self._wake_when_all_wait()
-        return await answer
-
-    def _wake_when_all_wait(self) -> None:
-        if self.failure is not None or len(self.waiting) >= self.running:
-            self.ready.set()
-
-    async def _member(
-        self, n: int, run: Callable[[UnitOfWork], Awaitable[Any]], outcomes: list[Any]
-    ) -> None:
+    def _step_member(
+        self,
+        n: int,
+        running: dict[int, Coroutine[Any, Any, Any]],
+        answer: Any,
+        error: BaseException | None,
+        outcomes: list[Any],
+    ) -> _Call | None:
+        """Resume the member until its next call (returned), or its end (None)."""
+        coroutine = running[n]
         try:
-            outcomes[n] = await run(_Member(self, n))
+            call = coroutine.send(answer) if error is None else coroutine.throw(error)
+        except StopIteration as returned:
+            del running[n]
+            outcomes[n] = returned.value
             if n in self.wrote and not self.committed:
-                self._fail(Undecidable(f"member {n} wrote and left without committing"))
+                raise Undecidable(f"member {n} wrote and left without committing") from None
             if not self.committed:
                 self.unclaim += self.claimed.pop(n, [])
+            return None
         except WalletError as refusal:
+            del running[n]
             outcomes[n] = refusal
             if n in self.wrote:
-                self._fail(Undecidable(f"member {n} was refused after writing: {refusal}"))
+                raise Undecidable(f"member {n} was refused after writing: {refusal}") from None
             self.unclaim += self.claimed.pop(n, [])
-        except asyncio.CancelledError:
-            if self.closing:
+            return None
+        except Exception as failure:
+            del running[n]
+            if not self.committed:
                 raise
-            self._fail(Undecidable(f"member {n} was cancelled"))
-        except Exception as error:
-            if self.committed:
-                outcomes[n] = error  # its own failure: the others' answers stand
-            else:
-                self._fail(error)
-        finally:
-            self.running -= 1
-            self._wake_when_all_wait()
+            outcomes[n] = failure  # its own failure: the others' answers stand
+            return None
+        if not isinstance(call, _Call):
+            raise Undecidable(f"member {n} awaited something other than its unit of work")
+        return call
 
-    def _fail(self, failure: BaseException) -> None:
-        self.failure = self.failure or failure
-
-    async def _step(self) -> None:
-        kind = min(call.kind for call in self.calls)
-        now = [call for call in self.calls if call.kind is kind]
-        self.calls = [call for call in self.calls if call.kind is not kind]
-        for call in now:
-            self.waiting[call.member] -= 1
-            if not self.waiting[call.member]:
-                del self.waiting[call.member]
+    async def _make(self, kind: _Kind, calls: list[_Call]) -> dict[int, _Resume]:
         if kind is _Kind.CALL:
             # One by one, each answered with what it returned or raised: a member's own
             # failure is its own (and fails the others only while uncommitted).
-            for call in now:
-                await self._call(call)
-            return
-        answers = await _MAKE[kind](self, [c.argument for c in now], [c.member for c in now])
-        for call, answer in zip(now, answers, strict=True):
-            if not call.answer.done():
-                call.answer.set_result(answer)
+            return {call.member: await self._call(call) for call in calls}
+        arguments = [call.argument for call in calls]
+        members = [call.member for call in calls]
+        answers = await _MAKE[kind](self, arguments, members)
+        return {m: (answer, None) for m, answer in zip(members, answers, strict=True)}
 
-    async def _call(self, call: _Call) -> None:
+    async def _call(self, call: _Call) -> _Resume:
         make, writes = call.argument
         try:
             answer = await make()
         except Exception as error:
-            if not call.answer.done():
-                call.answer.set_exception(error)
-            return
+            return None, error
         if writes:
             self.wrote.add(call.member)
-        if not call.answer.done():
-            call.answer.set_result(answer)
+        return answer, None
 
     async def _lock(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, Wallet]]:
         new = set().union(*asked) - self.locked.keys()
@@ -262,7 +259,7 @@ class _Member:
         self.idempotency_keys = _Keys(self)
 
     async def ask(self, kind: _Kind, argument: Any = None) -> Any:
-        return await self._shared.ask(self._n, kind, argument)
+        return await _Call(self._n, kind, argument)
 
     async def call(self, make: Callable[[UnitOfWork], Awaitable[Any]], writes: bool = False) -> Any:
         """Make a call of the shared unit of work, one by one with the others'."""
