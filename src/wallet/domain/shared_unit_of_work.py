@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, Self
 from uuid import UUID
 
@@ -94,7 +94,7 @@ class SharedUnitOfWork:
         running: dict[int, Coroutine[Any, Any, Any]] = {}
         for n, run in enumerate(runs):
             coroutine = run(_Member(self, n))
-            assert isinstance(coroutine, Coroutine), "a use case is a coroutine function"
+            assert isinstance(coroutine, CoroutineType), "a use case is a coroutine function"
             running[n] = coroutine
         resume: dict[int, _Resume] = dict.fromkeys(running, (None, None))
         waiting: list[_Call] = []
@@ -251,6 +251,8 @@ _MAKE: dict[_Kind, Callable[[SharedUnitOfWork, list[Any], list[int]], Awaitable[
 class _Member:
     """One use case's view of the shared unit of work: a UnitOfWork like any other."""
 
+    __slots__ = ("_n", "_shared", "idempotency_keys", "transactions", "wallets")
+
     def __init__(self, shared: SharedUnitOfWork, n: int) -> None:
         self._shared = shared
         self._n = n
@@ -301,6 +303,8 @@ class _Member:
 
 
 class _Wallets:
+    __slots__ = ("_member",)
+
     def __init__(self, member: _Member) -> None:
         self._member = member
 
@@ -327,6 +331,8 @@ class _Wallets:
 
 
 class _Transactions:
+    __slots__ = ("_member",)
+
     def __init__(self, member: _Member) -> None:
         self._member = member
 
@@ -346,6 +352,8 @@ class _Transactions:
 
 
 class _Keys:
+    __slots__ = ("_member",)
+
     def __init__(self, member: _Member) -> None:
         self._member = member
 
