@@ -14,6 +14,7 @@ from wallet.domain.model import Page, Transaction, Wallet
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.cache.breaker import Breaker
 from wallet.persistence.cache.entries import Keys
+from wallet.persistence.cache.link import Link
 from wallet.persistence.cache.lua import SCRIPTS
 from wallet.persistence.cache.query import CachedHistoryQuery
 from wallet.persistence.cache.reads import CacheReads, CacheStats
@@ -44,19 +45,10 @@ class ReadCache:
         self._redis = redis
         self._keys = Keys(prefix)
         self._timeout = timeout
-        ttl_ms = max(1, int(ttl * 1000))
         self._breaker = Breaker(cooldown)
-        self._writer = CommitWriter(
-            redis, self._keys, ttl_ms=ttl_ms, timeout=timeout, breaker=self._breaker
-        )
-        self._reads = CacheReads(
-            redis,
-            self._keys,
-            ttl_ms=ttl_ms,
-            timeout=timeout,
-            breaker=self._breaker,
-            writer=self._writer,
-        )
+        link = Link(redis, self._keys, max(1, int(ttl * 1000)), timeout, self._breaker)
+        self._writer = CommitWriter(link)
+        self._reads = CacheReads(link, self._writer)
         self._alone = RedisCommitListener(redis, [self], timeout=timeout)
 
     @property

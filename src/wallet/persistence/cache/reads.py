@@ -10,12 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.asyncio import Redis
-
 from wallet.domain.batching import Batcher
 from wallet.domain.model import Page, Wallet
-from wallet.persistence.cache.breaker import Breaker
-from wallet.persistence.cache.entries import Keys, decoded_wallet, encode_head
+from wallet.persistence.cache.entries import decoded_wallet, encode_head
+from wallet.persistence.cache.link import Link
 from wallet.persistence.cache.lua import FILL_HISTORY, FILL_WALLET, OPEN_HISTORY, READ_WALLETS
 from wallet.persistence.cache.writes import CommitWriter
 from wallet.persistence.codec import text_of, wallet_to_json
@@ -48,28 +46,17 @@ class CacheReads:
 
     def __init__(
         self,
-        redis: Redis,
-        keys: Keys,
-        *,
-        ttl_ms: int,
-        timeout: float,
-        breaker: Breaker,
+        link: Link,
         writer: CommitWriter,
     ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._ttl_ms = ttl_ms
-        self._timeout = timeout
-        self._breaker = breaker
+        self._link = link
         self._writer = writer
-        self._together = WalletReadsTogether(
-            redis, keys, ttl_ms=ttl_ms, timeout=timeout, breaker=breaker
-        )
+        self._together = WalletReadsTogether(link)
         self.wallet_stats = CacheStats()
         self.history_stats = CacheStats()
 
     def _trusts_redis(self) -> bool:
-        return self._breaker.allows() and not self._writer.lost_track
+        return self._link.breaker.allows() and not self._writer.lost_track
 
     async def open_wallets(
         self, wallet_ids: Sequence[UUID]
@@ -112,20 +99,20 @@ class CacheReads:
         calls = [
             ScriptCall(
                 FILL_WALLET,
-                (self._keys.wallet(wallet.id),),
-                (generation, wallet.version, wallet_to_json(wallet), self._ttl_ms),
+                (self._link.keys.wallet(wallet.id),),
+                (generation, wallet.version, wallet_to_json(wallet), self._link.ttl_ms),
             )
             for generation, wallet in fills
         ]
         try:
-            async with asyncio.timeout(self._timeout):
-                stored = await run_calls(self._redis, calls)
+            async with asyncio.timeout(self._link.timeout):
+                stored = await run_calls(self._link.redis, calls)
         except REDIS_FAILURES as error:
-            self._breaker.failed("filling wallets", error)
+            self._link.breaker.failed("filling wallets", error)
             return
         failure = next((r for r in stored if isinstance(r, Exception)), None)
         if failure is not None:
-            self._breaker.failed("filling wallets", failure)
+            self._link.breaker.failed("filling wallets", failure)
         self.wallet_stats.fills_refused += stored.count(0)
 
     async def open_history(self, wallet_id: UUID) -> tuple[str, bytes | None] | None:
@@ -138,12 +125,14 @@ class CacheReads:
             self.history_stats.bypassed += 1
             return None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 generation, page = await OPEN_HISTORY.run(
-                    self._redis, [self._keys.history(wallet_id)], (uuid.uuid4().hex, self._ttl_ms)
+                    self._link.redis,
+                    [self._link.keys.history(wallet_id)],
+                    (uuid.uuid4().hex, self._link.ttl_ms),
                 )
         except REDIS_FAILURES as error:
-            self._breaker.failed("reading a history", error)
+            self._link.breaker.failed("reading a history", error)
             self.history_stats.bypassed += 1
             return None
         return text_of(generation), page
@@ -153,14 +142,14 @@ class CacheReads:
         if wallet_id in self._writer.unwritten_histories or not self._trusts_redis():
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 stored = await FILL_HISTORY.run(
-                    self._redis,
-                    [self._keys.history(wallet_id)],
-                    (generation, encode_head(head), self._ttl_ms),
+                    self._link.redis,
+                    [self._link.keys.history(wallet_id)],
+                    (generation, encode_head(head), self._link.ttl_ms),
                 )
         except REDIS_FAILURES as error:
-            self._breaker.failed("filling a history", error)
+            self._link.breaker.failed("filling a history", error)
             return
         if not stored:
             self.history_stats.fills_refused += 1
@@ -176,14 +165,8 @@ class Unanswered(Exception):
 class WalletReadsTogether:
     """Wallet reads asked at the same time, sent in one Redis call (domain/batching.py)."""
 
-    def __init__(
-        self, redis: Redis, keys: Keys, *, ttl_ms: int, timeout: float, breaker: Breaker
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._ttl_ms = ttl_ms
-        self._timeout = timeout
-        self._breaker = breaker
+    def __init__(self, link: Link) -> None:
+        self._link = link
         self._reads: Batcher[list[UUID], list[Wallet | str]] = Batcher(
             self._read, max_batch=256, name="read-cache-reads"
         )
@@ -200,15 +183,15 @@ class WalletReadsTogether:
         return await self._reads(wallet_ids)
 
     async def _read(self, asked: list[list[UUID]]) -> list[list[Wallet | str] | Exception]:
-        if not self._breaker.allows():  # tripped while these waited for the call before
+        if not self._link.breaker.allows():  # tripped while these waited for the call before
             return [Unanswered() for _ in asked]
         keys = list(dict.fromkeys(i for ids in asked for i in ids))
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 entries = await READ_WALLETS.run(
-                    self._redis,
-                    [self._keys.wallet(k) for k in keys],
-                    (uuid.uuid4().hex, self._ttl_ms),
+                    self._link.redis,
+                    [self._link.keys.wallet(k) for k in keys],
+                    (uuid.uuid4().hex, self._link.ttl_ms),
                 )
             # Decoded once for all the requests that asked; readers never change a Wallet.
             by_id: dict[UUID, Wallet | str] = {
@@ -217,7 +200,7 @@ class WalletReadsTogether:
             }
         except Exception as error:
             if isinstance(error, REDIS_FAILURES):
-                self._breaker.failed("reading wallets", error)
+                self._link.breaker.failed("reading wallets", error)
             else:
                 log.exception("could not read wallets from the cache")
             return [Unanswered() for _ in asked]

@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from wallet.domain.model import Transaction, Wallet
-from wallet.persistence.cache.breaker import Breaker
-from wallet.persistence.cache.entries import Keys
+from wallet.persistence.cache.link import Link
 from wallet.persistence.cache.lua import COMMIT
 from wallet.persistence.codec import wallet_to_json
 from wallet.persistence.redis_commits import REDIS_FAILURES
@@ -37,14 +35,8 @@ class CommitWriter:
     (`lost_track`) and reads skip Redis until it has emptied the cache.
     """
 
-    def __init__(
-        self, redis: Redis, keys: Keys, *, ttl_ms: int, timeout: float, breaker: Breaker
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._ttl_ms = ttl_ms
-        self._timeout = timeout
-        self._breaker = breaker
+    def __init__(self, link: Link) -> None:
+        self._link = link
         # Changes that Redis has not taken: the newest wallet rows, and the wallets whose
         # history changed, each with a sequence number so a retry never drops a newer one.
         self._unwritten_wallets: dict[UUID, Wallet] = {}
@@ -92,10 +84,10 @@ class CommitWriter:
 
     def _commit_call(self, wallets: Sequence[Wallet], histories: Sequence[UUID]) -> ScriptCall:
         """The writes of these wallets and new generations of these histories, in one call."""
-        keys = [self._keys.wallet(w.id) for w in wallets] + [
-            self._keys.history(h) for h in histories
+        keys = [self._link.keys.wallet(w.id) for w in wallets] + [
+            self._link.keys.history(h) for h in histories
         ]
-        args: list[str | int] = [uuid.uuid4().hex, self._ttl_ms, len(wallets)]
+        args: list[str | int] = [uuid.uuid4().hex, self._link.ttl_ms, len(wallets)]
         for wallet in wallets:
             args += (wallet.version, wallet_to_json(wallet))
         return ScriptCall(COMMIT, tuple(keys), tuple(args))
@@ -110,8 +102,8 @@ class CommitWriter:
         """Remember the whole commit when its call failed: Redis may have taken any part of it,
         and writing again what it took is safe."""
         try:
-            async with asyncio.timeout(self._timeout):
-                (reply,) = await rerun_missing(self._redis, [call], replies)
+            async with asyncio.timeout(self._link.timeout):
+                (reply,) = await rerun_missing(self._link.redis, [call], replies)
         except Exception as error:
             reply = error
         if isinstance(reply, Exception):
@@ -122,7 +114,7 @@ class CommitWriter:
     ) -> None:
         """Redis did not take the commit's writes: remember them, to write them again."""
         if isinstance(error, REDIS_FAILURES):
-            self._breaker.failed("writing committed changes", error)
+            self._link.breaker.failed("writing committed changes", error)
         else:
             log.error(
                 "could not update the read cache while writing committed changes", exc_info=error
@@ -155,13 +147,13 @@ class CommitWriter:
         while self._has_unwritten():
             await asyncio.sleep(delay)
             try:
-                async with asyncio.timeout(max(self._timeout, 5.0)):
+                async with asyncio.timeout(max(self._link.timeout, 5.0)):
                     await self._write_unwritten()
             except REDIS_FAILURES:
-                self._breaker.errors += 1
+                self._link.breaker.errors += 1
                 delay = min(delay * 2, 5.0)
                 continue
-            self._breaker.reset()
+            self._link.breaker.reset()
             log.info("the read cache has caught up with the changes Redis missed")
 
     async def _write_unwritten(self) -> None:
@@ -176,7 +168,7 @@ class CommitWriter:
         calls = [self._commit_call([wallet], []) for wallet in wallets.values()] + [
             self._commit_call([], [wallet_id]) for wallet_id in histories
         ]
-        replies = await run_calls(self._redis, calls)
+        replies = await run_calls(self._link.redis, calls)
         wallet_replies, history_replies = replies[: len(wallets)], replies[len(wallets) :]
         for (wallet_id, wallet), reply in zip(wallets.items(), wallet_replies, strict=True):
             if (
@@ -196,9 +188,9 @@ class CommitWriter:
 
     async def clear(self) -> None:
         """Delete every entry under the cache's prefix."""
-        keys = self._redis.scan_iter(match=f"{self._keys.prefix}:*", count=500)
+        keys = self._link.redis.scan_iter(match=f"{self._link.keys.prefix}:*", count=500)
         async for batch in _batches(keys):
-            await self._redis.unlink(*batch)
+            await self._link.redis.unlink(*batch)
 
     async def close(self) -> None:
         if self._repairer is not None:
