@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     json_logs: bool = False
     # `wallet serve` and `wallet worker`; their --log-level, when given, wins.
     log_level: LogLevel = "info"
-    # Per client (API key, else address), over every API process; `limits` notation.
+    # Per client address (the peer, or what a trusted proxy wrote), over every API process;
+    # `limits` notation.
     rate_limits_enabled: bool = True
     rate_limit: str = "100/second;3000/minute"
     mutation_rate_limit: str = "20/second;600/minute"
