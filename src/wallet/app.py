@@ -51,8 +51,9 @@ from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
+from wallet.web.codes import SERVICE_UNAVAILABLE
 from wallet.web.documents import document_limits, request_operation
-from wallet.web.extension import SERVICE_UNAVAILABLE, edge_extension, should_mask
+from wallet.web.extension import edge_extension, should_mask
 from wallet.web.logs import request_id
 from wallet.web.middleware import EdgeMiddleware, RateLimits
 from wallet.web.operations import Metrics, healthz, metrics_response

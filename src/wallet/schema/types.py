@@ -44,7 +44,7 @@ class InvalidArgumentError(PublicError):
 
     def __init__(self, message: str, argument: str) -> None:
         super().__init__(message)
-        self.extensions = {"code": "INVALID_INPUT", "field": [argument]}
+        self.extensions = {"code": ErrorCode.INVALID_INPUT.value, "field": [argument]}
 
 
 def id_argument(text: str, argument: str) -> UUID:

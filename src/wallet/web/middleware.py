@@ -29,6 +29,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wallet.web.codes import INVALID_INPUT, RATE_LIMITED, TOO_MANY_MUTATIONS
 from wallet.web.documents import request_mutations, request_operation, request_refusal
 from wallet.web.logs import request_id
 from wallet.web.sockets import ENDS, LEGACY_SUBSCRIPTIONS_ONLY, STARTS, WITH_ID, malformed
@@ -38,7 +39,6 @@ log = logging.getLogger("wallet.http")
 REQUEST_ID_HEADER = b"x-request-id"
 # Echoed into logs and headers: only printable ASCII of sane length is taken from a client.
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")
-TOO_MANY_MUTATIONS = "TOO_MANY_MUTATIONS"
 TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 
 
@@ -241,11 +241,11 @@ class EdgeMiddleware:
             wait = await self.limits.mutation_wait(client, mutations)
         if wait is None:
             return None
-        refused = _error("too many requests; retry later", code="RATE_LIMITED")
+        refused = _error("too many requests; retry later", code=RATE_LIMITED)
         return 429, refused, [(b"retry-after", str(wait).encode())]
 
 
-def _error(message: str, code: str = "INVALID_INPUT") -> dict[str, Any]:
+def _error(message: str, code: str = INVALID_INPUT) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
 
 
@@ -373,7 +373,7 @@ class _FrameCheck:
                 return False
             if await self.limits.mutation_wait(self.client, mutations) is None:
                 return True
-        await self._refuse(frame, _error("too many requests; retry later", code="RATE_LIMITED"))
+        await self._refuse(frame, _error("too many requests; retry later", code=RATE_LIMITED))
         return False
 
     async def _refuse(self, frame: dict[str, Any], refusal: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.types import ExecutionContext
 
+from wallet.web.codes import INVALID_INPUT, QUERY_TOO_COSTLY
 from wallet.web.documents.cost import query_cost
 from wallet.web.documents.operation import SEVERAL_UNNAMED, chosen_operation, operations
 from wallet.web.documents.text import INVALID_TEXT, clean_text, strings
@@ -74,9 +75,9 @@ def admission(max_cost: int) -> Admit:
         document = context.graphql_document
         assert document is not None
         if not named and len(operations(document)) > 1:
-            raise GraphQLError(SEVERAL_UNNAMED, extensions={"code": "INVALID_INPUT"})
+            raise GraphQLError(SEVERAL_UNNAMED, extensions={"code": INVALID_INPUT})
         if context.variables and not all(clean_text(t) for t in strings(context.variables)):
-            raise GraphQLError(INVALID_TEXT, extensions={"code": "INVALID_INPUT"})
+            raise GraphQLError(INVALID_TEXT, extensions={"code": INVALID_INPUT})
         operation = chosen_operation(document, context.operation_name)
         if operation is None:
             return None
@@ -84,7 +85,7 @@ def admission(max_cost: int) -> Admit:
         if cost is not None and cost > max_cost:
             raise GraphQLError(
                 f"the query may return {cost} fields; the limit is {max_cost}",
-                extensions={"code": "QUERY_TOO_COSTLY", "cost": cost},
+                extensions={"code": QUERY_TOO_COSTLY, "cost": cost},
             )
         return cost
 

@@ -17,7 +17,8 @@ from graphql import (
     ValidationRule,
 )
 
-from wallet.web.documents.operation import QUERY_TOO_COSTLY, fragments, operations
+from wallet.web.codes import INVALID_INPUT, QUERY_TOO_COSTLY
+from wallet.web.documents.operation import fragments, operations
 from wallet.web.documents.text import INVALID_TEXT, clean_text
 
 # Fields answering about the schema rather than the data.
@@ -150,7 +151,7 @@ def document_limits(max_depth: int, max_aliases: int) -> type[ASTValidationRule]
         def enter_string_value(self, node: StringValueNode, *_args: object) -> None:
             if not clean_text(node.value):
                 self.report_error(
-                    GraphQLError(INVALID_TEXT, node, extensions={"code": "INVALID_INPUT"})
+                    GraphQLError(INVALID_TEXT, node, extensions={"code": INVALID_INPUT})
                 )
 
     return DocumentLimits

@@ -19,6 +19,8 @@ from graphql import (
 )
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 
+from wallet.web.codes import INVALID_INPUT, QUERY_TOO_COSTLY
+
 
 def fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
     return {
@@ -68,8 +70,6 @@ def mutation_fields(document: DocumentNode, operation: OperationDefinitionNode) 
 
 _REMEMBERED_REQUESTS = 2048
 # The codes of the client's mistakes GraphQL reports without one.
-INVALID_INPUT = "INVALID_INPUT"
-QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 SEVERAL_UNNAMED = "Must provide operation name if query contains multiple operations."
 
 
