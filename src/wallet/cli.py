@@ -1,4 +1,4 @@
-"""`wallet migrate | serve | worker | dev | export-schema`: the service's one entry point."""
+"""`wallet migrate | serve | worker | dev | token | ...`: the service's one entry point."""
 
 from __future__ import annotations
 
@@ -131,6 +131,25 @@ def _export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from wallet.web.tokens import issue_token
+
+    try:
+        token = issue_token(Settings(), args.subject, args.scope.split(), ttl=args.ttl)
+    except ValueError as error:  # no secret, a short one, or an empty subject
+        print(f"wallet token: {error}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _positive_seconds(text: str) -> int:
+    seconds = int(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--port", type=int, default=8000, help="the API's port")
     dev.set_defaults(run=_dev)
+
+    token = commands.add_parser(
+        "token",
+        help="print a bearer token signed with WALLET_JWT_SECRET, for development and tests",
+        description="Print a JWT (HS256, signed with WALLET_JWT_SECRET) naming the caller "
+        "--subject, with WALLET_JWT_ISSUER and WALLET_JWT_AUDIENCE when they are set. Exits 2, "
+        "with one line, when WALLET_JWT_SECRET is not set.",
+        formatter_class=formatter,
+    )
+    token.add_argument("--subject", required=True, help="the caller's id (the token's sub)")
+    token.add_argument(
+        "--scope",
+        default="",
+        help='space-separated scopes, e.g. "wallet:deposit wallet:admin"',
+    )
+    token.add_argument(
+        "--ttl", type=_positive_seconds, default=3600, help="seconds until the token expires"
+    )
+    token.set_defaults(run=_token)
 
     export = commands.add_parser(
         "export-schema",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -77,11 +77,28 @@ class Settings(BaseSettings):
     # Apply withdrawals and transfers inside the request instead of queueing them for a
     # worker. For tests and tools that run no worker; a deployment leaves it off.
     settle_inline: bool = False
+    # Bearer tokens (web/tokens.py, `wallet token`). Keys come from one place: the shared
+    # secret (HS256, at least 32 bytes) or the identity provider's JWKS (RS256/ES256 keys).
+    # Nothing refuses to start without them yet: the release that makes every request name its
+    # caller does, once the service asks for a token at all.
+    jwt_secret: SecretStr | None = None
+    jwks_url: str | None = None
+    # Checked when set: a token must name this issuer (iss) and this audience (aud).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Seconds of clock difference forgiven on exp, nbf and iat.
+    jwt_leeway_seconds: float = 5.0
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("jwt_secret", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `WALLET_JWKS_URL=` in a compose file means "not set", not a URL to fetch.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _production_defaults(self) -> Settings:
