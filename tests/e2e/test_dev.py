@@ -19,9 +19,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from pydantic import SecretStr
 
 from tests.client import Api
 from tests.processes import WALLET, free_port, wait_until
+from wallet.config import Settings
+from wallet.web.tokens import verifier_for
 
 pytestmark = pytest.mark.slow
 
@@ -204,4 +207,29 @@ async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
             assert transfer["transaction"]["status"] == "COMPLETED"
         running = run.stop()
     assert_nothing_left(run, running, tmp_path)
-    assert not (tmp_path / ".wallet").exists()
+    # No data of its own: only the secret its developer's tokens are signed with.
+    assert [p.name for p in (tmp_path / ".wallet").iterdir()] == ["jwt-secret"]
+
+
+async def test_wallet_dev_keeps_its_token_secret_and_prints_a_token_signed_with_it(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = _environment(
+        DATABASE_URL=service_env["DATABASE_URL"],
+        REDIS_URL=service_env["REDIS_URL"],
+        WALLET_REDIS_PREFIX=f"{service_env['WALLET_REDIS_PREFIX']}-dev-{uuid.uuid4().hex[:6]}",
+    )
+    printed = []
+    for _ in range(2):  # a second run signs with the secret the first one kept
+        with wallet_dev(tmp_path, env, tmp_path / "dev.log") as run:
+            said = (tmp_path / "dev.log").read_text()
+            printed.append(said[said.index("#token=") :].split()[0].removeprefix("#token="))
+            run.stop()
+    secret = (tmp_path / ".wallet" / "jwt-secret").read_text()
+    assert (tmp_path / ".wallet" / "jwt-secret").stat().st_mode & 0o077 == 0
+    verifier = verifier_for(Settings(jwt_secret=SecretStr(secret)))
+    for token in printed:
+        caller = await verifier.caller(f"Bearer {token}")
+        assert caller.id == "developer"
+        assert caller.is_admin
+        assert caller.may_deposit

@@ -96,7 +96,7 @@ def _record_console_errors(page: Page) -> list[str]:
 @contextmanager
 def wallet_dev(env: dict[str, str], directory: Path) -> Iterator[str]:
     """`wallet dev` in `directory`, with the run's PostgreSQL and Redis; the GraphiQL URL it
-    prints once ready."""
+    prints once ready, its developer's token after `#token=`."""
     port = free_port()
     log = directory / "dev.log"
     with log.open("wb") as output:
@@ -117,7 +117,9 @@ def wallet_dev(env: dict[str, str], directory: Path) -> Iterator[str]:
 
     try:
         wait_until(said_ready, 60, "wallet dev")
-        yield url
+        printed = re.search(rf"GraphiQL: ({re.escape(url)}\S*)", log.read_text())
+        assert printed is not None
+        yield printed[1]
     finally:
         popen.send_signal(signal.SIGTERM)
         popen.wait(60)
@@ -158,12 +160,19 @@ async def test_graphiql_from_wallet_dev_creates_a_wallet_and_deposits_into_it_of
     ARTIFACTS.mkdir(exist_ok=True)
     # Its own Redis prefix, so its own rate-limit counters: the tests before it may have
     # spent the shared client address's budget for this minute.
-    with wallet_dev(env, tmp_path) as url:
+    with wallet_dev(env, tmp_path) as printed:
+        url, _, token = printed.partition("#token=")
+        assert token, f"wallet dev printed no token: {printed}"
         origin = url.removesuffix("/graphql")
         page = browser.pages[0] if browser.pages else await browser.new_page()
         refused = await _block_the_network(page, origin)
         console_errors = _record_console_errors(page)
-        response = await page.goto(url)
+        sent: list[str | None] = []
+        page.on(
+            "request",
+            lambda r: sent.append(r.headers.get("authorization")) if r.method == "POST" else None,
+        )
+        response = await page.goto(printed)
         assert response is not None
         assert "script-src 'self'" in (await response.all_headers())["content-security-policy"]
         await page.locator(".graphiql-query-editor .CodeMirror").wait_for(timeout=20_000)
@@ -205,3 +214,7 @@ async def test_graphiql_from_wallet_dev_creates_a_wallet_and_deposits_into_it_of
         assert '"25.50"' in seen
         assert refused == []
         assert console_errors == []
+        # The token went from the fragment into every query's header, and off the address bar.
+        assert sent
+        assert set(sent) == {f"Bearer {token}"}
+        assert "token" not in page.url

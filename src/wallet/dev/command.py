@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -12,12 +13,15 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 import asyncpg
+from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 
+from wallet.config import Settings
 from wallet.dev.children import Child, DevError, say, spawn
 from wallet.dev.ports import accepts, stable_port
 from wallet.dev.servers import Started, start_postgres, start_redis
 from wallet.persistence.database import migrate
+from wallet.web.tokens import issue_token
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -39,6 +43,33 @@ def _redacted(url: str) -> str:
 
 def _given(env: dict[str, str], name: str) -> str | None:
     return env.get(name) or env.get(f"WALLET_{name}")
+
+
+# Who the developer is in the token `wallet dev` prints: both scopes, so every part of the
+# API can be tried from GraphiQL.
+DEVELOPER = "developer"
+DEVELOPER_SCOPES = ("wallet:deposit", "wallet:admin")
+DEVELOPER_TOKEN_TTL = 12 * 3600
+
+
+def _developer_token(env: dict[str, str], data: Path) -> str | None:
+    """Sign tokens with WALLET_JWT_SECRET when given, else with a secret kept under `data`;
+    a token for the developer, or None when keys come from an identity provider's JWKS."""
+    if env.get("WALLET_JWKS_URL"):
+        return None
+    if not env.get("WALLET_JWT_SECRET"):
+        data.mkdir(exist_ok=True)
+        path = data / "jwt-secret"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        env["WALLET_JWT_SECRET"] = path.read_text().strip()
+    settings = Settings(
+        jwt_secret=SecretStr(env["WALLET_JWT_SECRET"]),
+        jwt_issuer=env.get("WALLET_JWT_ISSUER") or None,
+        jwt_audience=env.get("WALLET_JWT_AUDIENCE") or None,
+    )
+    return issue_token(settings, DEVELOPER, DEVELOPER_SCOPES, ttl=DEVELOPER_TOKEN_TTL)
 
 
 def _stop(tiers: list[list[Child]]) -> None:
@@ -77,6 +108,7 @@ def _start(port: int, data: Path, tiers: list[list[Child]]) -> list[Child]:
     except (OSError, asyncpg.PostgresError, SQLAlchemyError) as error:
         raise DevError(f"could not migrate {_redacted(database_url)}: {error}") from None
 
+    token = _developer_token(env, data)
     wallet = [sys.executable, "-m", "wallet.cli"]
     api = spawn(
         "the API",
@@ -92,7 +124,15 @@ def _start(port: int, data: Path, tiers: list[list[Child]]) -> list[Child]:
     tiers[-1].append(worker)
     api.wait_for(lambda: accepts(port), 60, None)
     say(f"ready in {time.monotonic() - began:.1f} s")
-    print(f"GraphiQL: http://127.0.0.1:{port}/graphql  (Ctrl-C stops everything)", flush=True)
+    graphiql = f"http://127.0.0.1:{port}/graphql"
+    if token is None:
+        print(f"GraphiQL: {graphiql}  (Ctrl-C stops everything)", flush=True)
+        say("tokens come from WALLET_JWKS_URL's identity provider")
+    else:
+        # After `#`: the fragment never reaches a server or its logs; GraphiQL's page reads
+        # it into the Authorization header.
+        print(f"GraphiQL: {graphiql}#token={token}  (Ctrl-C stops everything)", flush=True)
+        print(f"token ({DEVELOPER}, {' '.join(DEVELOPER_SCOPES)}): {token}", flush=True)
     return [*tiers[0], api, worker]
 
 

@@ -35,7 +35,16 @@
     history.replaceState(null, null, "?" + search);
   }
 
-  const fetchURL = window.location.href.split("?")[0];
+  // `wallet dev` opens this page with its developer's token after "#token=": a fragment never
+  // reaches a server or its logs. It becomes the Authorization header of queries and the
+  // WebSocket's connection_init payload, and leaves the address bar at once.
+  const token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  const authorization = token ? { Authorization: "Bearer " + token } : undefined;
+  if (token) {
+    history.replaceState(null, null, window.location.pathname + window.location.search);
+  }
+
+  const fetchURL = window.location.href.split("?")[0].split("#")[0];
   const subscriptionURL = new URL(fetchURL);
   subscriptionURL.protocol = subscriptionURL.protocol === "http:" ? "ws:" : "wss:";
   subscriptionURL.hash = "";
@@ -43,13 +52,16 @@
   const fetcher = GraphiQL.createFetcher({
     url: fetchURL,
     subscriptionUrl: subscriptionURL.toString(),
+    wsConnectionParams: authorization,
   });
   const explorer = GraphiQLPluginExplorer.explorerPlugin();
 
   function WalletGraphiQL() {
     const [query, setQuery] = React.useState(parameters.q || EXAMPLE_QUERY);
     const [variables, setVariables] = React.useState(parameters.variables);
-    const [headers, setHeaders] = React.useState(parameters.headers);
+    const [headers, setHeaders] = React.useState(
+      parameters.headers || (authorization && JSON.stringify(authorization, null, 2)),
+    );
     return React.createElement(GraphiQL, {
       fetcher: fetcher,
       defaultEditorToolsVisibility: true,
