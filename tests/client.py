@@ -1,17 +1,24 @@
 """A client of the wallet API that knows only the contract: GraphQL documents over HTTP, and
-subscriptions over WebSocket. Every test that speaks to the API as a client does uses it."""
+subscriptions over WebSocket. Every test that speaks to the API as a client does uses it.
+
+Each client is a caller: it sends its bearer token on every request (the `Authorization`
+header; on a WebSocket, the `connection_init` payload). Unless told otherwise, the caller is
+the run's tester (tests/tokens.py), a funding service that owns the wallets it creates.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 import websockets
 from websockets.typing import Subprotocol
 
+from tests import tokens
 from tests.waits import eventually
 
 TRANSACTION = """
@@ -60,15 +67,31 @@ def key() -> str:
 
 
 class Api:
-    """The API at `url` (a full URL, or a path on the client's base_url)."""
+    """The API at `url` (a full URL, or a path on the client's base_url), asked by the caller
+    whose bearer `token` it sends: the run's tester when not given, nobody when ANONYMOUS."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url: str, token: str | None = None) -> None:
         self.client = client
         self.url = url
+        self.token = tokens.mint() if token is None else token
+
+    def as_caller(self, subject: str, scopes: Iterable[str] = tokens.DEPOSIT) -> Api:
+        """The same API asked by another caller: `subject`, with `scopes`."""
+        return self.with_token(tokens.mint(subject, scopes))
+
+    def with_token(self, token: str) -> Api:
+        """The same API asked with `token`, as it is (expired, badly signed, ANONYMOUS...)."""
+        return Api(self.client, self.url, token)
 
     async def post(self, query: str, **variables: Any) -> httpx.Response:
         """The raw response, which is never a server error."""
-        response = await self.client.post(self.url, json={"query": query, "variables": variables})
+        request = self.client.build_request(
+            "POST", self.url, json={"query": query, "variables": variables}
+        )
+        # This caller's token, in place of any the httpx client sends by default.
+        request.headers.pop("Authorization", None)
+        request.headers.update(tokens.header(self.token))
+        response = await self.client.send(request)
         assert response.status_code < 500, response.text
         return response
 
@@ -222,17 +245,26 @@ class Api:
 
 
 class Subscriber:
-    """One subscription over graphql-transport-ws (or the legacy graphql-ws)."""
+    """One subscription over graphql-transport-ws (or the legacy graphql-ws), by the caller
+    whose bearer `token` its connection_init carries (as Api's)."""
 
-    def __init__(self, url: str, query: str, protocol: str = "graphql-transport-ws") -> None:
+    def __init__(
+        self,
+        url: str,
+        query: str,
+        protocol: str = "graphql-transport-ws",
+        token: str | None = None,
+    ) -> None:
         self.url = url.replace("http://", "ws://")
         self.query = query
         self.protocol = protocol
+        self.token = tokens.mint() if token is None else token
         self._socket: Any = None
 
     async def __aenter__(self) -> Subscriber:
         self._socket = await websockets.connect(self.url, subprotocols=[Subprotocol(self.protocol)])
-        await self._socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        init = {"type": "connection_init", "payload": tokens.header(self.token)}
+        await self._socket.send(json.dumps(init))
         ack = json.loads(await asyncio.wait_for(self._socket.recv(), 5))
         assert ack["type"] == "connection_ack", ack
         start = "subscribe" if self.protocol == "graphql-transport-ws" else "start"

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests import tokens
 from tests.processes import forget_redis_prefix
 from wallet.dev import Started, start_postgres, start_redis
 from wallet.domain.ports import UnitOfWorkFactory
@@ -99,13 +100,15 @@ def uow_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
 
 @pytest.fixture(scope="session")
 def service_env(database_url: str, redis_url: str, redis_prefix: str) -> dict[str, str]:
-    """The environment for a `wallet` process of this test run."""
-    env = dict(os.environ)
+    """The environment for a `wallet` process of this test run: tokens are verified with the
+    run's own secret (tests/tokens.py), and only with it."""
+    env = {k: v for k, v in os.environ.items() if k not in tokens.FOREIGN_VARIABLES}
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         WALLET_REDIS_PREFIX=redis_prefix,
         # The tests read the services' log lines as JSON, as a log collector would.
         WALLET_JSON_LOGS="true",
+        **tokens.environment(),
     )
     return env
