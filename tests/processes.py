@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from tests import tokens
 from wallet.dev import free_port, start_redis
 
 WALLET = str(Path(sys.executable).with_name("wallet"))
@@ -118,7 +119,8 @@ def start(
 
 
 def _answers(process: Process) -> bool:
-    return httpx.post(process.url, json={"query": "{ __typename }"}).status_code == 200
+    answer = httpx.post(process.url, json={"query": "{ __typename }"}, headers=tokens.header())
+    return answer.status_code == 200
 
 
 def start_api(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from tests import tokens
 from tests.client import Api
 from tests.processes import api_server
 
@@ -38,7 +39,8 @@ def api_url(service_env: dict[str, str]) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    # The tester's token, for the tests that post to the API without the client.
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=tokens.header()) as client:
         yield client
 
 

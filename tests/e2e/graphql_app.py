@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
+from tests import tokens
 from tests.client import Api
 from wallet.app import create_app
 from wallet.config import Settings
@@ -43,7 +44,9 @@ async def running_app(settings: Settings) -> AsyncIterator[App]:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://wallet.test", headers=tokens.header()
+        ) as client,
     ):
         yield App(app, Api(client, "/graphql"))
 
@@ -55,6 +58,7 @@ async def app_with_own_cache(
     """The app under a Redis prefix of its own, so it starts with an empty cache."""
     prefix = f"{redis_prefix}:{uuid.uuid4().hex[:8]}"
     settings = Settings(
+        jwt_secret=tokens.SECRET,
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=prefix,

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
+from tests import tokens
 from tests.client import Api
 from tests.processes import WALLET, free_port, wait_until
 from wallet.config import Settings
@@ -38,6 +39,12 @@ class DevRun:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    @property
+    def token(self) -> str:
+        """The developer's token it printed (after `#token=` in its GraphiQL address)."""
+        said = self.output()
+        return said[said.rindex("#token=") :].split()[0].removeprefix("#token=")
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.popen.pid).children(recursive=True)
@@ -69,7 +76,10 @@ def _environment(**overrides: str) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         if name not in ("DATABASE_URL", "REDIS_URL", "WALLET_DATABASE_URL", "WALLET_REDIS_URL")
+        and name not in ("WALLET_JWT_SECRET", *tokens.FOREIGN_VARIABLES)
     }
+    # No token settings: `wallet dev` makes its own secret, and the tests use the token it
+    # prints, as its user does.
     return {**env, **overrides}
 
 
@@ -96,7 +106,10 @@ def wallet_dev(directory: Path, env: dict[str, str], log: Path) -> Iterator[DevR
         # Ready when it says so (a user waits for that line), and then it must answer.
         if f"GraphiQL: {run.url}" not in run.output():
             return False
-        return httpx.post(run.url, json={"query": "{ __typename }"}).status_code == 200
+        answer = httpx.post(
+            run.url, json={"query": "{ __typename }"}, headers=tokens.header(run.token)
+        )
+        return answer.status_code == 200
 
     try:
         wait_until(answers, 60, "wallet dev")
@@ -131,7 +144,7 @@ async def test_wallet_dev_in_an_empty_directory_settles_a_transfer_and_sigterm_l
         assert {"postgres", "redis-server"} <= names, names
 
         async with httpx.AsyncClient(timeout=10) as client:
-            api = Api(client, run.url)
+            api = Api(client, run.url, run.token)
             sender = await api.new_wallet()
             receiver = await api.new_wallet()
             deposit = await api.deposit(sender, "100.00", "d-1", settled=False)
@@ -159,7 +172,7 @@ async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctr
     directory.mkdir()
     with wallet_dev(directory, _environment(), tmp_path / "dev1.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
-            wallet = await Api(client, run.url).new_wallet("12.34")
+            wallet = await Api(client, run.url, run.token).new_wallet("12.34")
         first = _clients(run)
         running = run.stop(ctrl_c=True)
     assert_nothing_left(run, running, directory)
@@ -173,7 +186,7 @@ async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctr
 
     with wallet_dev(directory, _environment(), tmp_path / "dev2.log") as run:
         async with httpx.AsyncClient(timeout=10) as client:
-            assert await Api(client, run.url).balance(wallet) == "12.34"
+            assert await Api(client, run.url, run.token).balance(wallet) == "12.34"
         # Yesterday's psql line still works.
         answer = subprocess.run(
             [*psql.split(), "-tAc", "SELECT count(*) FROM wallets"],
@@ -200,7 +213,7 @@ async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
         names = {process.name() for process in run.descendants()}
         assert not names & {"postgres", "redis-server"}, names
         async with httpx.AsyncClient(timeout=10) as client:
-            api = Api(client, run.url)
+            api = Api(client, run.url, run.token)
             sender = await api.new_wallet("5.00")
             receiver = await api.new_wallet()
             transfer = await api.transfer(sender, receiver, "5.00")

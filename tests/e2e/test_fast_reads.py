@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from tests import tokens
 from tests.e2e.graphql_app import App, app_with_own_cache, running_app, statements_sent
 from wallet.config import Settings
 
@@ -118,6 +119,7 @@ async def test_reads_answer_from_postgresql_while_redis_is_unreachable(
     database_url: str, redis_prefix: str
 ) -> None:
     settings = Settings(
+        jwt_secret=tokens.SECRET,
         database_url=database_url,
         redis_url="redis://127.0.0.1:1/0",  # nothing listens there
         redis_prefix=f"{redis_prefix}:unreachable",

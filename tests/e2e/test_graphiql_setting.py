@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from tests import tokens
 from tests.e2e.graphql_app import running_app
 from wallet.config import Settings
 
@@ -32,6 +33,7 @@ async def test_a_browser_gets_graphiql_only_where_it_is_served(
 ) -> None:
     given = {} if graphiql is None else {"graphiql": graphiql}
     settings = Settings(
+        jwt_secret=tokens.SECRET,
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}",

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests import tokens
 from tests.client import Api
 from tests.faults.servers import PostgresServer
 from tests.processes import (
@@ -67,7 +68,7 @@ async def test_a_never_migrated_database_is_not_ready_and_requests_get_503_not_i
 ) -> None:
     with api_server({**env, "DATABASE_URL": empty_database}) as api:
         base = api.url.removesuffix("/graphql")
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             ready = await client.get(f"{base}/readyz")
             assert ready.status_code == 503
             body = ready.json()
@@ -114,7 +115,7 @@ async def test_with_postgresql_unreachable_requests_get_503_and_the_outage_is_lo
     port = make_url(database_url).port
     with api_server({**env, "DATABASE_URL": database_url}) as api:
         base = api.url.removesuffix("/graphql")
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             for _ in range(5):
                 response = await client.post(api.url, json={"query": CREATE_WALLET})
                 assert response.status_code == 503, response.text
@@ -232,7 +233,7 @@ async def test_in_production_readyz_says_what_is_down_without_naming_hosts(
 ) -> None:
     production = {**env, "DATABASE_URL": _closed_postgres(), "WALLET_ENVIRONMENT": "production"}
     with api_server(production) as api:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             ready = await client.get(api.url.replace("/graphql", "/readyz"))
     assert ready.status_code == 503
     assert ready.json() == {"postgres": "down", "migrations": "unknown", "redis": "ok"}
@@ -242,7 +243,7 @@ async def test_transfers_made_while_redis_is_down_are_recorded_and_the_outage_lo
     env: dict[str, str],
 ) -> None:
     with private_redis() as redis, api_server({**env, "REDIS_URL": redis.url}) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             graphql = Api(client, api.url)
             sender = await graphql.new_wallet("10.00")
             receiver = await graphql.new_wallet()
@@ -285,7 +286,7 @@ async def test_a_database_that_does_not_exist_is_named_in_one_line_and_requests_
     missing = make_url(database_url).set(database=name).render_as_string(hide_password=False)
     with api_server({**env, "DATABASE_URL": missing}) as api:
         base = api.url.removesuffix("/graphql")
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             for _ in range(3):
                 response = await client.post(api.url, json={"query": CREATE_WALLET})
                 assert response.status_code == 503, response.text
@@ -330,7 +331,11 @@ def _api_logging_info(env: dict[str, str]) -> Process:
         [WALLET, "serve", "--port", str(port), "--log-level", "info"],
         {"WALLET_RATE_LIMITS_ENABLED": "false", **env},
         "wallet serve",
-        lambda process: httpx.post(process.url, json={"query": "{ __typename }"}).is_success,
+        lambda process: (
+            httpx.post(
+                process.url, json={"query": "{ __typename }"}, headers=tokens.header()
+            ).is_success
+        ),
         f"http://127.0.0.1:{port}/graphql",
     )
 
@@ -341,7 +346,7 @@ async def test_the_api_says_once_that_postgresql_is_lost_and_once_that_it_answer
     where = f"PostgreSQL at 127.0.0.1:{private_postgres.port}"
     api = _api_logging_info({**env, "DATABASE_URL": stoppable_database})
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             assert (await client.post(api.url, json={"query": CREATE_WALLET})).status_code == 200
             private_postgres.stop()
             wallet = {"query": CREATE_WALLET}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import websockets
 
+from tests import tokens
 from tests.processes import api_server
 
 pytestmark = pytest.mark.slow
@@ -18,7 +21,7 @@ async def _opens(socket_url: str, origin: str) -> bool:
             subprotocols=["graphql-transport-ws"],
             origin=websockets.Origin(origin),
         ) as ws:
-            await ws.send('{"type": "connection_init"}')
+            await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
             return "connection_ack" in str(await ws.recv())
     except websockets.InvalidStatus as refused:
         if refused.response.status_code != 403:

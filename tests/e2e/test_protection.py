@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests import tokens
 from tests.processes import api_server, private_redis
 from tests.waits import eventually
 
@@ -27,7 +28,7 @@ async def test_a_burst_from_one_client_is_limited_and_another_client_is_not(
         "WALLET_FORWARDED_ALLOW_IPS": '["127.0.0.1"]',
     }
     with api_server(env, **limited) as api:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             greedy = {"x-forwarded-for": "192.0.2.1"}
             statuses = [
                 (await client.post(api.url, json=TYPENAME, headers=greedy)).status_code
@@ -72,7 +73,7 @@ async def test_query_bombs_are_refused_without_a_server_error(
     env: dict[str, str], query: str
 ) -> None:
     with api_server(env) as api:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             response = await client.post(api.url, json={"query": query})
     assert response.status_code < 500
     assert response.status_code >= 400 or response.json()["errors"]
@@ -80,7 +81,7 @@ async def test_query_bombs_are_refused_without_a_server_error(
 
 async def test_a_body_over_the_cap_is_refused_with_413(env: dict[str, str]) -> None:
     with api_server(env, WALLET_MAX_BODY_BYTES="4096") as api:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             big = {"query": "{ __typename }", "variables": {"pad": "x" * 5000}}
             response = await client.post(api.url, json=big)
 
@@ -99,7 +100,7 @@ async def test_a_body_over_the_cap_is_refused_with_413(env: dict[str, str]) -> N
 
 async def test_introspection_can_be_switched_off(env: dict[str, str]) -> None:
     with api_server(env, WALLET_INTROSPECTION="false") as api:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             response = await client.post(api.url, json={"query": "{ __schema { types { name } } }"})
     assert response.status_code < 500
     assert response.json()["errors"]
@@ -110,7 +111,7 @@ async def test_readyz_follows_redis_down_and_back(env: dict[str, str]) -> None:
         own = {**env, "REDIS_URL": redis.url}
         with api_server(own) as api:
             base = api.url.removesuffix("/graphql")
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
 
                 async def readyz(status: int) -> httpx.Response | None:
                     response = await client.get(f"{base}/readyz")
@@ -134,7 +135,7 @@ async def test_readyz_follows_redis_down_and_back(env: dict[str, str]) -> None:
 async def test_metrics_and_request_ids_are_exposed(env: dict[str, str]) -> None:
     with api_server(env) as api:
         base = api.url.removesuffix("/graphql")
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
             response = await client.post(
                 api.url,
                 json={"query": "query Probe { __typename }", "operationName": "Probe"},

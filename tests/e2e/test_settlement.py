@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests import tokens
 from tests.client import Api
 from tests.invariants import assert_balances_explained, status_counts
 from tests.processes import api_server, private_redis, worker
@@ -67,7 +68,7 @@ async def test_a_transfer_stays_pending_until_a_worker_runs(
     env: dict[str, str], engine: AsyncEngine
 ) -> None:
     with api_server(env) as server:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             api = Api(client, server.url)
             a = await api.new_wallet("10.00")
             b = await api.new_wallet()
@@ -86,7 +87,7 @@ async def test_sigterm_stops_a_busy_worker_in_time_and_it_drops_nothing(
     env: dict[str, str], engine: AsyncEngine
 ) -> None:
     with api_server(env) as server:
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=tokens.header()) as client:
             api = Api(client, server.url)
             wallets = [await api.new_wallet("500.00") for _ in range(6)]
             before = sum((await assert_balances_explained(engine, wallets)).values())
@@ -112,7 +113,7 @@ async def test_a_withdrawal_made_while_redis_is_down_settles_once_it_is_back(
     with private_redis() as redis:
         own = {**env, "REDIS_URL": redis.url}
         with api_server(own) as server, worker(own):
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
                 api = Api(client, server.url)
                 wallet = await api.new_wallet("100.00")
                 redis.stop(signal.SIGKILL)
@@ -181,7 +182,7 @@ async def test_every_settled_job_is_acknowledged_on_the_stream(
     redis = Redis.from_url(env["REDIS_URL"])
     try:
         with api_server(env) as server, worker(env, concurrency=32):
-            async with httpx.AsyncClient(timeout=60) as client:
+            async with httpx.AsyncClient(timeout=60, headers=tokens.header()) as client:
                 api = Api(client, server.url)
                 wallets = [await api.new_wallet("500.00") for _ in range(8)]
                 ids = await _submit_transfers(api, wallets, 200)

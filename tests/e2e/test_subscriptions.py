@@ -11,6 +11,7 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from tests import tokens
 from tests.client import Api, Subscriber
 from tests.processes import api_server, worker
 from tests.waits import eventually
@@ -46,7 +47,7 @@ async def test_a_subscriber_on_one_api_sees_a_transfer_made_through_another(
     env: dict[str, str], protocol: str
 ) -> None:
     with api_server(env) as watched, api_server(env) as used, worker(env):
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             api = Api(client, used.url)
             sender = await api.new_wallet("10.00")
             receiver = await api.new_wallet()
@@ -70,7 +71,7 @@ async def test_transaction_updated_shows_the_current_state_then_each_change_then
     env: dict[str, str],
 ) -> None:
     with api_server(env) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             graphql = Api(client, api.url)
             sender = await graphql.new_wallet("10.00")
             receiver = await graphql.new_wallet()
@@ -106,7 +107,7 @@ async def test_subscribing_to_something_that_does_not_exist_is_a_clean_error(
     with api_server(env) as api:
         socket_url = api.url.replace("http://", "ws://")
         async with websockets.connect(socket_url, subprotocols=["graphql-transport-ws"]) as ws:
-            await ws.send('{"type": "connection_init"}')
+            await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
             assert "connection_ack" in await ws.recv()
             missing = UPDATED % _quoted(str(uuid.uuid4()))
             await ws.send(

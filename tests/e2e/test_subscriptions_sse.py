@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import tokens
 from tests.client import Api
 from tests.processes import api_server, worker
 
@@ -58,7 +59,7 @@ async def test_transaction_updated_over_sse_shows_the_current_state_then_the_cha
     env: dict[str, str],
 ) -> None:
     with api_server(env) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             graphql = Api(client, api.url)
             sender = await graphql.new_wallet("10.00")
             receiver = await graphql.new_wallet()
@@ -89,7 +90,7 @@ async def test_a_subscription_over_sse_to_a_missing_wallet_is_a_clean_error(
 ) -> None:
     with api_server(env) as api:
         async with (
-            httpx.AsyncClient(timeout=30) as client,
+            httpx.AsyncClient(timeout=30, headers=tokens.header()) as client,
             subscribe(client, api.url, ACTIVITY % "not-a-uuid") as events,
         ):
             kind, payload = await events.next()
@@ -102,7 +103,7 @@ async def test_a_document_that_does_not_parse_over_sse_is_refused_with_400_not_a
     env: dict[str, str],
 ) -> None:
     with api_server(env) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             for broken in (UPDATED[:-2], "{ __typename"):
                 response = await client.post(
                     api.url, json={"query": broken}, headers={"accept": "text/event-stream"}

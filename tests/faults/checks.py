@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests import tokens
 from tests.faults.load import Load, Request, minor_units, post
 from tests.invariants import LedgerFigures, assert_ledger_holds
 from tests.waits import eventually
@@ -104,7 +105,7 @@ async def assert_api_agrees(engine: AsyncEngine, url: str, requests: list[Reques
             ).all()
         )
     assert len(statuses) == sum(1 for r in requests if r.transaction_ids)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
         seen_balances = await _read_aliased(client, url, "wallet", "balance", list(balances))
         seen_statuses = await _read_aliased(client, url, "transaction", "status", list(statuses))
     assert {w: minor_units(b) for w, b in seen_balances.items()} == balances

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from tests import tokens
+
 _PAYLOAD = "transaction { id status } errors { code }"
 MUTATIONS = {
     "deposit": f"mutation($input: DepositInput!) {{ deposit(input: $input) {{ {_PAYLOAD} }} }}",
@@ -95,7 +97,7 @@ async def post(client: httpx.AsyncClient, url: str, query: str, **variables: Any
 
 
 async def create_wallets(url: str, count: int, balance: str) -> list[str]:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
 
         async def one() -> str:
             data = await post(
@@ -132,6 +134,7 @@ class Load:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, connect=2.0),
             limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients),
+            headers=tokens.header(),
         )
 
     def start(self) -> None:

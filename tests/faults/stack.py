@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 
+from tests import tokens
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.processes import WALLET, Process, free_port, start_api, start_worker
 
@@ -21,7 +22,8 @@ class Stack:
         self.redis = redis
         self.database_url = postgres.url(f"faults_{scenario}")
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in tokens.FOREIGN_VARIABLES},
+            **tokens.environment(),
             "DATABASE_URL": self.database_url,
             "REDIS_URL": redis.url,
             "WALLET_REDIS_PREFIX": f"faults-{scenario}",

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests import tokens
 from tests.client import Subscriber
 from tests.faults.checks import assert_all_holds, wait_quiet
 from tests.faults.load import MUTATIONS, Load, create_wallets, post
@@ -211,7 +212,7 @@ async def test_subscribers_waiting_through_a_postgres_restart_get_the_final_stat
     # API logs at info, where it says each recheck that could not reach PostgreSQL.
     stack.start(workers=False, api_log_level="info")
     wallets = await create_wallets(stack.url, 2, "100.00")
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
         watched = [
             (
                 await post(

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from tests import tokens
 from tests.processes import Process, api_server
 
 MAX_STALL = 0.1
@@ -89,7 +90,7 @@ def hostile_api(service_env: dict[str, str]) -> Iterator[Process]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
         yield client
 
 

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import tokens
 from tests.client import CREATE_WALLET, DEPOSIT, TRANSFER, WITHDRAW
 from tests.processes import Process
 
@@ -84,7 +85,7 @@ def runner() -> Iterator[asyncio.Runner]:
 def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
     hostile_api: Process, database_url: str, runner: asyncio.Runner
 ) -> None:
-    client = httpx.Client(timeout=30)
+    client = httpx.Client(timeout=30, headers=tokens.header())
     connection = runner.run(asyncpg.connect(database_url))
     wallets = [_new_wallet(client, hostile_api.url) for _ in range(2)]
     valid: dict[str, Any] = {
@@ -152,7 +153,7 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
 def test_unstorable_text_in_a_key_is_refused_as_invalid_input(
     hostile_api: Process, value: str, code: str
 ) -> None:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=tokens.header()) as client:
         wallet = _new_wallet(client, hostile_api.url)
         variables = {"input": {"walletId": wallet, "amount": "1.00", "clientTransactionId": "K"}}
         body = json.dumps({"query": MUTATIONS["deposit"], "variables": variables})
@@ -166,7 +167,7 @@ def test_unstorable_text_in_a_key_is_refused_as_invalid_input(
 
 
 def test_a_nul_in_a_string_literal_is_refused_as_invalid_input(hostile_api: Process) -> None:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=tokens.header()) as client:
         wallet = _new_wallet(client, hostile_api.url)
         query = (
             f'mutation {{ deposit(input: {{walletId: "{wallet}", amount: "1.00",'
@@ -181,7 +182,7 @@ def test_a_nul_in_a_string_literal_is_refused_as_invalid_input(hostile_api: Proc
 def test_an_amount_of_thousands_of_digits_is_an_invalid_amount(
     hostile_api: Process, digits: int
 ) -> None:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=tokens.header()) as client:
         wallet = _new_wallet(client, hostile_api.url)
         variables = {
             "input": {"walletId": wallet, "amount": "9" * digits, "clientTransactionId": "big"}
@@ -202,7 +203,7 @@ def _new_wallet(client: httpx.Client, url: str) -> str:
 
 def test_a_json_integer_python_will_not_read_is_a_bad_request(hostile_api: Process) -> None:
     body = '{"query": "{ __typename }", "variables": {"n": ' + "9" * 4301 + "}}"
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=tokens.header()) as client:
         response = client.post(
             hostile_api.url, content=body.encode(), headers={"content-type": "application/json"}
         )

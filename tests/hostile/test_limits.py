@@ -10,6 +10,7 @@ import httpx
 import pytest
 import websockets
 
+from tests import tokens
 from tests.client import Api
 from tests.hostile.conftest import healthz_watched
 from tests.processes import api_server
@@ -35,7 +36,7 @@ def aliased_deposits(wallet: str, count: int) -> str:
 async def test_thirty_aliased_deposits_count_as_thirty_mutations(env: dict[str, str]) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "40/minute"}
     with api_server(env, **limits) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             wallet = await Api(client, api.url).new_wallet("0")
             first = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
             second = await client.post(api.url, json={"query": aliased_deposits(wallet, 30)})
@@ -52,12 +53,12 @@ async def test_mutations_over_one_websocket_count_against_the_limit_one_by_one(
 ) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_MUTATION_RATE_LIMIT": "5/minute"}
     with api_server(env, **limits) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             wallet = await Api(client, api.url).new_wallet("0")  # the first of the five
             url = api.url.replace("http://", "ws://")
             answers: dict[str, str] = {}
             async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
-                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
                 assert json.loads(await ws.recv())["type"] == "connection_ack"
                 for n in range(10):
                     query = "mutation { " + deposit(wallet) + " }"
@@ -80,7 +81,7 @@ async def test_a_new_api_key_for_each_request_does_not_escape_the_limit(
 ) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "5/minute"}
     with api_server(env, **limits) as api:  # its readiness check was the first request
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             statuses = [
                 (
                     await client.post(api.url, json=TYPENAME, headers={"x-api-key": str(n)})
@@ -94,7 +95,7 @@ async def test_x_forwarded_for_is_ignored_unless_its_sender_is_a_trusted_proxy(
     env: dict[str, str],
 ) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "5/minute"}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
         with api_server(env, **limits) as api:
             untrusted = [
                 (
@@ -126,12 +127,12 @@ async def test_more_mutations_in_one_request_than_any_second_allows_are_refused_
 ) -> None:
     # The default limits: 20 mutations a second, 30 aliases a document.
     with api_server(env, WALLET_RATE_LIMITS_ENABLED="true") as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             wallet = await Api(client, api.url).new_wallet("0")
             refused = await client.post(api.url, json={"query": aliased_deposits(wallet, 21)})
             url = api.url.replace("http://", "ws://")
             async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
-                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
                 assert json.loads(await ws.recv())["type"] == "connection_ack"
                 payload = {"query": aliased_deposits(wallet, 21)}
                 await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
@@ -165,7 +166,7 @@ async def test_a_client_over_the_request_limit_costs_no_parse_of_its_documents(
 ) -> None:
     limits = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_RATE_LIMIT": "3/minute"}
     with api_server(env, **limits) as api:  # its readiness check was the first request
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             admitted = [(await client.post(api.url, json=_unparsed(n))).status_code for n in (0, 1)]
             with healthz_watched(api) as watch:
                 refused = [
@@ -184,7 +185,7 @@ async def test_the_mutation_windows_behave_as_the_readme_says(env: dict[str, str
     # A Redis slow to answer (a busy machine) lets requests through: give it time.
     settings = {"WALLET_RATE_LIMITS_ENABLED": "true", "WALLET_REDIS_TIMEOUT": "5"}
     with api_server(env, **settings) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             wallet = await Api(client, api.url).new_wallet("0")
             steady = []
             for _ in range(20):  # 10 a second

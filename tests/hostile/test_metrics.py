@@ -8,6 +8,7 @@ import re
 import httpx
 import pytest
 
+from tests import tokens
 from tests.processes import Process, api_server
 from wallet.web.operations import MAX_OPERATION_NAMES
 
@@ -41,7 +42,7 @@ async def test_documents_that_do_not_validate_take_no_operation_names_place(
     env: dict[str, str],
 ) -> None:
     with api_server(env) as api:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
             for n in range(MAX_OPERATION_NAMES + 10):
                 body = {"query": f"query Bad{n} {{ noSuchField }}", "operationName": f"Bad{n}"}
                 assert (await client.post(api.url, json=body)).json()["errors"]

@@ -11,6 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from tests import tokens
 from tests.client import Api
 from tests.hostile.conftest import healthz_watched
 from tests.processes import Process
@@ -71,7 +72,7 @@ async def test_a_malformed_frame_closes_the_socket_with_4400_and_nothing_else_br
     logged = len(hostile_api.output())
     with healthz_watched(hostile_api):
         async with websockets.connect(url, subprotocols=[protocol]) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
             # A str is sent as it is; anything else as JSON.
             await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
@@ -80,7 +81,7 @@ async def test_a_malformed_frame_closes_the_socket_with_4400_and_nothing_else_br
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4400
     assert "Traceback" not in hostile_api.output()[logged:]
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
         assert (await client.post(hostile_api.url, json={"query": QUERY})).status_code == 200
 
 
@@ -96,7 +97,7 @@ async def test_a_malformed_frame_closes_the_socket_with_4400_and_nothing_else_br
 async def test_a_request_id_is_kept_only_when_it_is_printable_ascii_of_sane_length(
     hostile_api: Process, sent: bytes, kept: bool
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=tokens.header()) as client:
         response = await client.post(
             hostile_api.url, json={"query": QUERY}, headers={"x-request-id": sent}
         )
@@ -116,7 +117,7 @@ async def test_one_websocket_holds_a_bounded_number_of_operations_open(
     activity = f'subscription {{ walletActivity(walletId: "{wallet}") {{ id }} }}'
     url = hostile_api.url.replace("http://", "ws://")
     async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         for n in range(21):  # the default is 20
             frame = {"id": str(n), "type": "subscribe", "payload": {"query": activity}}

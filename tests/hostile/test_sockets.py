@@ -11,6 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from tests import tokens
 from tests.client import Api
 from tests.hostile.conftest import healthz_watched
 from tests.processes import Process
@@ -24,7 +25,7 @@ TOO_MANY_TOKENS = "{ " + "__typename " * 2500 + "}"
 
 async def _connected(url: str, protocol: str) -> Any:
     ws = await websockets.connect(url.replace("http://", "ws://"), subprotocols=[protocol])
-    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+    await ws.send(json.dumps({"type": "connection_init", "payload": tokens.header()}))
     assert json.loads(await ws.recv())["type"] == "connection_ack"
     return ws
 
