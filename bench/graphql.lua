@@ -5,6 +5,7 @@
 --   bench.hot      the hot wallet's id (mode "hot")
 --   bench.prefix   prefix of every clientTransactionId, unique to this run and phase
 --   bench.budget   responses per thread after which the thread stops (0: run for -d)
+-- Every request carries `Authorization: Bearer $WALLET_BENCH_TOKEN` (bench/load.py sets it).
 -- Each request gets its own clientTransactionId: "<prefix>-<thread>-<counter>". Every response
 -- is checked (status, and GraphQL errors in the body); done() prints one line,
 -- "WRK_JSON {...}", with the counts and the latency percentiles.
@@ -39,6 +40,11 @@ local EXPECT = {
 }
 local REFUSE = '"errors":%s*%[%s*{'
 
+local TOKEN = os.getenv("WALLET_BENCH_TOKEN")
+if TOKEN == nil or TOKEN == "" then
+  error("WALLET_BENCH_TOKEN is not set: every request needs the bench caller's bearer token")
+end
+
 function init(args)
   counter = 0
   responses = 0
@@ -49,6 +55,7 @@ function init(args)
   math.randomseed(os.time() * 1000 + thread_number)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. TOKEN
   if bench.mode == "typename" then
     -- One fixed request: wrk sends it without calling request() at all.
     wrk.body = TYPENAME

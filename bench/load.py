@@ -3,18 +3,23 @@
 wrk is C with an event loop per thread; the Lua script builds each request (a fresh
 clientTransactionId, a random wallet) and checks each response. The CPU wrk used is read from
 the kernel's accounting of the finished child, so every run reports what its client cost.
+Every request carries the bench caller's bearer token, which the script reads from the
+environment variable WALLET_BENCH_TOKEN (so no token is written into the script on disk).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import tokens
 
 LUA = Path(__file__).with_name("graphql.lua")
 
@@ -82,8 +87,10 @@ def run_wrk(
     prefix: str = "bench",
     hot: str | None = None,
     budget: int = 0,
+    token: str | None = None,
 ) -> LoadRun:
-    """Run wrk for `seconds` (or until each thread got `budget` responses)."""
+    """Run wrk for `seconds` (or until each thread got `budget` responses), sending `token`
+    (the run's tester's when not given: the caller that created the bench's wallets)."""
     binary = wrk()
     if binary is None:
         raise RuntimeError("wrk is missing: apt-get install -y wrk")
@@ -100,7 +107,8 @@ def run_wrk(
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, "WALLET_BENCH_TOKEN": tokens.mint() if token is None else token}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from tests import tokens
 
 from bench.cpu import machine_busy_seconds
 from bench.load import LoadRun, run_wrk
@@ -79,7 +80,7 @@ def rounds(database_url: str, args: argparse.Namespace) -> dict[str, list[Run]]:
         database_url, apis=1, api_workers=1, workers=0, WALLET_RATE_LIMITS_ENABLED="false"
     ) as stack:
         url, pid = stack.url, stack.apis[0].popen.pid
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=tokens.header()) as client:
             wallets = [
                 client.post(url, json={"query": CREATE}).json()["data"]["createWallet"]["wallet"][
                     "id"

@@ -21,6 +21,7 @@ import uuid
 
 import httpx
 from sqlalchemy import text
+from tests import tokens
 
 from bench.stack import fresh_database, running
 from bench.stats import percentile
@@ -34,7 +35,9 @@ CREATE = 'mutation { createWallet(input: {initialBalance: "1000000"}) { wallet {
 
 
 async def measure(url: str, database_url: str, clients: int, seconds: float) -> dict[str, float]:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as c:
+    async with httpx.AsyncClient(
+        timeout=30, limits=httpx.Limits(max_connections=clients), headers=tokens.header()
+    ) as c:
         wallets = []
         for _ in range(1000):
             response = await c.post(url, json={"query": CREATE})

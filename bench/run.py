@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy.engine import make_url
+from tests import tokens
 
 from bench.cpu import CpuMeter, Groups
 from bench.ledger import count_recorded, ledger_problem
@@ -126,7 +127,7 @@ class Run:
         )
         batches = math.ceil(self.args.wallets / per_request)
         gate = asyncio.Semaphore(8)
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=tokens.header()) as client:
 
             async def batch() -> list[str]:
                 async with gate:

@@ -9,6 +9,7 @@ from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
+from tests import tokens
 from tests.processes import Process, api_server, forget_redis_prefix, worker
 
 from wallet.persistence.database import drop_database, migrate
@@ -50,7 +51,15 @@ def running(
     **settings: str,
 ) -> Iterator[Stack]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DATABASE_URL": database_url, "WALLET_REDIS_PREFIX": prefix, **settings}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in tokens.FOREIGN_VARIABLES},
+        "DATABASE_URL": database_url,
+        "WALLET_REDIS_PREFIX": prefix,
+        # This run's own secret (made when tests.tokens is first imported), which the bench's
+        # clients sign their tokens with.
+        **tokens.environment(),
+        **settings,
+    }
     stack = Stack(database_url, env)
     with ExitStack() as stack_of_processes:
         # Last out, once the processes have stopped: the run's queue and cache entries.
