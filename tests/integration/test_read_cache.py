@@ -147,7 +147,7 @@ async def test_a_fill_never_replaces_a_newer_version_with_an_older_one(
     generation = opened[1][wallet_id]
     (old,) = await SqlHistoryQuery(engine).wallets([wallet_id])
     assert old is not None
-    newer = Wallet(old.id, old.currency, old.balance, old.version + 1, old.created_at)
+    newer = Wallet(old.id, old.owner_id, old.currency, old.balance, old.version + 1, old.created_at)
 
     # Two readers under one generation; the one holding the newer version stores first.
     await cache.fill_wallets([(generation, newer)])
@@ -166,7 +166,9 @@ async def test_a_commit_told_late_never_replaces_a_newer_version_of_any_of_its_w
     wallet_ids = [await new_wallet(writes, "1.00"), await new_wallet(writes, "2.00")]
     old = [w for w in await SqlHistoryQuery(engine).wallets(wallet_ids) if w is not None]
     newer = [
-        Wallet(w.id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1)
+        Wallet(
+            w.id, w.owner_id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1
+        )
         for w in old
     ]
 

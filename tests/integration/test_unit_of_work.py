@@ -60,7 +60,7 @@ async def test_a_unit_of_work_left_without_commit_rolls_back(
 ) -> None:
     wallet_id = uuid4()
     async with uow_factory() as uow:
-        await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+        await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
     assert await _balance(engine, wallet_id) is None
 
 
@@ -74,7 +74,7 @@ async def test_an_error_inside_a_unit_of_work_rolls_back_what_it_wrote(
 
     async def add_then_fail() -> None:
         async with uow_factory() as uow:
-            await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+            await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
             raise Boom
 
     with pytest.raises(Boom):
@@ -87,7 +87,7 @@ async def test_a_committed_unit_of_work_is_seen_by_the_next(
 ) -> None:
     wallet_id = uuid4()
     async with uow_factory() as uow:
-        await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+        await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
         assert await _balance(engine, wallet_id) is None, "not visible before the commit"
         await uow.commit()
     assert await _balance(engine, wallet_id) == 0
@@ -261,13 +261,13 @@ NEGATIVE_ROWS = {
         "WHERE wallet_id = :wallet"
     ),
     "a reused idempotency key": (
-        "INSERT INTO idempotency_keys (key, operation, fingerprint, wallet_id) "
-        "SELECT key, operation, fingerprint, wallet_id FROM idempotency_keys "
+        "INSERT INTO idempotency_keys (caller_id, key, operation, fingerprint, wallet_id) "
+        "SELECT caller_id, key, operation, fingerprint, wallet_id FROM idempotency_keys "
         "WHERE wallet_id = :wallet"
     ),
     "an idempotency key recording nothing": (
-        "INSERT INTO idempotency_keys (key, operation, fingerprint) "
-        "VALUES (gen_random_uuid()::text, 'deposit', 'x')"
+        "INSERT INTO idempotency_keys (caller_id, key, operation, fingerprint) "
+        "VALUES ('someone', gen_random_uuid()::text, 'deposit', 'x')"
     ),
 }
 
@@ -398,7 +398,7 @@ async def test_a_submission_on_its_own_is_one_statement_committed_as_it_returns(
     receiver = (await new_wallet(uow_factory)).id
     key = fresh_key()
     transaction = _pending_transfer(sender, receiver, key)
-    record = IdempotencyRecord(key, "transfer", "f" * 64, transaction_id=transaction.id)
+    record = IdempotencyRecord("someone", key, "transfer", "f" * 64, transaction_id=transaction.id)
     async with SqlUnitOfWork(engine) as uow:
         assert await uow.submit_and_commit([(transaction, record)]) != [None]
         assert await _transaction_exists(engine, transaction.id), "visible before commit()"

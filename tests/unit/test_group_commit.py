@@ -17,7 +17,7 @@ from wallet.domain import services
 from wallet.domain.batching import outcome
 from wallet.domain.errors import InsufficientFunds, InvalidAmount, WalletError
 from wallet.domain.group_commit import run_alone, run_together
-from wallet.domain.model import IdempotencyRecord, Transaction, Wallet
+from wallet.domain.model import IdempotencyRecord, ScopedKey, Transaction, Wallet
 from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
 from wallet.domain.ports import UnitOfWork
 
@@ -31,7 +31,9 @@ def world() -> FakeDatabase:
     db = FakeDatabase()
     balances = [10_00, 0, MAX_BALANCE_MINOR - 1_00, 5_00]
     for wallet_id, balance, currency in zip(WALLETS, balances, [USD, USD, USD, EUR], strict=True):
-        db.stored.wallets[wallet_id] = Wallet(wallet_id, currency, Money(balance, currency))
+        db.stored.wallets[wallet_id] = Wallet(
+            wallet_id, "someone", currency, Money(balance, currency)
+        )
     return db
 
 
@@ -137,8 +139,8 @@ async def test_a_refused_deposit_in_a_batch_gives_its_key_back() -> None:
     answers = await run_together(db.unit_of_work, services.deposit, commands)
 
     assert isinstance(answers[1], WalletError)
-    assert "too-much" not in db.stored.keys
-    assert "ok" in db.stored.keys
+    assert ("anonymous", "too-much") not in db.stored.keys
+    assert ("anonymous", "ok") in db.stored.keys
 
 
 async def test_a_batch_that_fails_is_decided_one_at_a_time_and_says_so_once(
@@ -223,8 +225,8 @@ async def test_a_failure_of_one_member_after_the_commit_is_that_member_s_alone()
         uow = broken()
         original = uow.idempotency_keys.get
 
-        async def get(key: str) -> IdempotencyRecord | None:
-            if key == "replayed":
+        async def get(key: ScopedKey) -> IdempotencyRecord | None:
+            if key[1] == "replayed":
                 raise ConnectionError("lost the connection reading the replay")
             return await original(key)
 

@@ -13,6 +13,7 @@ from wallet.domain.model import (
     IdempotencyRecord,
     LedgerEntry,
     Page,
+    ScopedKey,
     Transaction,
     Wallet,
 )
@@ -56,16 +57,16 @@ class IdempotencyKeys(Protocol):
         """
         ...
 
-    async def get(self, key: str) -> IdempotencyRecord | None: ...
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None: ...
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
-        """Record the keys that are free; returns, by key, what the others were first
-        recorded for. The keys must differ from each other."""
+    ) -> dict[ScopedKey, IdempotencyRecord]:
+        """Record the keys that are free; returns, by (caller id, key), what the others were
+        first recorded for. The scoped keys must differ from each other."""
         ...
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
         """Forget keys this unit of work claimed, for requests it ended up refusing."""
         ...
 

@@ -31,6 +31,10 @@ from wallet.domain.ports import UnitOfWork
 
 MAX_KEY_LENGTH = 255
 
+# Until the use cases are told their caller, everything is this one's: the caller the edge
+# names while tokens are not required.
+_UNNAMED = "anonymous"
+
 T = TypeVar("T")
 
 
@@ -69,12 +73,12 @@ async def create_wallet(uow: UnitOfWork, command: CreateWallet) -> Wallet:
     initial = Money.parse(command.initial_balance, currency, field="initial_balance")
     if initial.minor > 0:
         initial = parse_positive_amount(command.initial_balance, currency, field="initial_balance")
-    wallet = Wallet.open(currency)
+    wallet = Wallet.open(currency, owner_id=_UNNAMED)
     async with uow:
         if key is not None:
             request = {"currency": currency.code, "initial": initial.minor}
             record = IdempotencyRecord.of(
-                key, Operation.CREATE_WALLET, request, wallet_id=wallet.id
+                _UNNAMED, key, Operation.CREATE_WALLET, request, wallet_id=wallet.id
             )
             earlier = await claim(uow, record)
             if earlier is not None:
@@ -231,7 +235,7 @@ def _record(
     """What the key is claimed with, when the request has one."""
     if key is None:
         return None
-    return IdempotencyRecord.of(key, operation, request, transaction_id=transaction.id)
+    return IdempotencyRecord.of(_UNNAMED, key, operation, request, transaction_id=transaction.id)
 
 
 async def claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
@@ -262,7 +266,7 @@ async def _submit(
     if submitted is not None:
         return submitted
     assert record is not None, "only a taken key stops a submission"
-    earlier = await uow.idempotency_keys.get(record.key)
+    earlier = await uow.idempotency_keys.get(record.scoped_key)
     assert earlier is not None, "a taken key is never given back once committed"
     return await _recorded_transaction(uow, _replayed(earlier, record))
 

@@ -22,7 +22,7 @@ from typing import Any, Self
 from uuid import UUID
 
 from wallet.domain.errors import WalletError
-from wallet.domain.model import IdempotencyRecord, LedgerEntry, Transaction, Wallet
+from wallet.domain.model import IdempotencyRecord, LedgerEntry, ScopedKey, Transaction, Wallet
 from wallet.domain.money import Currency
 from wallet.domain.ports import UnitOfWork
 
@@ -79,9 +79,9 @@ class SharedUnitOfWork:
     # sum of the entries written for it since, which must always explain its balance.
     locked: dict[UUID, Wallet] = field(default_factory=dict)
     explained: dict[UUID, int] = field(default_factory=dict)
-    claimed: dict[int, list[str]] = field(default_factory=dict)
+    claimed: dict[int, list[ScopedKey]] = field(default_factory=dict)
     wrote: set[int] = field(default_factory=set)
-    unclaim: list[str] = field(default_factory=list)
+    unclaim: list[ScopedKey] = field(default_factory=list)
 
     async def run(self, runs: Sequence[Callable[[UnitOfWork], Awaitable[Any]]]) -> list[Any]:
         """Run each with a member of its own; answers in order, a refusal or (once committed)
@@ -189,9 +189,9 @@ class SharedUnitOfWork:
     ) -> list[IdempotencyRecord | None]:
         earlier = await self.uow.idempotency_keys.claim_many(records)
         for record, member in zip(records, members, strict=True):
-            if record.key not in earlier:
-                self.claimed.setdefault(member, []).append(record.key)
-        return [earlier.get(record.key) for record in records]
+            if record.scoped_key not in earlier:
+                self.claimed.setdefault(member, []).append(record.scoped_key)
+        return [earlier.get(record.scoped_key) for record in records]
 
     async def _write(self, writes: list[_Write], members: list[int]) -> list[list[Transaction]]:
         self.wrote.update(members)
@@ -361,7 +361,7 @@ class _Keys:
         earlier: IdempotencyRecord | None = await self._member.ask(_Kind.CLAIM, record)
         return earlier
 
-    async def get(self, key: str) -> IdempotencyRecord | None:
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None:
         found: IdempotencyRecord | None = await self._member.call(
             lambda u: u.idempotency_keys.get(key)
         )
@@ -369,11 +369,11 @@ class _Keys:
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
-        earlier: dict[str, IdempotencyRecord] = await self._member.call(
+    ) -> dict[ScopedKey, IdempotencyRecord]:
+        earlier: dict[ScopedKey, IdempotencyRecord] = await self._member.call(
             lambda u: u.idempotency_keys.claim_many(records), writes=True
         )
         return earlier
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
         await self._member.call(lambda u: u.idempotency_keys.release(keys), writes=True)

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from wallet.domain.model import (
     IdempotencyRecord,
+    ScopedKey,
     Transaction,
     Wallet,
 )
@@ -51,7 +52,7 @@ class SqlWallets:
 
     async def add(self, wallet: Wallet) -> Wallet:
         row = await (await self._uow.begun()).fetchrow(
-            sql.ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
+            sql.ADD_WALLET, wallet.id, wallet.owner_id, wallet.currency.code, wallet.balance.minor
         )
         added = wallet_from_row(row)
         self._uow.wallets_changed[added.id] = added
@@ -110,31 +111,36 @@ class SqlIdempotencyKeys:
         self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        return (await self.claim_many([record])).get(record.key)
+        return (await self.claim_many([record])).get(record.scoped_key)
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
+    ) -> dict[ScopedKey, IdempotencyRecord]:
         if not records:
             return {}
         connection = await self._uow.begun()
         claimed = {
-            row["key"]
+            (row["caller_id"], row["key"])
             for row in await connection.fetch(
                 sql.CLAIM_KEYS, *column_arrays(records, IDEMPOTENCY_KEY_COLUMNS, sql.CLAIMED)
             )
         }
-        taken = [r.key for r in records if r.key not in claimed]
+        taken = [r.scoped_key for r in records if r.scoped_key not in claimed]
         if not taken:
             return {}
         return {
-            row["key"]: idempotency_record_from_row(row)
-            for row in await connection.fetch(sql.GET_KEYS, taken)
+            (row["caller_id"], row["key"]): idempotency_record_from_row(row)
+            for row in await connection.fetch(sql.GET_KEYS, *_pairs(taken))
         }
 
-    async def release(self, keys: Sequence[str]) -> None:
-        await (await self._uow.begun()).execute(sql.RELEASE_KEYS, list(keys))
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
+        await (await self._uow.begun()).execute(sql.RELEASE_KEYS, *_pairs(keys))
 
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        row = await (await self._uow.reading()).fetchrow(sql.GET_KEYS, [key])
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None:
+        row = await (await self._uow.reading()).fetchrow(sql.GET_KEYS, *_pairs([key]))
         return idempotency_record_from_row(row) if row is not None else None
+
+
+def _pairs(keys: Sequence[ScopedKey]) -> tuple[list[str], list[str]]:
+    """Scoped keys as the two arrays GET_KEYS and RELEASE_KEYS take: callers, keys."""
+    return [caller for caller, _ in keys], [key for _, key in keys]
