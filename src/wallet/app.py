@@ -39,7 +39,8 @@ from wallet.bootstrap import Resources, open_queue, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
-from wallet.domain.group_commit import run_alone, run_together
+from wallet.domain.callers import ADMIN_SCOPE, Caller
+from wallet.domain.group_commit import run_together, run_unattended
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.outages import Outage, PostgresOutage
@@ -61,6 +62,11 @@ from wallet.web.readiness import Readiness, postgres_outage, redis_outage
 from wallet.web.sockets import LegacyWSHandler, TransportWSHandler
 
 log = logging.getLogger("wallet")
+
+# The transition, until tokens are required (WALLET_REQUIRE_TOKENS): a request that names no
+# caller is this one, who may do anything, as every request could before callers were known.
+# It goes when tokens are required.
+ANONYMOUS = Caller(id="anonymous", scopes=frozenset({ADMIN_SCOPE}))
 
 # Seconds a client is asked to wait when PostgreSQL is away: about how often readiness looks.
 RETRY_AFTER_SECONDS = 5
@@ -225,6 +231,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         assert self.deposit is not None
         assert self.submit is not None
         return Context(
+            caller=ANONYMOUS,
             uow_factory=self.resources.unit_of_work,
             reads=self.reads,
             dispatch=self.dispatch,
@@ -237,7 +244,7 @@ class WalletGraphQL(GraphQL[Context, None]):
 
 def inline_dispatch(resources: Resources) -> Dispatch:
     async def settle_now(transaction: Transaction) -> Transaction:
-        settled = await run_alone(resources.unit_of_work, services.settle, [transaction.id])
+        settled = await run_unattended(resources.unit_of_work, services.settle, [transaction.id])
         if settled:
             return settled[0]
         # Decided meanwhile by another request (a replay of this one): answer as it stands.

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from tests.integration import moves
 from tests.network import BlackHole, Switch
 from tests.waits import eventually
@@ -50,7 +51,7 @@ async def new_wallet(uow_factory: UnitOfWorkFactory, balance: str) -> UUID:
 
 async def put_in(uow_factory: UnitOfWorkFactory, wallet_id: UUID, amount: str) -> Transaction:
     command = services.Deposit(str(wallet_id), amount, moves.fresh_key("deposit"))
-    return await run_alone(uow_factory, services.deposit, command)
+    return await run_alone(uow_factory, services.deposit, ADMIN, command)
 
 
 async def balance_of(reads: HistoryQuery, wallet_id: UUID) -> Decimal:

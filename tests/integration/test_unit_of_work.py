@@ -12,11 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet, transfer
 from tests.invariants import assert_balances_explained, snapshot
 from wallet.domain import services
 from wallet.domain.errors import ConcurrencyConflict
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import (
     IdempotencyRecord,
     Transaction,
@@ -123,10 +124,11 @@ async def test_settling_one_transaction_many_times_at_once_applies_it_once(
     submitted = await run_alone(
         uow_factory,
         services.transfer,
+        ADMIN,
         services.Transfer(str(sender), str(receiver), "4.00", fresh_key()),
     )
 
-    settles = (run_alone(uow_factory, services.settle, [submitted.id]) for _ in range(20))
+    settles = (run_unattended(uow_factory, services.settle, [submitted.id]) for _ in range(20))
     decided = [t for settled in await asyncio.gather(*settles) for t in settled]
 
     # One of them decided it; the others found it final and left it as it was.
@@ -216,6 +218,7 @@ async def test_recording_a_transfer_does_not_wait_for_a_settlement_holding_its_w
             run_alone(
                 uow_factory,
                 services.transfer,
+                ADMIN,
                 services.Transfer(str(b), str(a), "1.00", fresh_key()),
             )
         )
@@ -279,6 +282,7 @@ async def test_postgresql_refuses_a_bad_row_even_when_the_domain_is_bypassed(
     wallet = await run_alone(
         uow_factory,
         services.create_wallet,
+        ADMIN,
         services.CreateWallet(initial_balance="1.00", client_transaction_id=fresh_key()),
     )
     before = await snapshot(engine)
@@ -337,6 +341,7 @@ async def test_one_write_records_decides_and_moves_together(
     pending = await run_alone(
         uow_factory,
         services.transfer,
+        ADMIN,
         services.Transfer(str(sender), str(receiver), "2.00", fresh_key()),
     )
     async with SqlUnitOfWork(engine) as uow:

@@ -21,8 +21,8 @@ from wallet.domain.model import (
     Transaction,
     TransactionStatus,
     Wallet,
+    WalletFacts,
 )
-from wallet.domain.money import Currency
 
 
 @dataclass
@@ -148,9 +148,9 @@ class _Wallets:
         working = self._uow.working.wallets
         return {i: replace(working[i]) for i in wallet_ids if i in working}
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
         working = self._uow.working.wallets
-        return {i: working[i].currency for i in wallet_ids if i in working}
+        return {i: working[i].facts for i in wallet_ids if i in working}
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         return await self.get_many(sorted(wallet_ids))

@@ -54,6 +54,10 @@ class Wallet:
         """A new, empty wallet of `owner_id`."""
         return cls(id=uuid4(), owner_id=owner_id, currency=currency, balance=Money(0, currency))
 
+    @property
+    def facts(self) -> WalletFacts:
+        return WalletFacts(self.currency, self.owner_id)
+
     def credit(self, amount: Money) -> None:
         self._check_currency(amount)
         if self.balance.minor + amount.minor > MAX_BALANCE_MINOR:
@@ -77,6 +81,14 @@ class Wallet:
             raise CurrencyMismatch(
                 f"wallet {self.id} holds {self.currency.code}, not {amount.currency.code}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class WalletFacts:
+    """What is fixed when a wallet opens and never changes: its currency and its owner."""
+
+    currency: Currency
+    owner_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from wallet.domain.model import (
     ScopedKey,
     Transaction,
     Wallet,
+    WalletFacts,
 )
-from wallet.domain.money import Currency
 
 
 class WalletRepository(Protocol):
@@ -29,9 +29,9 @@ class WalletRepository(Protocol):
         """The wallets that exist, by id, read without locking."""
         ...
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
-        """The currency of each wallet that exists. A wallet's currency never changes, so
-        this may be answered without asking the database."""
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
+        """The currency and owner of each wallet that exist. They never change, so this may
+        be answered without asking the database."""
         ...
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:

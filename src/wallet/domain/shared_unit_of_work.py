@@ -22,8 +22,14 @@ from typing import Any, Self
 from uuid import UUID
 
 from wallet.domain.errors import WalletError
-from wallet.domain.model import IdempotencyRecord, LedgerEntry, ScopedKey, Transaction, Wallet
-from wallet.domain.money import Currency
+from wallet.domain.model import (
+    IdempotencyRecord,
+    LedgerEntry,
+    ScopedKey,
+    Transaction,
+    Wallet,
+    WalletFacts,
+)
 from wallet.domain.ports import UnitOfWork
 
 
@@ -36,7 +42,7 @@ class _Kind(IntEnum):
     """The kinds of call members make, in the order they are made (the lock order)."""
 
     LOCK = 1
-    CURRENCIES = 2
+    FACTS = 2
     CLAIM = 3
     CALL = 4  # anything else, made one by one
     WRITE = 5
@@ -180,8 +186,8 @@ class SharedUnitOfWork:
             self.explained.update({i: w.balance.minor for i, w in got.items()})
         return [{i: self.locked[i] for i in ids if i in self.locked} for ids in asked]
 
-    async def _currencies(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, Currency]]:
-        known = await self.uow.wallets.currencies(set().union(*asked))
+    async def _facts(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, WalletFacts]]:
+        known = await self.uow.wallets.facts(set().union(*asked))
         return [{i: known[i] for i in ids if i in known} for ids in asked]
 
     async def _claim(
@@ -240,7 +246,7 @@ class SharedUnitOfWork:
 
 _MAKE: dict[_Kind, Callable[[SharedUnitOfWork, list[Any], list[int]], Awaitable[Sequence[Any]]]] = {
     _Kind.LOCK: SharedUnitOfWork._lock,
-    _Kind.CURRENCIES: SharedUnitOfWork._currencies,
+    _Kind.FACTS: SharedUnitOfWork._facts,
     _Kind.CLAIM: SharedUnitOfWork._claim,
     _Kind.WRITE: SharedUnitOfWork._write,
     _Kind.SUBMIT: SharedUnitOfWork._submit,
@@ -321,8 +327,8 @@ class _Wallets:
         found: dict[UUID, Wallet] = await self._member.call(lambda u: u.wallets.get_many(ids))
         return found
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
-        known: dict[UUID, Currency] = await self._member.ask(_Kind.CURRENCIES, set(wallet_ids))
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
+        known: dict[UUID, WalletFacts] = await self._member.ask(_Kind.FACTS, set(wallet_ids))
         return known
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:

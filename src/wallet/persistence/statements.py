@@ -13,7 +13,7 @@ ADD_WALLET = """
     RETURNING *
 """
 GET_WALLETS = "SELECT * FROM wallets WHERE id = ANY($1::uuid[])"
-CURRENCIES = "SELECT id, currency FROM wallets WHERE id = ANY($1::uuid[])"
+FACTS = "SELECT id, currency, owner_id FROM wallets WHERE id = ANY($1::uuid[])"
 # LockRows sits above the Sort in the plan, so the rows are locked in id order. FOR NO KEY
 # UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on its wallets (the
 # foreign keys), which FOR UPDATE would conflict with, so recording a transfer would wait for

@@ -5,7 +5,7 @@ from strawberry.types import Info
 
 from wallet.domain import services
 from wallet.domain.errors import WalletError
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import Request, run_alone
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.schema.context import Context
 from wallet.schema.types import (
@@ -42,7 +42,9 @@ class Mutation:
             client_transaction_id=input.client_transaction_id,
         )
         try:
-            wallet = await run_alone(info.context.uow_factory, services.create_wallet, command)
+            wallet = await run_alone(
+                info.context.uow_factory, services.create_wallet, info.context.caller, command
+            )
         except WalletError as error:
             return CreateWalletPayload(wallet=None, errors=[UserError.from_domain(error)])
         return CreateWalletPayload(wallet=Wallet.from_domain(wallet), errors=[])
@@ -51,7 +53,7 @@ class Mutation:
     async def deposit(self, info: Info[Context, None], input: DepositInput) -> TransactionPayload:
         command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await info.context.deposit(command)
+            transaction = await info.context.deposit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, transaction)
@@ -60,7 +62,7 @@ class Mutation:
     async def withdraw(self, info: Info[Context, None], input: WithdrawInput) -> TransactionPayload:
         command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await info.context.submit(command)
+            transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))
@@ -71,7 +73,7 @@ class Mutation:
             input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
         )
         try:
-            transaction = await info.context.submit(command)
+            transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))

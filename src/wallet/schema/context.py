@@ -10,6 +10,8 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from wallet.domain.callers import Caller
+from wallet.domain.group_commit import Request
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
@@ -18,14 +20,16 @@ from wallet.domain.services import Deposit, Transfer, Withdraw
 # (settled at once when run inline, still PENDING when queued for a worker).
 Dispatch = Callable[[Transaction], Awaitable[Transaction]]
 # Applies a deposit (together with the others made at the same time); raises its refusal.
-Depositor = Callable[[Deposit], Awaitable[Transaction]]
+Depositor = Callable[[Request[Deposit]], Awaitable[Transaction]]
 # Records a withdrawal or transfer as PENDING (together with the others made at the same
 # time); raises its refusal.
-Submitter = Callable[[Withdraw | Transfer], Awaitable[Transaction]]
+Submitter = Callable[[Request[Withdraw | Transfer]], Awaitable[Transaction]]
 
 
 @dataclass(slots=True)
 class Context:
+    # Who is asking: every rule the use cases and reads apply is about this caller.
+    caller: Caller
     uow_factory: UnitOfWorkFactory
     reads: HistoryQuery
     dispatch: Dispatch
