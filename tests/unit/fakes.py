@@ -137,8 +137,11 @@ class _Wallets:
         self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        self._uow.working.wallets[wallet.id] = replace(wallet)
-        return wallet
+        # Stamped as the database's defaults stamp a new row.
+        now = datetime.now(UTC)
+        added = replace(wallet, created_at=wallet.created_at or now, updated_at=now)
+        self._uow.working.wallets[wallet.id] = added
+        return replace(added)
 
     async def get(self, wallet_id: UUID) -> Wallet | None:
         wallet = self._uow.working.wallets.get(wallet_id)

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from wallet.domain import access
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import Request
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
@@ -56,6 +57,19 @@ class Context:
         pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
         read = dict(zip(unique, pages, strict=True))
         return [read[request] for request in requests]
+
+    async def wallet(self, wallet_id: UUID) -> Wallet | None:
+        """The wallet, or None where there is none or this caller may not see it. Loaders and
+        the cache hold whole wallets, whoever asks; what a caller sees is decided here."""
+        return access.visible(self.caller, await self.wallet_loader.load(wallet_id))
+
+    async def sees(self, transaction: Transaction) -> bool:
+        """Whether this caller may see the transaction (it owns one of its wallets)."""
+        if self.caller.is_admin:
+            return True
+        wallets = await self.wallet_loader.load_many(list(transaction.wallet_ids))
+        owners = {w.id: w.owner_id for w in wallets if w is not None}
+        return access.may_see_transaction(self.caller, transaction, owners)
 
     def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
         """Drop loaded wallets after this request changed them."""

@@ -188,7 +188,7 @@ class Wallet:
 async def _wallet(info: Info[Context, None], wallet_id: UUID | None) -> Wallet | None:
     if wallet_id is None:
         return None
-    wallet = await info.context.wallet_loader.load(wallet_id)
+    wallet = await info.context.wallet(wallet_id)
     return Wallet.from_domain(wallet) if wallet is not None else None
 
 
