@@ -39,7 +39,6 @@ from wallet.bootstrap import Resources, open_queue, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
-from wallet.domain.callers import ADMIN_SCOPE, Caller
 from wallet.domain.group_commit import run_together, run_unattended
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
@@ -52,6 +51,7 @@ from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
+from wallet.web.authentication import authenticator_for, identity_of
 from wallet.web.codes import SERVICE_UNAVAILABLE
 from wallet.web.documents import document_limits, request_operation
 from wallet.web.extension import edge_extension, should_mask
@@ -62,11 +62,6 @@ from wallet.web.readiness import Readiness, postgres_outage, redis_outage
 from wallet.web.sockets import LegacyWSHandler, TransportWSHandler
 
 log = logging.getLogger("wallet")
-
-# The transition, until tokens are required (WALLET_REQUIRE_TOKENS): a request that names no
-# caller is this one, who may do anything, as every request could before callers were known.
-# It goes when tokens are required.
-ANONYMOUS = Caller(id="anonymous", scopes=frozenset({ADMIN_SCOPE}))
 
 # Seconds a client is asked to wait when PostgreSQL is away: about how often readiness looks.
 RETRY_AFTER_SECONDS = 5
@@ -231,7 +226,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         assert self.deposit is not None
         assert self.submit is not None
         return Context(
-            caller=ANONYMOUS,
+            identity=identity_of(request.scope),
             uow_factory=self.resources.unit_of_work,
             reads=self.reads,
             dispatch=self.dispatch,
@@ -352,6 +347,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_tokens=settings.max_query_tokens,
                 max_socket_operations=settings.max_socket_operations,
                 limits=limits,
+                authenticator=authenticator_for(settings),
             )
         ],
         lifespan=lifespan,

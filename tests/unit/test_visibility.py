@@ -19,7 +19,7 @@ from wallet.domain import services
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import run_alone
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
-from wallet.schema.context import Context
+from wallet.schema.context import Context, Identity
 
 EXTENSION_INSTANCES = "ignore:Passing an extension instance:DeprecationWarning"
 pytestmark = pytest.mark.filterwarnings(EXTENSION_INSTANCES)
@@ -66,7 +66,7 @@ async def _unused(_: Any) -> Any:
 
 def context_of(db: FakeDatabase, caller: Caller) -> Context:
     return Context(
-        caller=caller,
+        identity=Identity(caller),
         uow_factory=db.unit_of_work,
         reads=FakeReads(db),
         dispatch=_unused,

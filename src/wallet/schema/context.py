@@ -27,10 +27,19 @@ Depositor = Callable[[Request[Deposit]], Awaitable[Transaction]]
 Submitter = Callable[[Request[Withdraw | Transfer]], Awaitable[Transaction]]
 
 
+class Identity:
+    """Who is asking, once the edge knows: at once over HTTP, on a WebSocket once its
+    connection_init named a caller (its context is made before that)."""
+
+    __slots__ = ("caller",)
+
+    def __init__(self, caller: Caller | None = None) -> None:
+        self.caller = caller
+
+
 @dataclass(slots=True)
 class Context:
-    # Who is asking: every rule the use cases and reads apply is about this caller.
-    caller: Caller
+    identity: Identity
     uow_factory: UnitOfWorkFactory
     reads: HistoryQuery
     dispatch: Dispatch
@@ -57,6 +66,15 @@ class Context:
         pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
         read = dict(zip(unique, pages, strict=True))
         return [read[request] for request in requests]
+
+    @property
+    def caller(self) -> Caller:
+        """Who is asking: every rule the use cases and reads apply is about this caller."""
+        caller = self.identity.caller
+        if caller is None:
+            # The edge runs no operation before it has named the caller.
+            raise RuntimeError("an operation ran before its caller was known")
+        return caller
 
     async def wallet(self, wallet_id: UUID) -> Wallet | None:
         """The wallet, or None where there is none or this caller may not see it. Loaders and
