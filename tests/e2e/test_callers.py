@@ -162,3 +162,70 @@ def test_wallet_serve_requiring_tokens_without_keys_refuses_to_start_in_one_line
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("wallet serve: set WALLET_JWT_SECRET or WALLET_JWKS_URL")
+
+
+def test_viewer_names_the_caller_and_pages_its_wallets_oldest_first(server: Process) -> None:
+    carol = bearer("carol-e2e", "wallet:deposit")
+    create = "mutation { createWallet(input: {}) { wallet { id ownerId } } }"
+    made = [data(server, create, carol)["createWallet"]["wallet"] for _ in range(3)]
+    assert {w["ownerId"] for w in made} == {"carol-e2e"}
+    page = (
+        "{ viewer { id scopes wallets(first: 2%s) { edges { cursor node { id } } "
+        "pageInfo { hasNextPage endCursor } } } }"
+    )
+
+    first = data(server, page % "", carol)["viewer"]
+    rest = data(server, page % f', after: "{first["wallets"]["pageInfo"]["endCursor"]}"', carol)
+
+    assert (first["id"], first["scopes"]) == ("carol-e2e", ["wallet:deposit"])
+    seen = [e["node"]["id"] for e in first["wallets"]["edges"]]
+    seen += [e["node"]["id"] for e in rest["viewer"]["wallets"]["edges"]]
+    assert seen == [w["id"] for w in made]
+    assert first["wallets"]["pageInfo"]["hasNextPage"] is True
+    assert rest["viewer"]["wallets"]["pageInfo"]["hasNextPage"] is False
+
+
+def test_an_admin_creates_a_wallet_for_owner_id_and_nobody_else_may(server: Process) -> None:
+    create = (
+        'mutation { createWallet(input: {ownerId: "dave-e2e"}) '
+        "{ wallet { ownerId } errors { code } } }"
+    )
+
+    made = data(server, create, bearer("root-e2e", "wallet:admin"))["createWallet"]
+    refused = data(server, create, bearer("alice-e2e"))["createWallet"]
+
+    assert made == {"wallet": {"ownerId": "dave-e2e"}, "errors": []}
+    assert refused == {"wallet": None, "errors": [{"code": "FORBIDDEN"}]}
+
+
+def test_a_transaction_names_a_wallet_the_caller_may_not_see_by_id_only(
+    server: Process,
+) -> None:
+    funder = bearer("funder-e2e", "wallet:deposit")
+    alice, bob = bearer("alice-e2e"), bearer("bob-e2e")
+    create = "mutation { createWallet(input: {}) { wallet { id } } }"
+    alice_wallet = data(server, create, alice)["createWallet"]["wallet"]["id"]
+    bob_wallet = data(server, create, bob)["createWallet"]["wallet"]["id"]
+    deposit = (
+        f'mutation {{ deposit(input: {{walletId: "{alice_wallet}", amount: "5", '
+        'clientTransactionId: "fund-alice"}) { errors { code } } }'
+    )
+    assert data(server, deposit, funder)["deposit"]["errors"] == []
+    transfer = (
+        f'mutation {{ transfer(input: {{fromWalletId: "{alice_wallet}", '
+        f'toWalletId: "{bob_wallet}", amount: "1", clientTransactionId: "pay-bob"}}) '
+        "{ transaction { id } errors { code } } }"
+    )
+    paid = data(server, transfer, alice)["transfer"]["transaction"]["id"]
+
+    read = (
+        f'{{ transaction(id: "{paid}") {{ senderWalletId senderWallet {{ id }} '
+        "receiverWalletId receiverWallet { id } } }"
+    )
+    assert data(server, read, bob)["transaction"] == {
+        "senderWalletId": alice_wallet,
+        "senderWallet": None,
+        "receiverWalletId": bob_wallet,
+        "receiverWallet": {"id": bob_wallet},
+    }
+    assert data(server, read, bearer("eve-e2e")) == {"transaction": None}

@@ -275,6 +275,24 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnedWalletsRequest:
+    """Which of an owner's wallets to read, oldest first: `limit` after the (created_at, id)
+    position `after`."""
+
+    owner_id: str
+    limit: int
+    after: tuple[datetime, UUID] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletPage:
+    """A slice of an owner's wallets, oldest first."""
+
+    wallets: list[Wallet] = field(default_factory=list)
+    has_next: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """A slice of a wallet's history, newest first."""
 

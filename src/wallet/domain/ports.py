@@ -12,11 +12,13 @@ from wallet.domain.model import (
     HistoryRequest,
     IdempotencyRecord,
     LedgerEntry,
+    OwnedWalletsRequest,
     Page,
     ScopedKey,
     Transaction,
     Wallet,
     WalletFacts,
+    WalletPage,
 )
 
 
@@ -148,6 +150,10 @@ class HistoryQuery(Protocol):
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]: ...
 
     async def history(self, request: HistoryRequest) -> Page: ...
+
+    async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
+        """The owner's wallets, oldest first."""
+        ...
 
 
 class TransactionFeed(Protocol):

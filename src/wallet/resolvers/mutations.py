@@ -40,6 +40,7 @@ class Mutation:
             currency=input.currency,
             initial_balance=input.initial_balance,
             client_transaction_id=input.client_transaction_id,
+            owner_id=input.owner_id,
         )
         try:
             wallet = await run_alone(

@@ -5,11 +5,16 @@ from strawberry.types import Info
 
 from wallet.domain import access
 from wallet.schema.context import Context
-from wallet.schema.types import Transaction, Wallet, id_argument
+from wallet.schema.types import Transaction, Viewer, Wallet, id_argument
 
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="The caller, as its token names it.")
+    def viewer(self, info: Info[Context, None]) -> Viewer:
+        caller = info.context.caller
+        return Viewer(id=strawberry.ID(caller.id), scopes=sorted(caller.scopes))
+
     # To a caller who may not see it, a wallet does not exist: the same null.
     @strawberry.field(description="The wallet with this id, or null when there is none.")
     async def wallet(self, info: Info[Context, None], id: strawberry.ID) -> Wallet | None:
