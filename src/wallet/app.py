@@ -39,7 +39,7 @@ from wallet.bootstrap import Resources, open_queue, open_resources
 from wallet.config import Settings
 from wallet.domain import services
 from wallet.domain.batching import Batcher
-from wallet.domain.group_commit import run_alone, run_together
+from wallet.domain.group_commit import run_together, run_unattended
 from wallet.domain.model import Transaction
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.outages import Outage, PostgresOutage
@@ -51,6 +51,7 @@ from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
+from wallet.web.authentication import authenticator_for, identity_of
 from wallet.web.codes import SERVICE_UNAVAILABLE
 from wallet.web.documents import document_limits, request_operation
 from wallet.web.extension import edge_extension, should_mask
@@ -225,6 +226,7 @@ class WalletGraphQL(GraphQL[Context, None]):
         assert self.deposit is not None
         assert self.submit is not None
         return Context(
+            identity=identity_of(request.scope),
             uow_factory=self.resources.unit_of_work,
             reads=self.reads,
             dispatch=self.dispatch,
@@ -237,7 +239,7 @@ class WalletGraphQL(GraphQL[Context, None]):
 
 def inline_dispatch(resources: Resources) -> Dispatch:
     async def settle_now(transaction: Transaction) -> Transaction:
-        settled = await run_alone(resources.unit_of_work, services.settle, [transaction.id])
+        settled = await run_unattended(resources.unit_of_work, services.settle, [transaction.id])
         if settled:
             return settled[0]
         # Decided meanwhile by another request (a replay of this one): answer as it stands.
@@ -345,6 +347,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_tokens=settings.max_query_tokens,
                 max_socket_operations=settings.max_socket_operations,
                 limits=limits,
+                authenticator=authenticator_for(settings),
             )
         ],
         lifespan=lifespan,

@@ -25,7 +25,7 @@ from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
 from wallet.persistence.redis_commits import RedisCommitListener
-from wallet.persistence.repositories import CurrencyBook
+from wallet.persistence.repositories import FactBook
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 from wallet.tasks.broker import make_broker
 
@@ -43,10 +43,10 @@ class Resources:
     # What each commit sends to Redis, in one round trip: the cache's writes, then the feed's.
     redis_commits: RedisCommitListener
     listeners: list[CommitListener] = field(default_factory=list)
-    currencies: CurrencyBook = field(default_factory=CurrencyBook)
+    facts: FactBook = field(default_factory=FactBook)
 
     def unit_of_work(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.engine, self.listeners, self.currencies)
+        return SqlUnitOfWork(self.engine, self.listeners, self.facts)
 
     def key(self, *parts: str) -> str:
         """A Redis key or channel name under this deployment's prefix."""
@@ -69,7 +69,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     feed = RedisTransactionFeed(redis, settings.redis_prefix)
     cache = ReadCache(
         redis,
-        _key(settings, "cache", "v2"),
+        _key(settings, "cache", "v3"),
         ttl=settings.cache_ttl,
         timeout=settings.redis_timeout,
     )

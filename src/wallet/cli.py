@@ -61,6 +61,14 @@ def _serve(args: argparse.Namespace) -> int:
         # the one way they read settings, the environment.
         os.environ["WALLET_LOG_LEVEL"] = args.log_level
     settings = Settings()
+    if settings.require_tokens:
+        from wallet.web.tokens import KeysNotConfigured, verifier_for
+
+        try:
+            verifier_for(settings)
+        except KeysNotConfigured as error:
+            print(f"wallet serve: {error}", file=sys.stderr)
+            return 2
     # X-Forwarded-For names the client only when a proxy we trust wrote it: a client's own
     # header would otherwise pick its address, and with it its rate-limit counter.
     trusted = settings.forwarded_allow_ips

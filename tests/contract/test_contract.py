@@ -14,6 +14,7 @@ from graphql import (
     GraphQLSchema,
     build_ast_schema,
     build_schema,
+    extend_schema,
     find_breaking_changes,
     find_dangerous_changes,
     parse,
@@ -50,16 +51,29 @@ def _contract_sdl(text: str) -> str:
     return re.sub(r'\A\s*""".*?"""(?=\s*""")', "", text, count=1, flags=re.DOTALL)
 
 
+# The contract's extensions: every other .graphql copy next to it, each extending the base.
+EXTENSIONS = sorted(p for p in CONTRACT.parent.glob("*.graphql") if p != CONTRACT)
+
+
 @pytest.fixture(scope="module")
 def contract() -> GraphQLSchema:
-    """The contract, less the types in NOT_YET_SERVED."""
+    """The contract extended by each of its extensions, less the types in NOT_YET_SERVED."""
     document = parse(_contract_sdl(CONTRACT.read_text()))
     kept = [
         definition
         for definition in document.definitions
         if getattr(getattr(definition, "name", None), "value", None) not in NOT_YET_SERVED
     ]
-    return build_ast_schema(DocumentNode(definitions=tuple(kept)))
+    schema = build_ast_schema(DocumentNode(definitions=tuple(kept)))
+    for extension in EXTENSIONS:
+        schema = extend_schema(schema, parse(extension.read_text()))
+    return schema
+
+
+def test_the_contract_is_extended_by_auth_graphql(contract: GraphQLSchema) -> None:
+    assert [p.name for p in EXTENSIONS] == ["auth.graphql"]
+    assert contract.query_type is not None
+    assert "viewer" in contract.query_type.fields
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +102,9 @@ def test_the_served_schema_changes_no_default_and_adds_only_what_the_contract_al
     assert changes == []
 
 
-def test_the_check_sees_a_removed_field_and_a_changed_default(contract: GraphQLSchema) -> None:
+def test_the_check_sees_a_removed_field_and_a_changed_default() -> None:
     sdl = _contract_sdl(CONTRACT.read_text())
+    contract = build_schema(sdl)
     broken = build_schema(
         sdl.replace("  balance: Decimal!\n", "", 1).replace(
             "transactions(first: Int = 20", "transactions(first: Int = 50", 1
@@ -115,8 +130,9 @@ def test_the_whole_contract_is_served_with_nothing_exempt(served: GraphQLSchema)
 
 
 @pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no ../shared/contract next to the repo")
-def test_the_contract_copy_in_tests_equals_the_shared_contract() -> None:
-    assert CONTRACT.read_text() == SHARED_CONTRACT.read_text()
+@pytest.mark.parametrize("copy", [CONTRACT, *EXTENSIONS], ids=lambda p: p.name)
+def test_the_contract_copies_in_tests_equal_the_shared_contract(copy: Path) -> None:
+    assert copy.read_text() == (SHARED_CONTRACT.parent / copy.name).read_text()
 
 
 def test_the_committed_schema_graphql_is_what_wallet_export_schema_prints() -> None:

@@ -140,7 +140,10 @@ async def test_a_job_that_keeps_failing_ends_failed_with_internal_not_pending_fo
     wallet_id, transaction_id = uuid.uuid4(), uuid.uuid4()
     async with engine.begin() as conn:
         await conn.execute(
-            text("INSERT INTO wallets (id, currency, balance) VALUES (:id, 'XAU', 100)"),
+            text(
+                "INSERT INTO wallets (id, owner_id, currency, balance) "
+                "VALUES (:id, 'someone', 'XAU', 100)"
+            ),
             {"id": wallet_id},
         )
         await conn.execute(

@@ -6,8 +6,9 @@ from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from wallet.domain import services
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import Transaction, Wallet
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -32,6 +33,7 @@ async def new_wallet(
     return await run_alone(
         uow_factory,
         services.create_wallet,
+        ADMIN,
         services.CreateWallet(currency=currency, initial_balance=balance),
     )
 
@@ -50,6 +52,7 @@ async def transfer(
     submitted = await run_alone(
         uow_factory,
         services.transfer,
+        ADMIN,
         services.Transfer(str(sender), str(receiver), amount, key or fresh_key("transfer")),
     )
     return await settle(uow_factory, submitted.id)
@@ -61,6 +64,7 @@ async def withdraw(
     submitted = await run_alone(
         uow_factory,
         services.withdraw,
+        ADMIN,
         services.Withdraw(str(wallet), amount, key or fresh_key("withdraw")),
     )
     return await settle(uow_factory, submitted.id)
@@ -68,7 +72,7 @@ async def withdraw(
 
 async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transaction:
     """Settle one transaction, then read it as it stands (a final one is left as it was)."""
-    await run_alone(uow_factory, services.settle, [transaction_id])
+    await run_unattended(uow_factory, services.settle, [transaction_id])
     async with uow_factory() as uow:
         transaction = await uow.transactions.get(transaction_id)
     assert transaction is not None

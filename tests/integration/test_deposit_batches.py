@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN, requests
 from tests.integration.moves import CountedUnitsOfWork, fresh_key, new_wallet
 from tests.invariants import assert_balances_explained
 from wallet.domain import services
@@ -55,25 +56,30 @@ async def test_each_deposit_of_a_batch_is_decided_as_if_it_came_alone(
     full = await _nearly_full_wallet(uow_factory, engine)
     replayed_key, reused_key, twice_key, refused_key = (fresh_key() for _ in range(4))
     first = await run_alone(
-        uow_factory, services.deposit, services.Deposit(wallet, "1.00", replayed_key)
+        uow_factory, services.deposit, ADMIN, services.Deposit(wallet, "1.00", replayed_key)
     )
-    await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "1.00", reused_key))
+    await run_alone(
+        uow_factory, services.deposit, ADMIN, services.Deposit(wallet, "1.00", reused_key)
+    )
 
     outcomes = await run_together(
         uow_factory,
         services.deposit,
-        [
-            services.Deposit(wallet, "2.00", fresh_key()),
-            services.Deposit(str(uuid4()), "1.00", fresh_key()),  # no such wallet
-            services.Deposit(wallet, "0.001", fresh_key()),  # too many decimals for USD
-            services.Deposit(wallet, "1.00", replayed_key),  # the same request again
-            services.Deposit(wallet, "9.00", reused_key),  # the key, for something else
-            services.Deposit(wallet, "3.00", twice_key),
-            services.Deposit(wallet, "3.00", twice_key),  # twice in the same batch
-            services.Deposit(full, "1.00", refused_key),  # more than the wallet can hold
-            services.Deposit(wallet, "4.00", fresh_key()),
-            services.Deposit("not-a-uuid", "1.00", fresh_key()),
-        ],
+        requests(
+            ADMIN,
+            [
+                services.Deposit(wallet, "2.00", fresh_key()),
+                services.Deposit(str(uuid4()), "1.00", fresh_key()),  # no such wallet
+                services.Deposit(wallet, "0.001", fresh_key()),  # too many decimals for USD
+                services.Deposit(wallet, "1.00", replayed_key),  # the same request again
+                services.Deposit(wallet, "9.00", reused_key),  # the key, for something else
+                services.Deposit(wallet, "3.00", twice_key),
+                services.Deposit(wallet, "3.00", twice_key),  # twice in the same batch
+                services.Deposit(full, "1.00", refused_key),  # more than the wallet can hold
+                services.Deposit(wallet, "4.00", fresh_key()),
+                services.Deposit("not-a-uuid", "1.00", fresh_key()),
+            ],
+        ),
     )
 
     applied, unknown, precise, replay, reused, once, again, full_up, last, malformed = outcomes
@@ -95,7 +101,7 @@ async def test_each_deposit_of_a_batch_is_decided_as_if_it_came_alone(
 
     # The refused deposit's key was given back: a corrected request may use it.
     fits = await run_alone(
-        uow_factory, services.deposit, services.Deposit(full, "0.07", refused_key)
+        uow_factory, services.deposit, ADMIN, services.Deposit(full, "0.07", refused_key)
     )
     assert fits.status == TransactionStatus.COMPLETED
 
@@ -108,7 +114,7 @@ async def test_concurrent_deposits_through_a_batcher_share_commits_and_all_land(
 
     async def run(commands: list[services.Deposit]) -> list[Transaction | WalletError]:
         sizes.append(len(commands))
-        return await run_together(uow_factory, services.deposit, commands)
+        return await run_together(uow_factory, services.deposit, requests(ADMIN, commands))
 
     deposit = Batcher(run, max_batch=16)
     outcomes = await asyncio.gather(
@@ -160,11 +166,14 @@ async def test_a_deposit_that_breaks_its_batch_fails_alone_and_the_fallback_is_l
     first, broken, last = await run_together(
         faulty,
         services.deposit,
-        [
-            services.Deposit(wallet, "1.00", fresh_key()),
-            services.Deposit(wallet, "13.13", fresh_key()),
-            services.Deposit(wallet, "2.00", fresh_key()),
-        ],
+        requests(
+            ADMIN,
+            [
+                services.Deposit(wallet, "1.00", fresh_key()),
+                services.Deposit(wallet, "13.13", fresh_key()),
+                services.Deposit(wallet, "2.00", fresh_key()),
+            ],
+        ),
     )
 
     assert isinstance(first, Transaction)
@@ -185,18 +194,23 @@ async def test_a_batch_of_deposits_refusals_and_replays_included_takes_one_unit_
     counting = CountedUnitsOfWork(engine)
     wallet = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
-    await run_alone(counting, services.deposit, services.Deposit(wallet, "1.00", replayed_key))
+    await run_alone(
+        counting, services.deposit, ADMIN, services.Deposit(wallet, "1.00", replayed_key)
+    )
     counting.opened = 0
 
     outcomes = await run_together(
         counting,
         services.deposit,
-        [
-            services.Deposit(wallet, "2.00", fresh_key()),
-            services.Deposit(wallet, "1.00", replayed_key),
-            services.Deposit(str(uuid4()), "1.00", fresh_key()),
-            services.Deposit(wallet, "3.00", fresh_key()),
-        ],
+        requests(
+            ADMIN,
+            [
+                services.Deposit(wallet, "2.00", fresh_key()),
+                services.Deposit(wallet, "1.00", replayed_key),
+                services.Deposit(str(uuid4()), "1.00", fresh_key()),
+                services.Deposit(wallet, "3.00", fresh_key()),
+            ],
+        ),
     )
 
     assert [type(o) for o in outcomes] == [Transaction, Transaction, WalletNotFound, Transaction]

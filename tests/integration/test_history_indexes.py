@@ -23,8 +23,8 @@ from wallet.persistence.queries import history_statement
 from wallet.persistence.tables import transactions, wallets
 
 FILL = [
-    "INSERT INTO wallets (id, currency, balance) "
-    "SELECT gen_random_uuid(), 'USD', 0 FROM generate_series(1, 20000)",
+    "INSERT INTO wallets (id, owner_id, currency, balance) "
+    "SELECT gen_random_uuid(), 'owner' || n % 100, 'USD', 0 FROM generate_series(1, 20000) AS n",
     "CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY id) AS n FROM wallets",
     # 60,000 transfers among the first 200 wallets (600 each way for each), a second apart.
     "INSERT INTO transactions (id, type, status, amount, currency, sender_wallet_id, "

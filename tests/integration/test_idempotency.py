@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN, requests
 from tests.integration.moves import CountedUnitsOfWork, fresh_key, new_wallet, transfer, withdraw
 from tests.invariants import assert_balances_explained, snapshot, transaction_rows
 from wallet.domain import services
@@ -34,7 +35,7 @@ async def test_50_identical_deposits_at_once_record_one_transaction_and_return_i
     command = services.Deposit(str(wallet), "12.34", key)
 
     results = await asyncio.gather(
-        *(run_alone(uow_factory, services.deposit, command) for _ in range(COPIES))
+        *(run_alone(uow_factory, services.deposit, ADMIN, command) for _ in range(COPIES))
     )
 
     assert len({t.id for t in results}) == 1
@@ -76,7 +77,7 @@ async def test_50_identical_wallet_creations_at_once_create_one_wallet(
     wallets_before = await _count(engine, "SELECT count(*) FROM wallets")
 
     results = await asyncio.gather(
-        *(run_alone(uow_factory, services.create_wallet, command) for _ in range(COPIES))
+        *(run_alone(uow_factory, services.create_wallet, ADMIN, command) for _ in range(COPIES))
     )
 
     ids = {w.id for w in results}
@@ -98,7 +99,7 @@ async def test_a_replay_after_the_first_request_ended_returns_its_final_transact
     assert failed.status is TransactionStatus.FAILED
 
     replayed = await run_alone(
-        uow_factory, services.withdraw, services.Withdraw(str(wallet), "2.00", key)
+        uow_factory, services.withdraw, ADMIN, services.Withdraw(str(wallet), "2.00", key)
     )
 
     assert (replayed.id, replayed.status, replayed.failure_code) == (
@@ -113,8 +114,12 @@ async def test_an_equal_amount_written_differently_is_the_same_request(
 ) -> None:
     wallet = str((await new_wallet(uow_factory)).id)
     key = fresh_key()
-    first = await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "10", key))
-    again = await run_alone(uow_factory, services.deposit, services.Deposit(wallet, "10.00", key))
+    first = await run_alone(
+        uow_factory, services.deposit, ADMIN, services.Deposit(wallet, "10", key)
+    )
+    again = await run_alone(
+        uow_factory, services.deposit, ADMIN, services.Deposit(wallet, "10.00", key)
+    )
     assert again.id == first.id
 
 
@@ -127,7 +132,7 @@ async def test_one_key_sent_at_once_with_two_amounts_records_one_and_refuses_the
 
     results = await asyncio.gather(
         *(
-            run_alone(uow_factory, services.deposit, services.Deposit(wallet, a, key))
+            run_alone(uow_factory, services.deposit, ADMIN, services.Deposit(wallet, a, key))
             for a in amounts
         ),
         return_exceptions=True,
@@ -150,47 +155,69 @@ Reuse = Callable[[UnitOfWorkFactory, dict[str, UUID], str], Awaitable[object]]
 # Each first records a request under `key`, then sends a different one under the same key.
 REUSES: dict[str, tuple[Reuse, Reuse]] = {
     "deposit, other amount": (
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.01", k)),
+        lambda f, w, k: run_alone(
+            f, services.deposit, ADMIN, services.Deposit(str(w["a"]), "1.00", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.deposit, ADMIN, services.Deposit(str(w["a"]), "1.01", k)
+        ),
     ),
     "deposit, other wallet": (
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["b"]), "1.00", k)),
+        lambda f, w, k: run_alone(
+            f, services.deposit, ADMIN, services.Deposit(str(w["a"]), "1.00", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.deposit, ADMIN, services.Deposit(str(w["b"]), "1.00", k)
+        ),
     ),
     "deposit, then a withdrawal": (
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
-        lambda f, w, k: run_alone(f, services.withdraw, services.Withdraw(str(w["a"]), "1.00", k)),
+        lambda f, w, k: run_alone(
+            f, services.deposit, ADMIN, services.Deposit(str(w["a"]), "1.00", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.withdraw, ADMIN, services.Withdraw(str(w["a"]), "1.00", k)
+        ),
     ),
     "withdrawal, other amount": (
         lambda f, w, k: withdraw(f, w["a"], "1.00", k),
-        lambda f, w, k: run_alone(f, services.withdraw, services.Withdraw(str(w["a"]), "2.00", k)),
+        lambda f, w, k: run_alone(
+            f, services.withdraw, ADMIN, services.Withdraw(str(w["a"]), "2.00", k)
+        ),
     ),
     "transfer, reversed": (
         lambda f, w, k: transfer(f, w["a"], w["b"], "1.00", k),
         lambda f, w, k: run_alone(
-            f, services.transfer, services.Transfer(str(w["b"]), str(w["a"]), "1.00", k)
+            f, services.transfer, ADMIN, services.Transfer(str(w["b"]), str(w["a"]), "1.00", k)
         ),
     ),
     "transfer, other receiver": (
         lambda f, w, k: transfer(f, w["a"], w["b"], "1.00", k),
         lambda f, w, k: run_alone(
-            f, services.transfer, services.Transfer(str(w["a"]), str(w["c"]), "1.00", k)
+            f, services.transfer, ADMIN, services.Transfer(str(w["a"]), str(w["c"]), "1.00", k)
         ),
     ),
     "createWallet, other currency": (
-        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("USD", "0", k)),
-        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("EUR", "0", k)),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, ADMIN, services.CreateWallet("USD", "0", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, ADMIN, services.CreateWallet("EUR", "0", k)
+        ),
     ),
     "createWallet, other initial balance": (
-        lambda f, w, k: run_alone(f, services.create_wallet, services.CreateWallet("USD", "0", k)),
         lambda f, w, k: run_alone(
-            f, services.create_wallet, services.CreateWallet("USD", "1.00", k)
+            f, services.create_wallet, ADMIN, services.CreateWallet("USD", "0", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, ADMIN, services.CreateWallet("USD", "1.00", k)
         ),
     ),
     "a deposit's key, then createWallet": (
-        lambda f, w, k: run_alone(f, services.deposit, services.Deposit(str(w["a"]), "1.00", k)),
         lambda f, w, k: run_alone(
-            f, services.create_wallet, services.CreateWallet("USD", "1.00", k)
+            f, services.deposit, ADMIN, services.Deposit(str(w["a"]), "1.00", k)
+        ),
+        lambda f, w, k: run_alone(
+            f, services.create_wallet, ADMIN, services.CreateWallet("USD", "1.00", k)
         ),
     ),
 }
@@ -221,17 +248,23 @@ async def test_a_batch_mixing_a_new_submission_and_a_replay_is_decided_in_one_un
     receiver = str((await new_wallet(counting)).id)
     replayed_key = fresh_key()
     first = await run_alone(
-        counting, services.transfer, services.Transfer(sender, receiver, "1.00", replayed_key)
+        counting,
+        services.transfer,
+        ADMIN,
+        services.Transfer(sender, receiver, "1.00", replayed_key),
     )
     counting.opened = 0
 
     new, replay = await run_together(
         counting,
         services.submit,
-        [
-            services.Transfer(sender, receiver, "2.00", fresh_key()),
-            services.Transfer(sender, receiver, "1.00", replayed_key),
-        ],
+        requests(
+            ADMIN,
+            [
+                services.Transfer(sender, receiver, "2.00", fresh_key()),
+                services.Transfer(sender, receiver, "1.00", replayed_key),
+            ],
+        ),
     )
 
     assert isinstance(new, Transaction)

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from tests.integration import moves
 from tests.network import BlackHole, Switch
 from tests.waits import eventually
@@ -50,7 +51,7 @@ async def new_wallet(uow_factory: UnitOfWorkFactory, balance: str) -> UUID:
 
 async def put_in(uow_factory: UnitOfWorkFactory, wallet_id: UUID, amount: str) -> Transaction:
     command = services.Deposit(str(wallet_id), amount, moves.fresh_key("deposit"))
-    return await run_alone(uow_factory, services.deposit, command)
+    return await run_alone(uow_factory, services.deposit, ADMIN, command)
 
 
 async def balance_of(reads: HistoryQuery, wallet_id: UUID) -> Decimal:
@@ -147,7 +148,7 @@ async def test_a_fill_never_replaces_a_newer_version_with_an_older_one(
     generation = opened[1][wallet_id]
     (old,) = await SqlHistoryQuery(engine).wallets([wallet_id])
     assert old is not None
-    newer = Wallet(old.id, old.currency, old.balance, old.version + 1, old.created_at)
+    newer = Wallet(old.id, old.owner_id, old.currency, old.balance, old.version + 1, old.created_at)
 
     # Two readers under one generation; the one holding the newer version stores first.
     await cache.fill_wallets([(generation, newer)])
@@ -166,7 +167,9 @@ async def test_a_commit_told_late_never_replaces_a_newer_version_of_any_of_its_w
     wallet_ids = [await new_wallet(writes, "1.00"), await new_wallet(writes, "2.00")]
     old = [w for w in await SqlHistoryQuery(engine).wallets(wallet_ids) if w is not None]
     newer = [
-        Wallet(w.id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1)
+        Wallet(
+            w.id, w.owner_id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1
+        )
         for w in old
     ]
 

@@ -16,13 +16,14 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.connection import AbstractConnection
 
+from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet
 from tests.network import Switch
 from tests.waits import eventually
 from wallet.bootstrap import Resources, open_resources
 from wallet.config import Settings
 from wallet.domain import services
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import TransactionStatus
 from wallet.persistence import events as events_module
 from wallet.persistence.cache import ReadCache
@@ -87,6 +88,7 @@ def deposit(resources: Resources, wallet_id: UUID, amount: str) -> Awaitable[Any
     return run_alone(
         resources.unit_of_work,
         services.deposit,
+        ADMIN,
         services.Deposit(str(wallet_id), amount, fresh_key("deposit")),
     )
 
@@ -202,6 +204,7 @@ async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_
             await run_alone(
                 uow,
                 services.transfer,
+                ADMIN,
                 services.Transfer(
                     str(wallets[n % 4]), str(wallets[(n + 1) % 4]), "1.00", fresh_key()
                 ),
@@ -219,7 +222,7 @@ async def test_a_settlement_batch_sends_two_commands_in_one_round_trip_heard_on_
             await pubsub.subscribe(*channels.values())
             sent = Sent(monkeypatch)
 
-            settled = await run_alone(uow, services.settle, [t.id for t in submitted])
+            settled = await run_unattended(uow, services.settle, [t.id for t in submitted])
 
             assert sent.sends == 1
             assert sent.pipelines == [["EVALSHA cache", "EVALSHA feed"]]

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet, transfer
 from tests.invariants import LEDGER_TABLES, snapshot
 from wallet.domain import services
@@ -50,6 +51,7 @@ def deposit(
     return lambda f, w: run_alone(
         f,
         services.deposit,
+        ADMIN,
         services.Deposit(wallet(w), amount, key if key is not None else fresh_key()),
     )
 
@@ -60,6 +62,7 @@ def withdraw(
     return lambda f, w: run_alone(
         f,
         services.withdraw,
+        ADMIN,
         services.Withdraw(wallet(w), amount, key if key is not None else fresh_key()),
     )
 
@@ -73,13 +76,14 @@ def send(
     return lambda f, w: run_alone(
         f,
         services.transfer,
+        ADMIN,
         services.Transfer(sender(w), receiver(w), amount, key if key is not None else fresh_key()),
     )
 
 
 def create(currency: str = "USD", balance: str = "0", key: str | None = None) -> Request:
     return lambda f, w: run_alone(
-        f, services.create_wallet, services.CreateWallet(currency, balance, key)
+        f, services.create_wallet, ADMIN, services.CreateWallet(currency, balance, key)
     )
 
 
@@ -261,7 +265,7 @@ async def world(uow_factory: UnitOfWorkFactory) -> World:
     used_key = fresh_key()
     usd_wallet = (await new_wallet(uow_factory, "50.00")).id
     await run_alone(
-        uow_factory, services.deposit, services.Deposit(str(usd_wallet), "1.00", used_key)
+        uow_factory, services.deposit, ADMIN, services.Deposit(str(usd_wallet), "1.00", used_key)
     )
     return World(
         usd=str(usd_wallet),
@@ -320,7 +324,10 @@ async def test_a_deposit_that_would_overflow_the_balance_is_refused_and_changes_
     before = await snapshot(engine)
     with pytest.raises(InvalidAmount):
         await run_alone(
-            uow_factory, services.deposit, services.Deposit(nearly_full_wallet, "0.02", fresh_key())
+            uow_factory,
+            services.deposit,
+            ADMIN,
+            services.Deposit(nearly_full_wallet, "0.02", fresh_key()),
         )
     assert await snapshot(engine) == before
 
@@ -350,7 +357,9 @@ async def test_the_snapshot_sees_an_accepted_request_and_a_touched_row(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine, world: World
 ) -> None:
     before = await snapshot(engine)
-    await run_alone(uow_factory, services.deposit, services.Deposit(world.usd, "0.01", fresh_key()))
+    await run_alone(
+        uow_factory, services.deposit, ADMIN, services.Deposit(world.usd, "0.01", fresh_key())
+    )
     after = await snapshot(engine)
     assert {t for t in after if after[t] != before[t]} == set(LEDGER_TABLES)
     async with engine.begin() as conn:

@@ -12,11 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet, transfer
 from tests.invariants import assert_balances_explained, snapshot
 from wallet.domain import services
 from wallet.domain.errors import ConcurrencyConflict
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import (
     IdempotencyRecord,
     Transaction,
@@ -60,7 +61,7 @@ async def test_a_unit_of_work_left_without_commit_rolls_back(
 ) -> None:
     wallet_id = uuid4()
     async with uow_factory() as uow:
-        await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+        await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
     assert await _balance(engine, wallet_id) is None
 
 
@@ -74,7 +75,7 @@ async def test_an_error_inside_a_unit_of_work_rolls_back_what_it_wrote(
 
     async def add_then_fail() -> None:
         async with uow_factory() as uow:
-            await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+            await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
             raise Boom
 
     with pytest.raises(Boom):
@@ -87,7 +88,7 @@ async def test_a_committed_unit_of_work_is_seen_by_the_next(
 ) -> None:
     wallet_id = uuid4()
     async with uow_factory() as uow:
-        await uow.wallets.add(Wallet(wallet_id, USD, Money(0, USD)))
+        await uow.wallets.add(Wallet(wallet_id, "someone", USD, Money(0, USD)))
         assert await _balance(engine, wallet_id) is None, "not visible before the commit"
         await uow.commit()
     assert await _balance(engine, wallet_id) == 0
@@ -123,10 +124,11 @@ async def test_settling_one_transaction_many_times_at_once_applies_it_once(
     submitted = await run_alone(
         uow_factory,
         services.transfer,
+        ADMIN,
         services.Transfer(str(sender), str(receiver), "4.00", fresh_key()),
     )
 
-    settles = (run_alone(uow_factory, services.settle, [submitted.id]) for _ in range(20))
+    settles = (run_unattended(uow_factory, services.settle, [submitted.id]) for _ in range(20))
     decided = [t for settled in await asyncio.gather(*settles) for t in settled]
 
     # One of them decided it; the others found it final and left it as it was.
@@ -216,6 +218,7 @@ async def test_recording_a_transfer_does_not_wait_for_a_settlement_holding_its_w
             run_alone(
                 uow_factory,
                 services.transfer,
+                ADMIN,
                 services.Transfer(str(b), str(a), "1.00", fresh_key()),
             )
         )
@@ -261,13 +264,13 @@ NEGATIVE_ROWS = {
         "WHERE wallet_id = :wallet"
     ),
     "a reused idempotency key": (
-        "INSERT INTO idempotency_keys (key, operation, fingerprint, wallet_id) "
-        "SELECT key, operation, fingerprint, wallet_id FROM idempotency_keys "
+        "INSERT INTO idempotency_keys (caller_id, key, operation, fingerprint, wallet_id) "
+        "SELECT caller_id, key, operation, fingerprint, wallet_id FROM idempotency_keys "
         "WHERE wallet_id = :wallet"
     ),
     "an idempotency key recording nothing": (
-        "INSERT INTO idempotency_keys (key, operation, fingerprint) "
-        "VALUES (gen_random_uuid()::text, 'deposit', 'x')"
+        "INSERT INTO idempotency_keys (caller_id, key, operation, fingerprint) "
+        "VALUES ('someone', gen_random_uuid()::text, 'deposit', 'x')"
     ),
 }
 
@@ -279,6 +282,7 @@ async def test_postgresql_refuses_a_bad_row_even_when_the_domain_is_bypassed(
     wallet = await run_alone(
         uow_factory,
         services.create_wallet,
+        ADMIN,
         services.CreateWallet(initial_balance="1.00", client_transaction_id=fresh_key()),
     )
     before = await snapshot(engine)
@@ -337,6 +341,7 @@ async def test_one_write_records_decides_and_moves_together(
     pending = await run_alone(
         uow_factory,
         services.transfer,
+        ADMIN,
         services.Transfer(str(sender), str(receiver), "2.00", fresh_key()),
     )
     async with SqlUnitOfWork(engine) as uow:
@@ -398,7 +403,7 @@ async def test_a_submission_on_its_own_is_one_statement_committed_as_it_returns(
     receiver = (await new_wallet(uow_factory)).id
     key = fresh_key()
     transaction = _pending_transfer(sender, receiver, key)
-    record = IdempotencyRecord(key, "transfer", "f" * 64, transaction_id=transaction.id)
+    record = IdempotencyRecord("someone", key, "transfer", "f" * 64, transaction_id=transaction.id)
     async with SqlUnitOfWork(engine) as uow:
         assert await uow.submit_and_commit([(transaction, record)]) != [None]
         assert await _transaction_exists(engine, transaction.id), "visible before commit()"

@@ -17,11 +17,12 @@ from uuid import UUID
 from wallet.domain.model import (
     IdempotencyRecord,
     LedgerEntry,
+    ScopedKey,
     Transaction,
     TransactionStatus,
     Wallet,
+    WalletFacts,
 )
-from wallet.domain.money import Currency
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Stored:
 
     wallets: dict[UUID, Wallet] = field(default_factory=dict)
     transactions: dict[UUID, Transaction] = field(default_factory=dict)
-    keys: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    keys: dict[ScopedKey, IdempotencyRecord] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
 
 
@@ -112,11 +113,11 @@ class FakeUnitOfWork:
         stored: list[Transaction | None] = []
         fresh = []
         for transaction, record in submissions:
-            if record is not None and record.key in self._working.keys:
+            if record is not None and record.scoped_key in self._working.keys:
                 stored.append(None)
                 continue
             if record is not None:
-                self._working.keys[record.key] = record
+                self._working.keys[record.scoped_key] = record
             fresh.append(transaction)
             stored.append(transaction)
         written = iter(await self.write(recorded=fresh) if fresh else [])
@@ -136,8 +137,11 @@ class _Wallets:
         self._uow = uow
 
     async def add(self, wallet: Wallet) -> Wallet:
-        self._uow.working.wallets[wallet.id] = replace(wallet)
-        return wallet
+        # Stamped as the database's defaults stamp a new row.
+        now = datetime.now(UTC)
+        added = replace(wallet, created_at=wallet.created_at or now, updated_at=now)
+        self._uow.working.wallets[wallet.id] = added
+        return replace(added)
 
     async def get(self, wallet_id: UUID) -> Wallet | None:
         wallet = self._uow.working.wallets.get(wallet_id)
@@ -147,9 +151,9 @@ class _Wallets:
         working = self._uow.working.wallets
         return {i: replace(working[i]) for i in wallet_ids if i in working}
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
         working = self._uow.working.wallets
-        return {i: working[i].currency for i in wallet_ids if i in working}
+        return {i: working[i].facts for i in wallet_ids if i in working}
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
         return await self.get_many(sorted(wallet_ids))
@@ -179,20 +183,20 @@ class _Keys:
         self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        return (await self.claim_many([record])).get(record.key)
+        return (await self.claim_many([record])).get(record.scoped_key)
 
-    async def get(self, key: str) -> IdempotencyRecord | None:
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None:
         return self._uow.working.keys.get(key)
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
+    ) -> dict[ScopedKey, IdempotencyRecord]:
         keys = self._uow.working.keys
-        assert len({r.key for r in records}) == len(records), "the keys differ"
-        earlier = {r.key: keys[r.key] for r in records if r.key in keys}
-        keys.update({r.key: r for r in records if r.key not in earlier})
+        assert len({r.scoped_key for r in records}) == len(records), "the keys differ"
+        earlier = {r.scoped_key: keys[r.scoped_key] for r in records if r.scoped_key in keys}
+        keys.update({r.scoped_key: r for r in records if r.scoped_key not in earlier})
         return earlier
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
         for key in keys:
             del self._uow.working.keys[key]

@@ -112,7 +112,13 @@ def test_a_head_survives_its_encoding() -> None:
 
 def test_a_wallet_survives_its_encoding() -> None:
     wallet = Wallet(
-        UUID(int=7), Currency.of("KWD"), Money(1_234, Currency.of("KWD")), 9, START, START
+        UUID(int=7),
+        "someone",
+        Currency.of("KWD"),
+        Money(1_234, Currency.of("KWD")),
+        9,
+        START,
+        START,
     )
     assert wallet_from_json(wallet_to_json(wallet).encode()) == wallet
 
@@ -129,7 +135,7 @@ def test_records_are_encoded_by_field_name_with_money_as_minor_units_and_currenc
     assert set(encoded) == {f.name for f in fields(Transaction)} | money
     assert (encoded["amount"], encoded["currency"]) == (transaction.amount.minor, "USD")
     assert encoded["failure_code"] == "INSUFFICIENT_FUNDS"
-    wallet = Wallet(UUID(int=7), USD, Money(1_234, USD), 9, START, START)
+    wallet = Wallet(UUID(int=7), "someone", USD, Money(1_234, USD), 9, START, START)
     encoded = json.loads(wallet_to_json(wallet))
     assert set(encoded) == {f.name for f in fields(Wallet)} | {"currency"}
     assert (encoded["balance"], encoded["version"]) == (1_234, 9)

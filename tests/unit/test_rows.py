@@ -73,7 +73,9 @@ def test_a_transaction_written_as_columns_reads_back_as_the_same_transaction() -
 
 
 def test_a_wallet_written_as_columns_reads_back_as_the_same_wallet() -> None:
-    wallet = Wallet(uuid4(), USD, Money(1_000, USD), version=3, created_at=AT, updated_at=AT)
+    wallet = Wallet(
+        uuid4(), "someone", USD, Money(1_000, USD), version=3, created_at=AT, updated_at=AT
+    )
     names = list(WALLET_COLUMNS)
     row = {
         name: array[0]
@@ -84,7 +86,7 @@ def test_a_wallet_written_as_columns_reads_back_as_the_same_wallet() -> None:
 
 
 def test_columns_are_in_the_order_asked_and_null_for_a_missing_record() -> None:
-    record = IdempotencyRecord("k", "deposit", "f" * 64, transaction_id=uuid4())
+    record = IdempotencyRecord("someone", "k", "deposit", "f" * 64, transaction_id=uuid4())
     arrays = column_arrays([record, None], IDEMPOTENCY_KEY_COLUMNS, ["fingerprint", "key"])
     assert arrays == [["f" * 64, None], ["k", None]]
     names = list(IDEMPOTENCY_KEY_COLUMNS)

@@ -28,7 +28,7 @@ EUR = Currency.of("EUR")
 
 
 def wallet(balance: int, currency: Currency = USD) -> Wallet:
-    return Wallet(uuid.uuid4(), currency, Money(balance, currency))
+    return Wallet(uuid.uuid4(), "someone", currency, Money(balance, currency))
 
 
 def transfer(sender: Wallet, receiver: Wallet, amount: int) -> Transaction:

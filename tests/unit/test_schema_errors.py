@@ -11,7 +11,9 @@ from types import TracebackType
 import pytest
 from strawberry.types import ExecutionResult
 
+from tests.callers import ADMIN
 from wallet.app import build_schema
+from wallet.domain.callers import Caller
 
 CREATE = "mutation { createWallet(input: {}) { wallet { id } } }"
 SECRET = "password=hunter2 host=10.0.0.5"
@@ -43,6 +45,7 @@ class _BrokenUnitOfWork:
 @dataclass
 class _Context:
     delay: float = 0.0
+    caller: Caller = ADMIN
 
     def uow_factory(self) -> _BrokenUnitOfWork:
         return _BrokenUnitOfWork(self.delay)

@@ -6,6 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from tests.callers import ADMIN
 from tests.unit.fakes import FakeDatabase
 from wallet.domain import services
 from wallet.domain.errors import (
@@ -17,7 +18,7 @@ from wallet.domain.errors import (
     SameWallet,
     WalletNotFound,
 )
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import TransactionStatus, TransactionType
 
 
@@ -28,16 +29,16 @@ def db() -> FakeDatabase:
 
 async def new_wallet(db: FakeDatabase, balance: str = "0", currency: str = "USD") -> UUID:
     command = services.CreateWallet(currency=currency, initial_balance=balance)
-    return (await run_alone(db.unit_of_work, services.create_wallet, command)).id
+    return (await run_alone(db.unit_of_work, services.create_wallet, ADMIN, command)).id
 
 
 async def deposit(db: FakeDatabase, wallet: UUID, amount: str, key: str = "") -> None:
     command = services.Deposit(str(wallet), amount, key or uuid4().hex)
-    await run_alone(db.unit_of_work, services.deposit, command)
+    await run_alone(db.unit_of_work, services.deposit, ADMIN, command)
 
 
 async def settle(db: FakeDatabase, *ids: UUID) -> list[TransactionStatus]:
-    await run_alone(db.unit_of_work, services.settle, list(ids))
+    await run_unattended(db.unit_of_work, services.settle, list(ids))
     return [db.stored.transactions[i].status for i in ids]
 
 
@@ -66,8 +67,8 @@ async def test_a_deposit_sent_again_with_its_key_is_answered_and_applied_once(
     wallet = await new_wallet(db)
     command = services.Deposit(str(wallet), "5.00", "once")
 
-    first = await run_alone(db.unit_of_work, services.deposit, command)
-    again = await run_alone(db.unit_of_work, services.deposit, command)
+    first = await run_alone(db.unit_of_work, services.deposit, ADMIN, command)
+    again = await run_alone(db.unit_of_work, services.deposit, ADMIN, command)
 
     assert again.id == first.id
     assert db.balance(wallet) == 5_00
@@ -97,7 +98,7 @@ async def test_a_withdrawal_waits_pending_until_settled(db: FakeDatabase) -> Non
     wallet = await new_wallet(db, "10.00")
     command = services.Withdraw(str(wallet), "4.00", "w")
 
-    withdrawal = await run_alone(db.unit_of_work, services.withdraw, command)
+    withdrawal = await run_alone(db.unit_of_work, services.withdraw, ADMIN, command)
 
     assert withdrawal.status is TransactionStatus.PENDING
     assert db.balance(wallet) == 10_00
@@ -109,7 +110,7 @@ async def test_the_earlier_recorded_debit_wins_when_funds_run_short(db: FakeData
     wallet = await new_wallet(db, "100.00")
     first, second = [
         await run_alone(
-            db.unit_of_work, services.withdraw, services.Withdraw(str(wallet), "60.00", key)
+            db.unit_of_work, services.withdraw, ADMIN, services.Withdraw(str(wallet), "60.00", key)
         )
         for key in ("first", "second")
     ]
@@ -124,11 +125,11 @@ async def test_the_earlier_recorded_debit_wins_when_funds_run_short(db: FakeData
 async def test_settling_a_settled_transaction_again_changes_nothing(db: FakeDatabase) -> None:
     sender, receiver = await new_wallet(db, "10.00"), await new_wallet(db)
     command = services.Transfer(str(sender), str(receiver), "2.50", "t")
-    transfer = await run_alone(db.unit_of_work, services.transfer, command)
+    transfer = await run_alone(db.unit_of_work, services.transfer, ADMIN, command)
     await settle(db, transfer.id)
     entries = list(db.stored.entries)
 
-    assert await run_alone(db.unit_of_work, services.settle, [transfer.id]) == []
+    assert await run_unattended(db.unit_of_work, services.settle, [transfer.id]) == []
     assert db.stored.entries == entries
     assert (db.balance(sender), db.balance(receiver)) == (7_50, 2_50)
 
@@ -137,7 +138,7 @@ async def test_a_transfer_to_its_own_sender_is_refused(db: FakeDatabase) -> None
     wallet = await new_wallet(db, "1.00")
     command = services.Transfer(str(wallet), str(wallet), "1.00", "t")
     with pytest.raises(SameWallet) as refused:
-        await run_alone(db.unit_of_work, services.transfer, command)
+        await run_alone(db.unit_of_work, services.transfer, ADMIN, command)
     assert refused.value.field == "to_wallet_id"
 
 
@@ -145,7 +146,7 @@ async def test_a_transfer_between_currencies_is_refused(db: FakeDatabase) -> Non
     dollars, euros = await new_wallet(db, "1.00"), await new_wallet(db, currency="EUR")
     command = services.Transfer(str(dollars), str(euros), "1.00", "t")
     with pytest.raises(CurrencyMismatch):
-        await run_alone(db.unit_of_work, services.transfer, command)
+        await run_alone(db.unit_of_work, services.transfer, ADMIN, command)
     assert db.stored.transactions.keys() == {
         t.id for t in db.stored.transactions.values() if t.type is TransactionType.DEPOSIT
     }
@@ -166,7 +167,7 @@ async def test_a_refused_deposit_leaves_its_key_free_for_a_corrected_request(
 async def test_giving_up_on_a_pending_transaction_fails_it_once(db: FakeDatabase) -> None:
     wallet = await new_wallet(db, "1.00")
     command = services.Withdraw(str(wallet), "1.00", "w")
-    withdrawal = await run_alone(db.unit_of_work, services.withdraw, command)
+    withdrawal = await run_alone(db.unit_of_work, services.withdraw, ADMIN, command)
     failure = InternalFailure("gave up")
 
     failed = await services.fail_pending(db.unit_of_work(), withdrawal.id, failure)

@@ -9,6 +9,7 @@
     ├── SameWallet                SAME_WALLET
     ├── InsufficientFunds         INSUFFICIENT_FUNDS
     ├── IdempotencyKeyReused      IDEMPOTENCY_KEY_REUSED
+    ├── Forbidden                 FORBIDDEN (the caller lacks the scope the request needs)
     └── InternalFailure           INTERNAL (a transaction that could not be settled)
 
     ConcurrencyConflict           a deadlock or serialization failure; retried, never shown
@@ -31,6 +32,8 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     RATE_LIMITED = "RATE_LIMITED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
     INTERNAL = "INTERNAL"
 
 
@@ -75,6 +78,10 @@ class InsufficientFunds(WalletError):
 
 class IdempotencyKeyReused(WalletError):
     code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+class Forbidden(WalletError):
+    code = ErrorCode.FORBIDDEN
 
 
 class InternalFailure(WalletError):

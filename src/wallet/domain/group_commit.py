@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from wallet.domain.batching import outcome, together_or_each_alone
+from wallet.domain.callers import Caller
 from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
 from wallet.domain.retries import CONFLICTS
 from wallet.domain.shared_unit_of_work import SharedUnitOfWork, Undecidable
@@ -35,51 +37,73 @@ class Command(Protocol):
     def client_transaction_id(self) -> str | None: ...
 
 
-UseCase = Callable[[UnitOfWork, C], Awaitable[R]]
+UseCase = Callable[[Caller, UnitOfWork, C], Awaitable[R]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[C]):
+    """One caller's command, as it waits to share a unit of work with others."""
+
+    caller: Caller
+    command: C
 
 
 async def run_alone(
-    uow_factory: UnitOfWorkFactory, use_case: Callable[[UnitOfWork, A], Awaitable[R]], command: A
+    uow_factory: UnitOfWorkFactory,
+    use_case: Callable[[Caller, UnitOfWork, A], Awaitable[R]],
+    caller: Caller,
+    command: A,
 ) -> R:
-    """Run one use case in a unit of work of its own, again if PostgreSQL aborts it."""
-    return await CONFLICTS.run(lambda: use_case(uow_factory(), command))
+    """Run one caller's use case in a unit of work of its own, again if PostgreSQL aborts it."""
+    return await CONFLICTS.run(lambda: use_case(caller, uow_factory(), command))
+
+
+async def run_unattended(
+    uow_factory: UnitOfWorkFactory, work: Callable[[UnitOfWork, A], Awaitable[R]], argument: A
+) -> R:
+    """Run work no caller asked for (settling, for the worker) like run_alone."""
+    return await CONFLICTS.run(lambda: work(uow_factory(), argument))
 
 
 async def run_together(
-    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], commands: Sequence[C]
+    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], requests: Sequence[Request[C]]
 ) -> list[R | Exception]:
-    """Run the use case for each command, sharing one unit of work; answers in order.
+    """Run the use case for each request, sharing one unit of work; answers in order.
 
     Each answer is what running it alone would have given, or the exception that would have
-    raised. A command repeating the key of one before it waits for that one's commit, then
-    replays it.
+    raised. A request repeating the key of one before it by the same caller waits for that
+    one's commit, then replays it; keys of different callers never meet.
     """
     first: list[int] = []
     again: list[int] = []
-    keys: set[str] = set()
-    for n, command in enumerate(commands):
-        key = command.client_transaction_id
-        (again if key in keys else first).append(n)
-        if key is not None:
-            keys.add(key)
-    alone = partial(run_alone, uow_factory, use_case)
+    keys: set[tuple[str, str]] = set()
+    for n, request in enumerate(requests):
+        key = request.command.client_transaction_id
+        scoped = None if key is None else (request.caller.id, key)
+        (again if scoped in keys else first).append(n)
+        if scoped is not None:
+            keys.add(scoped)
     decided = await together_or_each_alone(
-        [commands[n] for n in first],
+        [requests[n] for n in first],
         partial(_together, uow_factory, use_case),
-        alone,
+        partial(_alone, uow_factory, use_case),
         what="requests",
     )
     outcomes: dict[int, R | Exception] = dict(zip(first, decided, strict=True))
     for n in again:
-        outcomes[n] = await outcome(alone(commands[n]))
-    return [outcomes[n] for n in range(len(commands))]
+        outcomes[n] = await outcome(_alone(uow_factory, use_case, requests[n]))
+    return [outcomes[n] for n in range(len(requests))]
+
+
+async def _alone(uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], request: Request[C]) -> R:
+    return await run_alone(uow_factory, use_case, request.caller, request.command)
 
 
 async def _together(
-    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], commands: Sequence[C]
+    uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], requests: Sequence[Request[C]]
 ) -> Sequence[R | Exception]:
-    if len(commands) <= 1:
-        return [await outcome(run_alone(uow_factory, use_case, c)) for c in commands]
+    if len(requests) <= 1:
+        return [await outcome(_alone(uow_factory, use_case, r)) for r in requests]
 
     async def attempt() -> list[R | Exception]:
         shared: SharedUnitOfWork | None = None
@@ -87,19 +111,19 @@ async def _together(
         try:
             async with uow_factory() as uow:
                 shared = SharedUnitOfWork(uow)
-                outcomes = await shared.run([_bound(use_case, c) for c in commands])
+                outcomes = await shared.run([_bound(use_case, r) for r in requests])
         except Exception:
             if shared is None or not shared.committed:
                 raise
             # Committed: running them again could apply some twice. A bug, if ever seen.
-            log.exception("a batch of %d failed after its commit", len(commands))
+            log.exception("a batch of %d failed after its commit", len(requests))
             if outcomes is None:
-                outcomes = [Undecidable("failed after its commit") for _ in commands]
+                outcomes = [Undecidable("failed after its commit") for _ in requests]
         assert outcomes is not None
         return outcomes
 
     return await CONFLICTS.run(attempt)
 
 
-def _bound(use_case: UseCase[C, R], command: C) -> Callable[[UnitOfWork], Awaitable[R]]:
-    return lambda uow: use_case(uow, command)
+def _bound(use_case: UseCase[C, R], request: Request[C]) -> Callable[[UnitOfWork], Awaitable[R]]:
+    return lambda uow: use_case(request.caller, uow, request.command)

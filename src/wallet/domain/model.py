@@ -40,6 +40,8 @@ MAX_PAGE_SIZE = 100
 @dataclass(slots=True)
 class Wallet:
     id: UUID
+    # The caller id of its owner: who created it, or whom an admin created it for.
+    owner_id: str
     currency: Currency
     balance: Money
     # Bumped on every change of the row, so that a cached copy can tell which is newer.
@@ -48,9 +50,13 @@ class Wallet:
     updated_at: datetime | None = None
 
     @classmethod
-    def open(cls, currency: Currency) -> Wallet:
-        """A new, empty wallet."""
-        return cls(id=uuid4(), currency=currency, balance=Money(0, currency))
+    def open(cls, currency: Currency, *, owner_id: str) -> Wallet:
+        """A new, empty wallet of `owner_id`."""
+        return cls(id=uuid4(), owner_id=owner_id, currency=currency, balance=Money(0, currency))
+
+    @property
+    def facts(self) -> WalletFacts:
+        return WalletFacts(self.currency, self.owner_id)
 
     def credit(self, amount: Money) -> None:
         self._check_currency(amount)
@@ -75,6 +81,14 @@ class Wallet:
             raise CurrencyMismatch(
                 f"wallet {self.id} holds {self.currency.code}, not {amount.currency.code}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class WalletFacts:
+    """What is fixed when a wallet opens and never changes: its currency and its owner."""
+
+    currency: Currency
+    owner_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +209,15 @@ class Operation(StrEnum):
     TRANSFER = "transfer"
 
 
+# A client transaction id with the caller id it belongs to: (caller_id, key).
+ScopedKey = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """What a client transaction id was first used for, and what it produced."""
+    """What a client transaction id was first used for, by whom, and what it produced."""
 
+    caller_id: str
     key: str
     operation: str
     fingerprint: str
@@ -208,6 +227,7 @@ class IdempotencyRecord:
     @classmethod
     def of(
         cls,
+        caller_id: str,
         key: str,
         operation: Operation,
         request: Mapping[str, object],
@@ -217,7 +237,14 @@ class IdempotencyRecord:
     ) -> IdempotencyRecord:
         """The record of a request, its fingerprint taken over the request's parameters."""
         digest = fingerprint(operation, **request)
-        return cls(key, operation, digest, transaction_id=transaction_id, wallet_id=wallet_id)
+        return cls(
+            caller_id, key, operation, digest, transaction_id=transaction_id, wallet_id=wallet_id
+        )
+
+    @property
+    def scoped_key(self) -> ScopedKey:
+        """The key as it is stored: the caller's own."""
+        return (self.caller_id, self.key)
 
     def is_replayed_by(self, record: IdempotencyRecord) -> bool:
         """Whether `record` asks again for what this key was first used for."""
@@ -245,6 +272,24 @@ class HistoryRequest:
     backward: bool = False
     types: frozenset[TransactionType] | None = None
     statuses: frozenset[TransactionStatus] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedWalletsRequest:
+    """Which of an owner's wallets to read, oldest first: `limit` after the (created_at, id)
+    position `after`."""
+
+    owner_id: str
+    limit: int
+    after: tuple[datetime, UUID] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletPage:
+    """A slice of an owner's wallets, oldest first."""
+
+    wallets: list[Wallet] = field(default_factory=list)
+    has_next: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,14 @@ from wallet.domain.model import (
     HistoryRequest,
     IdempotencyRecord,
     LedgerEntry,
+    OwnedWalletsRequest,
     Page,
+    ScopedKey,
     Transaction,
     Wallet,
+    WalletFacts,
+    WalletPage,
 )
-from wallet.domain.money import Currency
 
 
 class WalletRepository(Protocol):
@@ -28,9 +31,9 @@ class WalletRepository(Protocol):
         """The wallets that exist, by id, read without locking."""
         ...
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
-        """The currency of each wallet that exists. A wallet's currency never changes, so
-        this may be answered without asking the database."""
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
+        """The currency and owner of each wallet that exist. They never change, so this may
+        be answered without asking the database."""
         ...
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
@@ -56,16 +59,16 @@ class IdempotencyKeys(Protocol):
         """
         ...
 
-    async def get(self, key: str) -> IdempotencyRecord | None: ...
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None: ...
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
-        """Record the keys that are free; returns, by key, what the others were first
-        recorded for. The keys must differ from each other."""
+    ) -> dict[ScopedKey, IdempotencyRecord]:
+        """Record the keys that are free; returns, by (caller id, key), what the others were
+        first recorded for. The scoped keys must differ from each other."""
         ...
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
         """Forget keys this unit of work claimed, for requests it ended up refusing."""
         ...
 
@@ -147,6 +150,10 @@ class HistoryQuery(Protocol):
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]: ...
 
     async def history(self, request: HistoryRequest) -> Page: ...
+
+    async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
+        """The owner's wallets, oldest first."""
+        ...
 
 
 class TransactionFeed(Protocol):

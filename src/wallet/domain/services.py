@@ -8,6 +8,9 @@ aborts one to break a conflict. Neither happens in here.
 Lock order is always the same: wallet rows in ascending id order, then the idempotency key,
 then the transaction row, so two units of work can wait for each other but never in a cycle.
 Field names in errors are the commands' own; the edge maps them to its input paths.
+
+Every request's use case is told its caller first, and asks access.py what that caller may
+do; settle() and fail_pending() are the worker's, which acts for nobody in particular.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
+from wallet.domain import access
+from wallet.domain.callers import Caller
 from wallet.domain.errors import (
     CurrencyMismatch,
     IdempotencyKeyReused,
@@ -25,7 +30,14 @@ from wallet.domain.errors import (
     WalletError,
     WalletNotFound,
 )
-from wallet.domain.model import IdempotencyRecord, LedgerEntry, Operation, Transaction, Wallet
+from wallet.domain.model import (
+    IdempotencyRecord,
+    LedgerEntry,
+    Operation,
+    Transaction,
+    Wallet,
+    WalletFacts,
+)
 from wallet.domain.money import Currency, Money, parse_positive_amount
 from wallet.domain.ports import UnitOfWork
 
@@ -39,6 +51,8 @@ class CreateWallet:
     currency: str = "USD"
     initial_balance: str = "0"
     client_transaction_id: str | None = None
+    # Admins only: whose wallet it is; the caller's when None.
+    owner_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +77,19 @@ class Transfer:
     client_transaction_id: str
 
 
-async def create_wallet(uow: UnitOfWork, command: CreateWallet) -> Wallet:
+async def create_wallet(caller: Caller, uow: UnitOfWork, command: CreateWallet) -> Wallet:
     key = check_key(command.client_transaction_id)
     currency = Currency.of(command.currency)
     initial = Money.parse(command.initial_balance, currency, field="initial_balance")
     if initial.minor > 0:
         initial = parse_positive_amount(command.initial_balance, currency, field="initial_balance")
-    wallet = Wallet.open(currency)
+    owner_id = access.owner_of_new_wallet(caller, command.owner_id, funded=initial.minor > 0)
+    wallet = Wallet.open(currency, owner_id=owner_id)
     async with uow:
         if key is not None:
-            request = {"currency": currency.code, "initial": initial.minor}
+            request = {"currency": currency.code, "initial": initial.minor, "owner": owner_id}
             record = IdempotencyRecord.of(
-                key, Operation.CREATE_WALLET, request, wallet_id=wallet.id
+                caller.id, key, Operation.CREATE_WALLET, request, wallet_id=wallet.id
             )
             earlier = await claim(uow, record)
             if earlier is not None:
@@ -88,15 +103,19 @@ async def create_wallet(uow: UnitOfWork, command: CreateWallet) -> Wallet:
     return wallet
 
 
-async def deposit(uow: UnitOfWork, command: Deposit) -> Transaction:
-    """Deposits are applied at once: there is nothing they can wait for."""
+async def deposit(caller: Caller, uow: UnitOfWork, command: Deposit) -> Transaction:
+    """Deposits are applied at once: there is nothing they can wait for. A caller who may
+    deposit may deposit into any wallet."""
     wallet_id = parse_wallet_id(command.wallet_id, field="wallet_id")
     key = check_key(command.client_transaction_id)
+    access.check_deposit(caller)
     async with uow:
         wallet = _found(await uow.wallets.lock([wallet_id]), wallet_id, field="wallet_id")
         amount = parse_positive_amount(command.amount, wallet.currency)
         deposit = Transaction.deposit(amount, receiver=wallet_id, key=key)
-        record = _record(key, Operation.DEPOSIT, deposit, wallet=wallet_id, amount=amount.minor)
+        record = _record(
+            caller, key, Operation.DEPOSIT, deposit, wallet=wallet_id, amount=amount.minor
+        )
         if record is not None:
             earlier = await claim(uow, record)
             if earlier is not None:
@@ -107,30 +126,34 @@ async def deposit(uow: UnitOfWork, command: Deposit) -> Transaction:
     return deposit
 
 
-async def withdraw(uow: UnitOfWork, command: Withdraw) -> Transaction:
+async def withdraw(caller: Caller, uow: UnitOfWork, command: Withdraw) -> Transaction:
     """Record a PENDING withdrawal; settle() decides it under the wallet's lock."""
     wallet_id = parse_wallet_id(command.wallet_id, field="wallet_id")
     key = check_key(command.client_transaction_id)
     async with uow:
-        currencies = await uow.wallets.currencies([wallet_id])
-        amount = parse_positive_amount(command.amount, _found(currencies, wallet_id, "wallet_id"))
+        facts = await uow.wallets.facts([wallet_id])
+        wallet = _owned(caller, facts, wallet_id, field="wallet_id")
+        amount = parse_positive_amount(command.amount, wallet.currency)
         withdrawal = Transaction.withdrawal(amount, sender=wallet_id, key=key)
-        record = _record(key, Operation.WITHDRAW, withdrawal, wallet=wallet_id, amount=amount.minor)
+        record = _record(
+            caller, key, Operation.WITHDRAW, withdrawal, wallet=wallet_id, amount=amount.minor
+        )
         return await _submit(uow, withdrawal, record)
 
 
-async def transfer(uow: UnitOfWork, command: Transfer) -> Transaction:
-    """Record a PENDING transfer; settle() decides it under both wallets' locks."""
+async def transfer(caller: Caller, uow: UnitOfWork, command: Transfer) -> Transaction:
+    """Record a PENDING transfer; settle() decides it under both wallets' locks. The sender
+    must be the caller's to move money out of; the receiver may be anyone's."""
     sender_id = parse_wallet_id(command.from_wallet_id, field="from_wallet_id")
     receiver_id = parse_wallet_id(command.to_wallet_id, field="to_wallet_id")
     key = check_key(command.client_transaction_id)
     if sender_id == receiver_id:
         raise SameWallet("a transfer needs two different wallets", field="to_wallet_id")
     async with uow:
-        # A wallet's currency never changes, so nothing needs locking until settle().
-        currencies = await uow.wallets.currencies([sender_id, receiver_id])
-        sender = _found(currencies, sender_id, field="from_wallet_id")
-        receiver = _found(currencies, receiver_id, field="to_wallet_id")
+        # A wallet's currency and owner never change, so nothing needs locking until settle().
+        facts = await uow.wallets.facts([sender_id, receiver_id])
+        sender = _owned(caller, facts, sender_id, field="from_wallet_id").currency
+        receiver = _found(facts, receiver_id, field="to_wallet_id").currency
         if sender != receiver:
             raise CurrencyMismatch(
                 f"wallet {sender_id} holds {sender.code} and wallet "
@@ -140,6 +163,7 @@ async def transfer(uow: UnitOfWork, command: Transfer) -> Transaction:
         amount = parse_positive_amount(command.amount, sender)
         transfer = Transaction.transfer(amount, sender=sender_id, receiver=receiver_id, key=key)
         record = _record(
+            caller,
             key,
             Operation.TRANSFER,
             transfer,
@@ -150,12 +174,12 @@ async def transfer(uow: UnitOfWork, command: Transfer) -> Transaction:
         return await _submit(uow, transfer, record)
 
 
-async def submit(uow: UnitOfWork, command: Withdraw | Transfer) -> Transaction:
+async def submit(caller: Caller, uow: UnitOfWork, command: Withdraw | Transfer) -> Transaction:
     """A withdrawal or a transfer: both are recorded PENDING the same way, so they can share
     a group commit."""
     if isinstance(command, Withdraw):
-        return await withdraw(uow, command)
-    return await transfer(uow, command)
+        return await withdraw(caller, uow, command)
+    return await transfer(caller, uow, command)
 
 
 async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Transaction]:
@@ -226,12 +250,16 @@ def check_key(key: str | None, field: str = "client_transaction_id") -> str | No
 
 
 def _record(
-    key: str | None, operation: Operation, transaction: Transaction, **request: object
+    caller: Caller,
+    key: str | None,
+    operation: Operation,
+    transaction: Transaction,
+    **request: object,
 ) -> IdempotencyRecord | None:
-    """What the key is claimed with, when the request has one."""
+    """What the caller's key is claimed with, when the request has one."""
     if key is None:
         return None
-    return IdempotencyRecord.of(key, operation, request, transaction_id=transaction.id)
+    return IdempotencyRecord.of(caller.id, key, operation, request, transaction_id=transaction.id)
 
 
 async def claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
@@ -255,6 +283,15 @@ def _found(found: dict[UUID, T], wanted: UUID, field: str) -> T:
     return found[wanted]
 
 
+def _owned(caller: Caller, found: dict[UUID, WalletFacts], wanted: UUID, field: str) -> WalletFacts:
+    """The wallet money moves out of: one the caller may not touch is refused exactly as an
+    unknown one, so an id never tells whether someone else's wallet exists."""
+    wallet = found.get(wanted)
+    if wallet is None or not access.may_move_out_of(caller, wallet):
+        raise WalletNotFound(f"there is no wallet {wanted}", field=field)
+    return wallet
+
+
 async def _submit(
     uow: UnitOfWork, transaction: Transaction, record: IdempotencyRecord | None
 ) -> Transaction:
@@ -262,7 +299,7 @@ async def _submit(
     if submitted is not None:
         return submitted
     assert record is not None, "only a taken key stops a submission"
-    earlier = await uow.idempotency_keys.get(record.key)
+    earlier = await uow.idempotency_keys.get(record.scoped_key)
     assert earlier is not None, "a taken key is never given back once committed"
     return await _recorded_transaction(uow, _replayed(earlier, record))
 

@@ -22,8 +22,14 @@ from typing import Any, Self
 from uuid import UUID
 
 from wallet.domain.errors import WalletError
-from wallet.domain.model import IdempotencyRecord, LedgerEntry, Transaction, Wallet
-from wallet.domain.money import Currency
+from wallet.domain.model import (
+    IdempotencyRecord,
+    LedgerEntry,
+    ScopedKey,
+    Transaction,
+    Wallet,
+    WalletFacts,
+)
 from wallet.domain.ports import UnitOfWork
 
 
@@ -36,7 +42,7 @@ class _Kind(IntEnum):
     """The kinds of call members make, in the order they are made (the lock order)."""
 
     LOCK = 1
-    CURRENCIES = 2
+    FACTS = 2
     CLAIM = 3
     CALL = 4  # anything else, made one by one
     WRITE = 5
@@ -79,9 +85,9 @@ class SharedUnitOfWork:
     # sum of the entries written for it since, which must always explain its balance.
     locked: dict[UUID, Wallet] = field(default_factory=dict)
     explained: dict[UUID, int] = field(default_factory=dict)
-    claimed: dict[int, list[str]] = field(default_factory=dict)
+    claimed: dict[int, list[ScopedKey]] = field(default_factory=dict)
     wrote: set[int] = field(default_factory=set)
-    unclaim: list[str] = field(default_factory=list)
+    unclaim: list[ScopedKey] = field(default_factory=list)
 
     async def run(self, runs: Sequence[Callable[[UnitOfWork], Awaitable[Any]]]) -> list[Any]:
         """Run each with a member of its own; answers in order, a refusal or (once committed)
@@ -180,8 +186,8 @@ class SharedUnitOfWork:
             self.explained.update({i: w.balance.minor for i, w in got.items()})
         return [{i: self.locked[i] for i in ids if i in self.locked} for ids in asked]
 
-    async def _currencies(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, Currency]]:
-        known = await self.uow.wallets.currencies(set().union(*asked))
+    async def _facts(self, asked: list[set[UUID]], _: list[int]) -> list[dict[UUID, WalletFacts]]:
+        known = await self.uow.wallets.facts(set().union(*asked))
         return [{i: known[i] for i in ids if i in known} for ids in asked]
 
     async def _claim(
@@ -189,9 +195,9 @@ class SharedUnitOfWork:
     ) -> list[IdempotencyRecord | None]:
         earlier = await self.uow.idempotency_keys.claim_many(records)
         for record, member in zip(records, members, strict=True):
-            if record.key not in earlier:
-                self.claimed.setdefault(member, []).append(record.key)
-        return [earlier.get(record.key) for record in records]
+            if record.scoped_key not in earlier:
+                self.claimed.setdefault(member, []).append(record.scoped_key)
+        return [earlier.get(record.scoped_key) for record in records]
 
     async def _write(self, writes: list[_Write], members: list[int]) -> list[list[Transaction]]:
         self.wrote.update(members)
@@ -240,7 +246,7 @@ class SharedUnitOfWork:
 
 _MAKE: dict[_Kind, Callable[[SharedUnitOfWork, list[Any], list[int]], Awaitable[Sequence[Any]]]] = {
     _Kind.LOCK: SharedUnitOfWork._lock,
-    _Kind.CURRENCIES: SharedUnitOfWork._currencies,
+    _Kind.FACTS: SharedUnitOfWork._facts,
     _Kind.CLAIM: SharedUnitOfWork._claim,
     _Kind.WRITE: SharedUnitOfWork._write,
     _Kind.SUBMIT: SharedUnitOfWork._submit,
@@ -321,8 +327,8 @@ class _Wallets:
         found: dict[UUID, Wallet] = await self._member.call(lambda u: u.wallets.get_many(ids))
         return found
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
-        known: dict[UUID, Currency] = await self._member.ask(_Kind.CURRENCIES, set(wallet_ids))
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
+        known: dict[UUID, WalletFacts] = await self._member.ask(_Kind.FACTS, set(wallet_ids))
         return known
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
@@ -361,7 +367,7 @@ class _Keys:
         earlier: IdempotencyRecord | None = await self._member.ask(_Kind.CLAIM, record)
         return earlier
 
-    async def get(self, key: str) -> IdempotencyRecord | None:
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None:
         found: IdempotencyRecord | None = await self._member.call(
             lambda u: u.idempotency_keys.get(key)
         )
@@ -369,11 +375,11 @@ class _Keys:
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
-        earlier: dict[str, IdempotencyRecord] = await self._member.call(
+    ) -> dict[ScopedKey, IdempotencyRecord]:
+        earlier: dict[ScopedKey, IdempotencyRecord] = await self._member.call(
             lambda u: u.idempotency_keys.claim_many(records), writes=True
         )
         return earlier
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
         await self._member.call(lambda u: u.idempotency_keys.release(keys), writes=True)

@@ -4,7 +4,7 @@ that keeps them in Redis (the read cache's entries, the pub/sub change feed).
 By name, not by position: a field added or moved cannot shift the others. The names are the
 columns' (tables.py), which are the records' fields, except that a Money is two: `amount` or
 `balance` in minor units, and `currency`. A change of format needs a new cache key version
-(`key("cache", "v2")` where the cache is built): entries of the old format are never read.
+(`key("cache", "v3")` where the cache is built): entries of the old format are never read.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def text_of(value: bytes | str) -> str:
 def wallet_data(w: Wallet) -> dict[str, Any]:
     return {
         "id": str(w.id),
+        "owner_id": w.owner_id,
         "currency": w.currency.code,
         "balance": w.balance.minor,
         "version": w.version,
@@ -48,6 +49,7 @@ def wallet_of(data: dict[str, Any]) -> Wallet:
     currency = Currency.of(data["currency"])
     return Wallet(
         id=UUID(data["id"]),
+        owner_id=data["owner_id"],
         currency=currency,
         balance=Money(data["balance"], currency),
         version=data["version"],

@@ -9,7 +9,14 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.model import (
+    HistoryRequest,
+    OwnedWalletsRequest,
+    Page,
+    Transaction,
+    Wallet,
+    WalletPage,
+)
 from wallet.persistence.history_filter import HistoryFilter
 from wallet.persistence.rows import transaction_from_row, wallet_from_row
 from wallet.persistence.tables import transactions, wallets
@@ -32,6 +39,17 @@ class SqlHistoryQuery:
             )
             found = {row["id"]: transaction_from_row(row) for row in result.mappings()}
         return [found.get(i) for i in transaction_ids]
+
+    async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
+        # One range of the wallets_by_owner index: (owner_id, created_at, id).
+        statement = select(wallets).where(wallets.c.owner_id == request.owner_id)
+        if request.after is not None:
+            position = tuple_(wallets.c.created_at, wallets.c.id)
+            statement = statement.where(position > tuple_(*request.after))
+        statement = statement.order_by(wallets.c.created_at, wallets.c.id).limit(request.limit + 1)
+        async with self._engine.connect() as connection:
+            rows = [wallet_from_row(r) for r in (await connection.execute(statement)).mappings()]
+        return WalletPage(rows[: request.limit], has_next=len(rows) > request.limit)
 
     async def history(self, request: HistoryRequest) -> Page:
         async with self._engine.connect() as connection:

@@ -8,8 +8,10 @@ from uuid import UUID
 
 from wallet.domain.model import (
     IdempotencyRecord,
+    ScopedKey,
     Transaction,
     Wallet,
+    WalletFacts,
 )
 from wallet.domain.money import Currency
 from wallet.persistence import statements as sql
@@ -24,25 +26,25 @@ from wallet.persistence.rows import (
 if TYPE_CHECKING:
     from wallet.persistence.unit_of_work import SqlUnitOfWork
 
-# Wallets whose currency a process remembers; past this it forgets them all and starts over.
-MAX_REMEMBERED_CURRENCIES = 200_000
+# Wallets whose facts a process remembers; past this it forgets them all and starts over.
+MAX_REMEMBERED_WALLETS = 200_000
 
 
-class CurrencyBook:
-    """The currency of each wallet this process has met. Shared by its units of work: a
-    wallet's currency is fixed when it is created and wallets are never deleted, so what
-    is remembered is never out of date."""
+class FactBook:
+    """The currency and owner of each wallet this process has met. Shared by its units of
+    work: both are fixed when a wallet is created and wallets are never deleted, so what is
+    remembered is never out of date."""
 
     def __init__(self) -> None:
-        self._known: dict[UUID, Currency] = {}
+        self._known: dict[UUID, WalletFacts] = {}
 
-    def get(self, wallet_id: UUID) -> Currency | None:
+    def get(self, wallet_id: UUID) -> WalletFacts | None:
         return self._known.get(wallet_id)
 
-    def learn(self, wallet_id: UUID, currency: Currency) -> None:
-        if len(self._known) >= MAX_REMEMBERED_CURRENCIES:
+    def learn(self, wallet_id: UUID, facts: WalletFacts) -> None:
+        if len(self._known) >= MAX_REMEMBERED_WALLETS:
             self._known.clear()
-        self._known[wallet_id] = currency
+        self._known[wallet_id] = facts
 
 
 class SqlWallets:
@@ -51,7 +53,7 @@ class SqlWallets:
 
     async def add(self, wallet: Wallet) -> Wallet:
         row = await (await self._uow.begun()).fetchrow(
-            sql.ADD_WALLET, wallet.id, wallet.currency.code, wallet.balance.minor
+            sql.ADD_WALLET, wallet.id, wallet.owner_id, wallet.currency.code, wallet.balance.minor
         )
         added = wallet_from_row(row)
         self._uow.wallets_changed[added.id] = added
@@ -64,21 +66,22 @@ class SqlWallets:
         rows = await (await self._uow.reading()).fetch(sql.GET_WALLETS, list(wallet_ids))
         return {row["id"]: wallet_from_row(row) for row in rows}
 
-    async def currencies(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Currency]:
-        book = self._uow.currencies
-        known: dict[UUID, Currency] = {}
+    async def facts(self, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletFacts]:
+        book = self._uow.facts
+        known: dict[UUID, WalletFacts] = {}
         unknown: list[UUID] = []
         for wallet_id in wallet_ids:
-            currency = book.get(wallet_id)
-            if currency is None:
+            facts = book.get(wallet_id)
+            if facts is None:
                 unknown.append(wallet_id)
             else:
-                known[wallet_id] = currency
+                known[wallet_id] = facts
         if unknown:
             # Outside the transaction, if none is open: nothing else depends on this read.
-            for row in await self._uow.connection.fetch(sql.CURRENCIES, unknown):
-                known[row["id"]] = currency = Currency.of(row["currency"])
-                book.learn(row["id"], currency)
+            for row in await self._uow.connection.fetch(sql.FACTS, unknown):
+                facts = WalletFacts(Currency.of(row["currency"]), row["owner_id"])
+                known[row["id"]] = facts
+                book.learn(row["id"], facts)
         return known
 
     async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
@@ -110,31 +113,36 @@ class SqlIdempotencyKeys:
         self._uow = uow
 
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        return (await self.claim_many([record])).get(record.key)
+        return (await self.claim_many([record])).get(record.scoped_key)
 
     async def claim_many(
         self, records: Sequence[IdempotencyRecord]
-    ) -> dict[str, IdempotencyRecord]:
+    ) -> dict[ScopedKey, IdempotencyRecord]:
         if not records:
             return {}
         connection = await self._uow.begun()
         claimed = {
-            row["key"]
+            (row["caller_id"], row["key"])
             for row in await connection.fetch(
                 sql.CLAIM_KEYS, *column_arrays(records, IDEMPOTENCY_KEY_COLUMNS, sql.CLAIMED)
             )
         }
-        taken = [r.key for r in records if r.key not in claimed]
+        taken = [r.scoped_key for r in records if r.scoped_key not in claimed]
         if not taken:
             return {}
         return {
-            row["key"]: idempotency_record_from_row(row)
-            for row in await connection.fetch(sql.GET_KEYS, taken)
+            (row["caller_id"], row["key"]): idempotency_record_from_row(row)
+            for row in await connection.fetch(sql.GET_KEYS, *_pairs(taken))
         }
 
-    async def release(self, keys: Sequence[str]) -> None:
-        await (await self._uow.begun()).execute(sql.RELEASE_KEYS, list(keys))
+    async def release(self, keys: Sequence[ScopedKey]) -> None:
+        await (await self._uow.begun()).execute(sql.RELEASE_KEYS, *_pairs(keys))
 
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        row = await (await self._uow.reading()).fetchrow(sql.GET_KEYS, [key])
+    async def get(self, key: ScopedKey) -> IdempotencyRecord | None:
+        row = await (await self._uow.reading()).fetchrow(sql.GET_KEYS, *_pairs([key]))
         return idempotency_record_from_row(row) if row is not None else None
+
+
+def _pairs(keys: Sequence[ScopedKey]) -> tuple[list[str], list[str]]:
+    """Scoped keys as the two arrays GET_KEYS and RELEASE_KEYS take: callers, keys."""
+    return [caller for caller, _ in keys], [key for _, key in keys]

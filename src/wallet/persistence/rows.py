@@ -32,6 +32,7 @@ def wallet_from_row(row: Row) -> Wallet:
     currency = Currency.of(row["currency"])
     return Wallet(
         id=row["id"],
+        owner_id=row["owner_id"],
         currency=currency,
         balance=Money(row["balance"], currency),
         version=row["version"],
@@ -59,6 +60,7 @@ def transaction_from_row(row: Row) -> Transaction:
 
 def idempotency_record_from_row(row: Row) -> IdempotencyRecord:
     return IdempotencyRecord(
+        caller_id=row["caller_id"],
         key=row["key"],
         operation=row["operation"],
         fingerprint=row["fingerprint"],
@@ -70,6 +72,7 @@ def idempotency_record_from_row(row: Row) -> IdempotencyRecord:
 # Each column's value of a record, by the column's name.
 WALLET_COLUMNS: Mapping[str, Callable[[Wallet], Any]] = {
     "id": attrgetter("id"),
+    "owner_id": attrgetter("owner_id"),
     "currency": lambda w: w.currency.code,
     "balance": lambda w: w.balance.minor,
     "version": attrgetter("version"),
@@ -91,7 +94,7 @@ LEDGER_ENTRY_COLUMNS: Mapping[str, Callable[[LedgerEntry], Any]] = {
 }
 IDEMPOTENCY_KEY_COLUMNS: Mapping[str, Callable[[IdempotencyRecord], Any]] = {
     name: attrgetter(name)
-    for name in ("key", "operation", "fingerprint", "transaction_id", "wallet_id")
+    for name in ("caller_id", "key", "operation", "fingerprint", "transaction_id", "wallet_id")
 }
 
 

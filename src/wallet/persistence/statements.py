@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 
 ADD_WALLET = """
-    INSERT INTO wallets (id, currency, balance) VALUES ($1, $2, $3)
+    INSERT INTO wallets (id, owner_id, currency, balance) VALUES ($1, $2, $3, $4)
     RETURNING *
 """
 GET_WALLETS = "SELECT * FROM wallets WHERE id = ANY($1::uuid[])"
-CURRENCIES = "SELECT id, currency FROM wallets WHERE id = ANY($1::uuid[])"
+FACTS = "SELECT id, currency, owner_id FROM wallets WHERE id = ANY($1::uuid[])"
 # LockRows sits above the Sort in the plan, so the rows are locked in id order. FOR NO KEY
 # UPDATE, not FOR UPDATE: inserting a transaction takes KEY SHARE locks on its wallets (the
 # foreign keys), which FOR UPDATE would conflict with, so recording a transfer would wait for
@@ -32,20 +32,28 @@ PENDING = """
 # sent at the same time sees the first one's outcome. In key order: two units of work claiming
 # overlapping keys then wait for each other in one direction only, never in a cycle.
 CLAIM_KEYS = """
-    INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id, wallet_id)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[])
-        AS v(key, operation, fingerprint, transaction_id, wallet_id)
-    ORDER BY key
-    ON CONFLICT (key) DO NOTHING
-    RETURNING key
+    INSERT INTO idempotency_keys (
+        caller_id, key, operation, fingerprint, transaction_id, wallet_id
+    )
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[]
+    ) AS v(caller_id, key, operation, fingerprint, transaction_id, wallet_id)
+    ORDER BY caller_id, key
+    ON CONFLICT (caller_id, key) DO NOTHING
+    RETURNING caller_id, key
 """
 # CLAIM_KEYS' parameters, the columns of each record in its unnest()'s order.
-CLAIMED = ("key", "operation", "fingerprint", "transaction_id", "wallet_id")
+CLAIMED = ("caller_id", "key", "operation", "fingerprint", "transaction_id", "wallet_id")
+# Keys are (caller id, key) pairs, given as two arrays of equal length.
 GET_KEYS = """
-    SELECT key, operation, fingerprint, transaction_id, wallet_id
-    FROM idempotency_keys WHERE key = ANY($1::text[])
+    SELECT caller_id, key, operation, fingerprint, transaction_id, wallet_id
+    FROM idempotency_keys
+    WHERE (caller_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
-RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
+RELEASE_KEYS = """
+    DELETE FROM idempotency_keys
+    WHERE (caller_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
 
 # What one step writes goes in one statement, whatever its size: each part (transactions
 # recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
@@ -152,24 +160,25 @@ def write_statement(parts: tuple[str, ...]) -> str:
 
 # Submissions in one statement: each one's idempotency key and its PENDING transaction
 # together, or, when its key is already taken, neither (ON CONFLICT waits for a concurrent
-# holder of the key to commit or roll back). Keys are claimed in key order, so statements
-# claiming overlapping keys never wait for each other in a cycle. The keys' foreign keys to
-# their transactions are deferred: checked once every row is in.
+# holder of the key to commit or roll back). Keys are claimed in (caller id, key) order, so
+# statements claiming overlapping keys never wait for each other in a cycle. The keys'
+# foreign keys to their transactions are deferred: checked once every row is in.
 SUBMIT = """
     WITH now AS (SELECT clock_timestamp() AS at),
     v AS (
         SELECT * FROM unnest(
             $1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[],
-            $7::text[], $8::text[], $9::text[], $10::text[]
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]
         ) WITH ORDINALITY AS v(
-            id, type, amount, currency, sender, receiver, reference, key, operation,
-            fingerprint, n
+            id, type, amount, currency, sender, receiver, reference, caller_id, key,
+            operation, fingerprint, n
         )
     ),
     claimed AS (
-        INSERT INTO idempotency_keys (key, operation, fingerprint, transaction_id)
-        SELECT key, operation, fingerprint, id FROM v WHERE key IS NOT NULL ORDER BY key
-        ON CONFLICT (key) DO NOTHING
+        INSERT INTO idempotency_keys (caller_id, key, operation, fingerprint, transaction_id)
+        SELECT caller_id, key, operation, fingerprint, id FROM v
+        WHERE key IS NOT NULL ORDER BY caller_id, key
+        ON CONFLICT (caller_id, key) DO NOTHING
         RETURNING transaction_id
     )
     INSERT INTO transactions (
@@ -193,4 +202,4 @@ SUBMITTED = (
     "receiver_wallet_id",
     "client_transaction_id",
 )
-SUBMITTED_KEYS = ("key", "operation", "fingerprint")
+SUBMITTED_KEYS = ("caller_id", "key", "operation", "fingerprint")

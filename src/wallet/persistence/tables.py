@@ -32,9 +32,13 @@ class WalletRow(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="wallets_currency_check"),
         CheckConstraint("balance >= 0", name="balance_never_negative"),
+        # viewer.wallets: a caller's wallets, oldest first, paged by (created_at, id).
+        Index("wallets_by_owner", "owner_id", "created_at", "id"),
     )
 
     id: UUID = Field(primary_key=True)
+    # The caller id (a token's `sub`) of the wallet's owner.
+    owner_id: str = Field(sa_column=Column(Text, nullable=False))
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     balance: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
     version: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
@@ -146,6 +150,8 @@ class IdempotencyKeyRow(SQLModel, table=True):
         ),
     )
 
+    # A key is the caller's own: two callers may use the same one without ever meeting.
+    caller_id: str = Field(sa_column=Column(Text, primary_key=True))
     key: str = Field(sa_column=Column(Text, primary_key=True))
     operation: str = Field(sa_column=Column(String(32), nullable=False))
     fingerprint: str = Field(sa_column=Column(String(64), nullable=False))

@@ -27,7 +27,7 @@ from wallet.domain.ports import CommitListener
 from wallet.persistence import statements as sql
 from wallet.persistence.database import is_disconnect
 from wallet.persistence.repositories import (
-    CurrencyBook,
+    FactBook,
     SqlIdempotencyKeys,
     SqlTransactions,
     SqlWallets,
@@ -52,11 +52,11 @@ class SqlUnitOfWork:
         self,
         engine: AsyncEngine,
         listeners: Sequence[CommitListener] = (),
-        currencies: CurrencyBook | None = None,
+        facts: FactBook | None = None,
     ) -> None:
         self._engine = engine
         self._listeners = listeners
-        self.currencies = currencies or CurrencyBook()
+        self.facts = facts or FactBook()
         self._pooled: AsyncConnection | None = None
         self._connection: asyncpg.Connection | None = None
         self._transaction: Any = None

@@ -5,7 +5,7 @@ from strawberry.types import Info
 
 from wallet.domain import services
 from wallet.domain.errors import WalletError
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import Request, run_alone
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.schema.context import Context
 from wallet.schema.types import (
@@ -40,9 +40,12 @@ class Mutation:
             currency=input.currency,
             initial_balance=input.initial_balance,
             client_transaction_id=input.client_transaction_id,
+            owner_id=input.owner_id,
         )
         try:
-            wallet = await run_alone(info.context.uow_factory, services.create_wallet, command)
+            wallet = await run_alone(
+                info.context.uow_factory, services.create_wallet, info.context.caller, command
+            )
         except WalletError as error:
             return CreateWalletPayload(wallet=None, errors=[UserError.from_domain(error)])
         return CreateWalletPayload(wallet=Wallet.from_domain(wallet), errors=[])
@@ -51,7 +54,7 @@ class Mutation:
     async def deposit(self, info: Info[Context, None], input: DepositInput) -> TransactionPayload:
         command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await info.context.deposit(command)
+            transaction = await info.context.deposit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, transaction)
@@ -60,7 +63,7 @@ class Mutation:
     async def withdraw(self, info: Info[Context, None], input: WithdrawInput) -> TransactionPayload:
         command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
         try:
-            transaction = await info.context.submit(command)
+            transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))
@@ -71,7 +74,7 @@ class Mutation:
             input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
         )
         try:
-            transaction = await info.context.submit(command)
+            transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))

@@ -7,6 +7,7 @@ from uuid import UUID
 import strawberry
 from strawberry.types import Info
 
+from wallet.domain import access
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.persistence.database import is_disconnect
 from wallet.schema.context import Context
@@ -64,7 +65,8 @@ class Subscription:
         # Listen before reading, so that no change falls between the read and the listening.
         async with info.context.feed.transaction(transaction_id) as changes:
             current = await _current(info, transaction_id)
-            if current is None:
+            # One the caller may not see is told exactly as one that does not exist.
+            if current is None or not await info.context.sees(current):
                 raise PublicError(f"there is no transaction {transaction_id}")
             yield _fresh(info, current)
             misses = 0  # rechecks in a row that could not reach PostgreSQL
@@ -82,6 +84,10 @@ class Subscription:
                 if change.status == current.status:
                     continue
                 current = change
+                # Its wallets and their owners never change, so neither does the answer; asked
+                # again so that no event reaches a caller the rules would not show it to.
+                if not await info.context.sees(current):
+                    raise PublicError(f"there is no transaction {transaction_id}")
                 yield _fresh(info, current)
 
     @strawberry.subscription(
@@ -96,9 +102,15 @@ class Subscription:
         wallet = id_argument(wallet_id, "walletId")
         async with info.context.feed.wallet(wallet) as changes:
             (found,) = await info.context.reads.wallets([wallet])
-            if found is None:
+            # For its owner and admins only; to anyone else it does not exist.
+            if found is None or not access.may_see(info.context.caller, found):
                 raise WalletNotFoundError(f"there is no wallet {wallet}")
             while True:
                 change = await changes.next(RECHECK_SECONDS)
-                if change is not None:
-                    yield _fresh(info, change)
+                if change is None:
+                    continue
+                # A wallet's owner never changes; asked at each event all the same, so that
+                # what this stream sends is decided by the rules, not by how it was opened.
+                if not access.may_see(info.context.caller, found):
+                    raise WalletNotFoundError(f"there is no wallet {wallet}")
+                yield _fresh(info, change)

@@ -10,6 +10,9 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from wallet.domain import access
+from wallet.domain.callers import Caller
+from wallet.domain.group_commit import Request
 from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
@@ -18,14 +21,25 @@ from wallet.domain.services import Deposit, Transfer, Withdraw
 # (settled at once when run inline, still PENDING when queued for a worker).
 Dispatch = Callable[[Transaction], Awaitable[Transaction]]
 # Applies a deposit (together with the others made at the same time); raises its refusal.
-Depositor = Callable[[Deposit], Awaitable[Transaction]]
+Depositor = Callable[[Request[Deposit]], Awaitable[Transaction]]
 # Records a withdrawal or transfer as PENDING (together with the others made at the same
 # time); raises its refusal.
-Submitter = Callable[[Withdraw | Transfer], Awaitable[Transaction]]
+Submitter = Callable[[Request[Withdraw | Transfer]], Awaitable[Transaction]]
+
+
+class Identity:
+    """Who is asking, once the edge knows: at once over HTTP, on a WebSocket once its
+    connection_init named a caller (its context is made before that)."""
+
+    __slots__ = ("caller",)
+
+    def __init__(self, caller: Caller | None = None) -> None:
+        self.caller = caller
 
 
 @dataclass(slots=True)
 class Context:
+    identity: Identity
     uow_factory: UnitOfWorkFactory
     reads: HistoryQuery
     dispatch: Dispatch
@@ -52,6 +66,28 @@ class Context:
         pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
         read = dict(zip(unique, pages, strict=True))
         return [read[request] for request in requests]
+
+    @property
+    def caller(self) -> Caller:
+        """Who is asking: every rule the use cases and reads apply is about this caller."""
+        caller = self.identity.caller
+        if caller is None:
+            # The edge runs no operation before it has named the caller.
+            raise RuntimeError("an operation ran before its caller was known")
+        return caller
+
+    async def wallet(self, wallet_id: UUID) -> Wallet | None:
+        """The wallet, or None where there is none or this caller may not see it. Loaders and
+        the cache hold whole wallets, whoever asks; what a caller sees is decided here."""
+        return access.visible(self.caller, await self.wallet_loader.load(wallet_id))
+
+    async def sees(self, transaction: Transaction) -> bool:
+        """Whether this caller may see the transaction (it owns one of its wallets)."""
+        if self.caller.is_admin:
+            return True
+        wallets = await self.wallet_loader.load_many(list(transaction.wallet_ids))
+        owners = {w.id: w.owner_id for w in wallets if w is not None}
+        return access.may_see_transaction(self.caller, transaction, owners)
 
     def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
         """Drop loaded wallets after this request changed them."""

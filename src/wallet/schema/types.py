@@ -12,7 +12,7 @@ from strawberry.utils.str_converters import to_camel_case
 
 from wallet.domain import errors as domain_errors
 from wallet.domain import model
-from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest
+from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, OwnedWalletsRequest
 from wallet.schema.context import Context
 from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
 from wallet.schema.scalars import DecimalText
@@ -101,6 +101,7 @@ class Wallet:
     )
     created_at: datetime
     updated_at: datetime
+    owner_id: strawberry.ID = strawberry.field(description="The caller id of its owner.")
 
     @classmethod
     def from_domain(cls, wallet: model.Wallet) -> Wallet:
@@ -108,6 +109,7 @@ class Wallet:
         assert wallet.updated_at is not None
         return cls(
             id=strawberry.ID(str(wallet.id)),
+            owner_id=strawberry.ID(wallet.owner_id),
             currency=wallet.currency.code,
             balance=DecimalText(str(wallet.balance)),
             created_at=wallet.created_at,
@@ -185,10 +187,14 @@ class Wallet:
         )
 
 
-async def _wallet(info: Info[Context, None], wallet_id: UUID | None) -> Wallet | None:
+def _id_or_none(value: UUID | None) -> strawberry.ID | None:
+    return strawberry.ID(str(value)) if value is not None else None
+
+
+async def _wallet(info: Info[Context, None], wallet_id: str | None) -> Wallet | None:
     if wallet_id is None:
         return None
-    wallet = await info.context.wallet_loader.load(wallet_id)
+    wallet = await info.context.wallet(UUID(wallet_id))
     return Wallet.from_domain(wallet) if wallet is not None else None
 
 
@@ -208,8 +214,14 @@ class Transaction:
     completed_at: datetime | None = strawberry.field(
         description="When it became COMPLETED or FAILED; null while PENDING."
     )
-    sender_wallet_id: strawberry.Private[UUID | None]
-    receiver_wallet_id: strawberry.Private[UUID | None]
+    sender_wallet_id: strawberry.ID | None = strawberry.field(
+        description="Set whenever the transaction has a sender wallet, even where "
+        "senderWallet is null."
+    )
+    receiver_wallet_id: strawberry.ID | None = strawberry.field(
+        description="Set whenever the transaction has a receiver wallet, even where "
+        "receiverWallet is null."
+    )
 
     @classmethod
     def from_domain(cls, transaction: model.Transaction) -> Transaction:
@@ -225,8 +237,8 @@ class Transaction:
             error_message=transaction.error_message,
             created_at=transaction.created_at,
             completed_at=transaction.completed_at,
-            sender_wallet_id=transaction.sender_wallet_id,
-            receiver_wallet_id=transaction.receiver_wallet_id,
+            sender_wallet_id=_id_or_none(transaction.sender_wallet_id),
+            receiver_wallet_id=_id_or_none(transaction.receiver_wallet_id),
         )
 
     @strawberry.field(description="Null for a deposit.")
@@ -280,6 +292,10 @@ class CreateWalletInput:
         default=None,
         description="Optional idempotency key: the same key returns the same wallet.",
     )
+    owner_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Admins only: the owner to create it for; the caller when omitted.",
+    )
 
 
 @strawberry.input
@@ -302,3 +318,54 @@ class TransferInput:
     to_wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
+
+
+@strawberry.type
+class WalletEdge:
+    cursor: str
+    node: Wallet
+
+
+@strawberry.type
+class WalletConnection:
+    edges: list[WalletEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Viewer:
+    id: strawberry.ID = strawberry.field(description="The token's `sub`.")
+    scopes: list[str] = strawberry.field(description="The token's scopes.")
+
+    @strawberry.field(description="The wallets the caller owns, oldest first.")
+    async def wallets(
+        self, info: Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> WalletConnection:
+        if first is None:
+            raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
+        if first < 0:
+            raise InvalidArgumentError("`first` must be zero or more", "first")
+        request = OwnedWalletsRequest(
+            owner_id=str(self.id),
+            limit=min(first, MAX_PAGE_SIZE),
+            after=_position(after, "after"),
+        )
+        page = await info.context.reads.owned_wallets(request)
+        edges = []
+        for wallet in page.wallets:
+            assert wallet.created_at is not None
+            edges.append(
+                WalletEdge(
+                    cursor=encode_cursor(wallet.created_at, wallet.id),
+                    node=Wallet.from_domain(wallet),
+                )
+            )
+        return WalletConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )

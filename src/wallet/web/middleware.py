@@ -1,6 +1,13 @@
-"""Pure ASGI middleware in front of GraphQL: request id and access log, body cap, rate limits.
+"""Pure ASGI middleware in front of GraphQL: request id and access log, the caller, body cap,
+rate limits.
 
-Rate limits are per client address: the socket's peer, or the address a proxy listed in
+The caller is named first (web/authentication.py): with tokens required, a GraphQL request
+without a valid bearer token is answered 401 (UNAUTHENTICATED) and nothing of it runs, and a
+WebSocket whose connection_init names no valid one is closed with 4401. /healthz, /readyz,
+/metrics and the GraphiQL page and its files stay open. With tokens required, rate limits
+count per caller.
+
+Without, rate limits are per client address: the socket's peer, or the address a proxy listed in
 `forwarded_allow_ips` wrote in X-Forwarded-For (uvicorn's proxy headers, none trusted by
 default). A header the client picks, such as X-API-Key, would let it pick a fresh counter
 for each request. Every request counts against one limit; every mutation it runs (30
@@ -29,10 +36,15 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wallet.domain.callers import Caller
+from wallet.domain.errors import ErrorCode
+from wallet.schema.context import Identity
+from wallet.web.authentication import IDENTITY, Authenticator, header
 from wallet.web.codes import INVALID_INPUT, RATE_LIMITED, TOO_MANY_MUTATIONS
 from wallet.web.documents import request_mutations, request_operation, request_refusal
 from wallet.web.logs import request_id
 from wallet.web.sockets import ENDS, LEGACY_SUBSCRIPTIONS_ONLY, STARTS, WITH_ID, malformed
+from wallet.web.tokens import Unauthenticated
 
 log = logging.getLogger("wallet.http")
 
@@ -122,6 +134,22 @@ def client_identity(scope: Scope) -> str:
     return "ip:" + (client[0] if client else "unknown")
 
 
+def _counted_as(authenticator: Authenticator, caller: Caller, scope: Scope) -> str:
+    """Whose counters a request counts against: its caller's once callers are named by
+    tokens; its address while every caller is the same anonymous one."""
+    return f"caller:{caller.id}" if authenticator.required else client_identity(scope)
+
+
+def _is_graphiql_page(scope: Scope) -> bool:
+    """The GraphiQL page (a browser's GET of /graphql for HTML, no query): open to anyone."""
+    if scope["method"] != "GET" or b"query=" in scope.get("query_string", b""):
+        return False
+    return "text/html" in (header(scope, b"accept") or "")
+
+
+UNAUTHENTICATED_MESSAGE = "a valid bearer token is required (Authorization: Bearer <JWT>)"
+
+
 class EdgeMiddleware:
     def __init__(
         self,
@@ -131,8 +159,10 @@ class EdgeMiddleware:
         max_tokens: int,
         max_socket_operations: int,
         limits: RateLimits | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.app = app
+        self.authenticator = authenticator or Authenticator()
         self.max_body_bytes = max_body_bytes
         self.max_tokens = max_tokens
         self.max_socket_operations = max_socket_operations
@@ -180,12 +210,31 @@ class EdgeMiddleware:
             if wait is not None:
                 await send({"type": "websocket.close", "code": 1013})
                 return
+        # Known at once without tokens; with them, once connection_init names a caller.
+        identity = Identity(
+            None if self.authenticator.required else await self.authenticator.caller(None)
+        )
+        scope[IDENTITY] = identity
         frames = _FrameCheck(
             receive, send, client, self.limits, self.max_tokens, self.max_socket_operations
         )
+        frames.authenticator = self.authenticator
+        frames.identity = identity
+        frames.upgrade_authorization = header(scope, b"authorization")
         await self.app(scope, frames, frames.sent)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = client_identity(scope)
+        if scope["path"] == "/graphql" and not _is_graphiql_page(scope):
+            try:
+                caller = await self.authenticator.caller(header(scope, b"authorization"))
+            except Unauthenticated as unknown:
+                log.info("unauthenticated request: %s", unknown.reason)
+                unauthenticated = _error(UNAUTHENTICATED_MESSAGE, code=ErrorCode.UNAUTHENTICATED)
+                await _respond(send, 401, unauthenticated, [(b"www-authenticate", b"Bearer")])
+                return
+            scope[IDENTITY] = Identity(caller)
+            client = _counted_as(self.authenticator, caller, scope)
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await _respond(send, 413, _error("request body too large"), [])
@@ -207,7 +256,7 @@ class EdgeMiddleware:
         body = b"".join(chunks)
 
         if self.limits is not None and scope["path"] == "/graphql":
-            refusal = await self._refusal(client_identity(scope), scope["method"], body)
+            refusal = await self._refusal(client, scope["method"], body)
             if refusal is not None:
                 await _respond(send, *refusal)
                 return
@@ -298,6 +347,10 @@ class _FrameCheck:
         self.max_tokens = max_tokens
         self.max_operations = max_operations
         self.open: set[str] = set()
+        # Set by the middleware: who is asking, and how to name them from a token.
+        self.authenticator = Authenticator()
+        self.identity = Identity()
+        self.upgrade_authorization: str | None = None
 
     async def sent(self, message: Message) -> None:
         """The socket's send, forgetting the operations the server ends."""
@@ -326,6 +379,14 @@ class _FrameCheck:
                 log.info("closing a WebSocket: %s", problem)
                 await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
                 return {"type": "websocket.disconnect", "code": 4400}
+            needs_caller = frame["type"] == "connection_init" and self.authenticator.required
+            if needs_caller and not await self._identified(frame):
+                await self.send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
+                return {"type": "websocket.disconnect", "code": 4401}
+            if frame["type"] in STARTS and self.identity.caller is None:
+                # No operation runs before its caller is named.
+                await self.send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
+                return {"type": "websocket.disconnect", "code": 4401}
             if frame["type"] in STARTS:
                 if frame["id"] not in self.open and len(self.open) >= self.max_operations:
                     refusal = (
@@ -343,6 +404,21 @@ class _FrameCheck:
             elif frame["type"] in WITH_ID:  # complete, stop: the client ends one
                 self.open.discard(frame["id"])
             return message
+
+    async def _identified(self, frame: dict[str, Any]) -> bool:
+        """Name the socket's caller from connection_init's `Authorization`, else from the
+        upgrade request's header; False when neither names one."""
+        payload = frame.get("payload")
+        given = payload.get("Authorization") if isinstance(payload, dict) else None
+        authorization = given if isinstance(given, str) else self.upgrade_authorization
+        try:
+            caller = await self.authenticator.caller(authorization)
+        except Unauthenticated as refusal:
+            log.info("closing an unauthenticated WebSocket: %s", refusal.reason)
+            return False
+        self.identity.caller = caller
+        self.client = f"caller:{caller.id}"
+        return True
 
     def _unrunnable(self, frame: dict[str, Any]) -> dict[str, Any] | None:
         """The answer for an operation GraphQL would not run, or None."""

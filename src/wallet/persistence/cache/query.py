@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.model import (
+    HistoryRequest,
+    OwnedWalletsRequest,
+    Page,
+    Transaction,
+    Wallet,
+    WalletPage,
+)
 from wallet.domain.ports import HistoryQuery
 from wallet.persistence.cache.pages import HEAD_SIZE, is_first_page, page_from_entry, page_from_head
 from wallet.persistence.cache.reads import CacheReads
@@ -43,6 +50,10 @@ class CachedHistoryQuery:
 
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
         return await self._inner.transactions(transaction_ids)
+
+    async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
+        # Not cached: a caller's list of wallets is read rarely, and a new wallet must be in it.
+        return await self._inner.owned_wallets(request)
 
     async def history(self, request: HistoryRequest) -> Page:
         if not is_first_page(request):
