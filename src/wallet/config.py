@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     json_logs: bool = False
     # `wallet serve` and `wallet worker`; their --log-level, when given, wins.
     log_level: LogLevel = "info"
-    # Per client address (the peer, or what a trusted proxy wrote), over every API process;
-    # `limits` notation.
+    # Per caller (the one its bearer token names; per address with tokens not required), over
+    # every API process; `limits` notation.
     rate_limits_enabled: bool = True
     rate_limit: str = "100/second;3000/minute"
     mutation_rate_limit: str = "20/second;600/minute"
@@ -79,12 +79,11 @@ class Settings(BaseSettings):
     settle_inline: bool = False
     # Bearer tokens (web/tokens.py, `wallet token`). Keys come from one place: the shared
     # secret (HS256, at least 32 bytes) or the identity provider's JWKS (RS256/ES256 keys).
-    # Nothing refuses to start without them yet: the release that makes every request name its
-    # caller does, once the service asks for a token at all.
     # Every request must name its caller with a bearer token (else HTTP 401, or a WebSocket
-    # closed with 4401), and `wallet serve` refuses to start without keys. Off for now, the
-    # transition: every request is then one caller who may do anything (web/authentication.py).
-    require_tokens: bool = False
+    # closed with 4401), and `wallet serve` refuses to start without keys. Turned off, every
+    # request is one caller who may do anything (web/authentication.py): for a throwaway
+    # experiment on one's own machine only, so production refuses it.
+    require_tokens: bool = True
     jwt_secret: SecretStr | None = None
     jwks_url: str | None = None
     # Checked when set: a token must name this issuer (iss) and this audience (aud).
@@ -114,6 +113,8 @@ class Settings(BaseSettings):
             self.introspection = self.graphiql or not self.production
         if "json_logs" not in given:
             self.json_logs = self.production
+        if self.production and not self.require_tokens:
+            raise ValueError("WALLET_REQUIRE_TOKENS=false would let anyone move any money")
         return self
 
     @property

@@ -58,6 +58,8 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("WALLET_LOG_LEVEL", "debug")
     monkeypatch.setenv("WALLET_JSON_LOGS", "false")
+    # `wallet serve` refuses to start without keys for bearer tokens.
+    monkeypatch.setenv("WALLET_JWT_SECRET", "s" * 32)
 
 
 def test_serve_without_flags_keeps_the_log_settings_of_the_environment(

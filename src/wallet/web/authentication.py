@@ -14,9 +14,8 @@ from wallet.domain.callers import ADMIN_SCOPE, Caller
 from wallet.schema.context import Identity
 from wallet.web.tokens import TokenVerifier, verifier_for
 
-# The transition, while tokens are not required: a request that names no caller is this
-# one, who may do anything, as any request could before callers were known. It goes when
-# tokens are required everywhere (WALLET_REQUIRE_TOKENS on by default).
+# With WALLET_REQUIRE_TOKENS=false (a throwaway experiment; production refuses it) every
+# request is this caller, who may do anything.
 ANONYMOUS = Caller(id="anonymous", scopes=frozenset({ADMIN_SCOPE}))
 
 # Where the edge leaves the request's Identity in its ASGI scope, for get_context.
