@@ -14,25 +14,29 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import websockets
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests import tokens
+from tests import jwks, tokens
 from tests.client import Api, key
 from tests.e2e.test_subscriptions import listening
 from tests.invariants import TableState, snapshot
+from tests.jwks import Provider, SigningKey, serve_jwks
 from tests.processes import WALLET, Process, free_port, start, worker
 from wallet.persistence.events import FORMAT
 from wallet.web.tokens import issue_token
 
 AUDIENCE = "wallet-matrix"
+# The second API's, as its identity provider (tests/jwks.py) signs them.
+JWKS_AUDIENCE = jwks.AUDIENCE
 
 # What a cell may come to.
 OK = "allowed"
@@ -396,3 +400,125 @@ async def test_the_access_matrix(
     assert outcome == expected
     if outcome != OK:
         assert await ledger(engine) == before, "a refused call wrote something"
+
+
+# --- clientTransactionId belongs to its caller ----------------------------------------------
+
+
+async def test_two_callers_using_the_same_client_transaction_id_never_meet(world: World) -> None:
+    shared = key()
+    owner, other = world.api("owner"), world.api("other")
+
+    mine = await owner.withdraw(world.wallet, "1", shared)
+    theirs = await other.withdraw(world.own_wallet["other"], "1", shared)
+    again = await owner.withdraw(world.wallet, "1", shared)
+
+    assert mine["errors"] == theirs["errors"] == again["errors"] == [], (mine, theirs, again)
+    assert mine["transaction"]["id"] != theirs["transaction"]["id"]
+    assert mine["transaction"]["status"] == theirs["transaction"]["status"] == "COMPLETED"
+    assert mine["transaction"]["senderWallet"]["id"] == world.wallet
+    assert theirs["transaction"]["senderWallet"]["id"] == world.own_wallet["other"]
+    # The key still names, for each caller, its own request: the owner's retry is its own.
+    assert again["transaction"]["id"] == mine["transaction"]["id"]
+    assert await other.transaction(mine["transaction"]["id"]) is None
+
+
+# --- a receiver never sees the sender's wallet ----------------------------------------------
+
+
+async def test_a_receiver_cannot_read_the_sender_s_balance_through_any_path(
+    world: World, engine: AsyncEngine
+) -> None:
+    receiver_wallet = world.own_wallet["other"]
+    paid = await world.api("owner").transfer(world.wallet, receiver_wallet, "2")
+    assert paid["errors"] == [], paid
+    assert paid["transaction"]["status"] == "COMPLETED"
+    transfer_id = paid["transaction"]["id"]
+    receiver = world.api("other")
+
+    seen = (await receiver.data(QUERIES["transaction(id)"], id=transfer_id))["transaction"]
+    history = await receiver.data(QUERIES["wallet.transactions"], id=receiver_wallet)
+    [listed] = [
+        edge["node"]
+        for edge in history["wallet"]["transactions"]["edges"]
+        if edge["node"]["id"] == transfer_id
+    ]
+    updated = await receiver_event(world, "other", UPDATED, transfer_id)
+    before = await ledger(engine)
+    activity = await subscription(world, "other", "walletActivity")
+
+    for view in (seen, listed, updated):
+        assert view["senderWallet"] is None, view
+        assert view["senderWalletId"] == world.wallet, view
+        assert view["receiverWallet"]["id"] == receiver_wallet, view
+    assert await receiver.wallet(world.wallet) is None
+    assert activity == ERROR
+    assert await ledger(engine) == before
+
+
+async def receiver_event(world: World, caller: str, document: str, subject_id: str) -> Any:
+    """The first event of a subscription `caller` may hold."""
+    async with websockets.connect(
+        world.url.replace("http://", "ws://"), subprotocols=["graphql-transport-ws"]
+    ) as socket:
+        init = {"type": "connection_init", "payload": tokens.header(world.tokens[caller])}
+        await socket.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] == "connection_ack"
+        subscribe = {"query": document, "variables": {"id": subject_id}}
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+        message = await first_message(socket, 10.0)
+    assert message is not None
+    assert message["type"] == "next", message
+    assert "errors" not in message["payload"], message
+    [event] = message["payload"]["data"].values()
+    return event
+
+
+# --- an API whose keys come from a JWKS ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> SigningKey:
+    return SigningKey("matrix-rsa", "RS256", rsa.generate_private_key(65537, 2048))
+
+
+@pytest.fixture(scope="module")
+def jwks_api(stack_env: dict[str, str], rsa_key: SigningKey) -> Iterator[Process]:
+    """A second API, verifying tokens with the RS256 key a local identity provider serves
+    (and holding no shared secret: WALLET_JWT_SECRET and WALLET_JWKS_URL exclude each other)."""
+    provider = Provider(keys=[rsa_key.public_jwk()])
+    env = {k: v for k, v in stack_env.items() if k != "WALLET_JWT_SECRET"}
+    with serve_jwks(provider) as url:
+        api = start_api({**env, "WALLET_JWKS_URL": url, "WALLET_JWT_AUDIENCE": JWKS_AUDIENCE})
+        try:
+            yield api
+        finally:
+            api.stop()
+
+
+async def test_an_hs256_token_is_refused_by_an_api_whose_keys_come_from_a_jwks(
+    jwks_api: Process, rsa_key: SigningKey, world: World, engine: AsyncEngine
+) -> None:
+    subject = world.subjects["admin"]
+    # Every claim right, signed HS256 with the secret the first API trusts.
+    hs256 = issue_token(
+        tokens.settings(jwt_audience=JWKS_AUDIENCE), subject, tokens.ADMIN, ttl=3600
+    )
+    rs256 = rsa_key.sign(subject, aud=JWKS_AUDIENCE, scope=" ".join(tokens.ADMIN))
+    elsewhere = replace(
+        world,
+        url=jwks_api.url,
+        tokens={**world.tokens, "hs256": hs256, "rs256": rs256},
+        subjects={**world.subjects, "hs256": subject, "rs256": subject},
+    )
+    before = await ledger(engine)
+
+    refused = [
+        await RUN[operation](elsewhere, "hs256", operation)
+        for operation in ("viewer", "wallet(id)", "withdraw", "transactionUpdated")
+    ]
+
+    assert refused == [UNAUTHENTICATED] * 4
+    assert await ledger(engine) == before
+    # The provider's own RS256 token is accepted there: the refusal is the algorithm's.
+    assert await RUN["viewer"](elsewhere, "rs256", "viewer") == OK
