@@ -80,6 +80,24 @@ def test_a_request_without_a_valid_token_is_401_unauthenticated_and_runs_nothing
     assert "Bearer" in response.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize("key", ["query", "%71uery", "q%75ery"])
+def test_a_query_in_the_address_runs_nothing_without_a_token_however_its_name_is_spelt(
+    server: Process, key: str
+) -> None:
+    response = httpx.get(
+        f"{server.url}?{key}=%7B__typename%7D", headers={"accept": "text/html"}, timeout=10
+    )
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_the_graphiql_page_itself_stays_open(server: Process) -> None:
+    response = httpx.get(server.url, headers={"accept": "text/html"}, timeout=10)
+    assert response.status_code == 200
+    assert "<title>wallet: GraphiQL</title>" in response.text
+
+
 def test_health_readiness_and_metrics_stay_open(server: Process) -> None:
     base = server.url.removesuffix("/graphql")
     assert httpx.get(f"{base}/healthz").status_code == 200

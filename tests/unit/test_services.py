@@ -122,6 +122,21 @@ async def test_the_earlier_recorded_debit_wins_when_funds_run_short(db: FakeData
     assert db.balance(wallet) == db.explained(wallet) == 40_00
 
 
+async def test_a_transfer_refused_for_funds_tells_its_receiver_nothing_of_the_balance(
+    db: FakeDatabase,
+) -> None:
+    sender, receiver = await new_wallet(db, "12.34"), await new_wallet(db)
+    command = services.Transfer(str(sender), str(receiver), "1000.00", "t")
+    transfer = await run_alone(db.unit_of_work, services.transfer, ADMIN, command)
+
+    assert await settle(db, transfer.id) == [TransactionStatus.FAILED]
+
+    # The receiver's owner reads this message on the transaction.
+    message = db.stored.transactions[transfer.id].error_message or ""
+    assert "1000.00" in message
+    assert "12.34" not in message
+
+
 async def test_settling_a_settled_transaction_again_changes_nothing(db: FakeDatabase) -> None:
     sender, receiver = await new_wallet(db, "10.00"), await new_wallet(db)
     command = services.Transfer(str(sender), str(receiver), "2.50", "t")

@@ -69,9 +69,10 @@ class Wallet:
     def debit(self, amount: Money) -> None:
         self._check_currency(amount)
         if amount.minor > self.balance.minor:
+            # Not the balance: the message is stored on the transaction, and a transfer's
+            # receiver sees it.
             raise InsufficientFunds(
-                f"wallet {self.id} holds {self.balance} {self.currency.code}, "
-                f"less than {amount} {self.currency.code}",
+                f"wallet {self.id} holds less than {amount} {self.currency.code}",
                 field="amount",
             )
         self.balance = Money(self.balance.minor - amount.minor, self.currency)

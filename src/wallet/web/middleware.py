@@ -29,6 +29,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from graphql import OperationType
 from limits import RateLimitItem, parse_many
@@ -141,8 +142,13 @@ def _counted_as(authenticator: Authenticator, caller: Caller, scope: Scope) -> s
 
 
 def _is_graphiql_page(scope: Scope) -> bool:
-    """The GraphiQL page (a browser's GET of /graphql for HTML, no query): open to anyone."""
-    if scope["method"] != "GET" or b"query=" in scope.get("query_string", b""):
+    """The GraphiQL page (a browser's GET of /graphql for HTML, no query): open to anyone.
+
+    Parameter names are read decoded, as Strawberry reads them: `%71uery` is a query too."""
+    if scope["method"] != "GET":
+        return False
+    parameters = parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
+    if any(name == "query" for name, _ in parameters):
         return False
     return "text/html" in (header(scope, b"accept") or "")
 
