@@ -11,9 +11,10 @@ from typing import Any
 
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from wallet.config import Settings
-from wallet.domain.callers import Caller
+from wallet.domain.callers import RESERVED_IDS, Caller
 from wallet.web.tokens import (
     KeySetFromUrl,
     KeysNotConfigured,
@@ -222,3 +223,14 @@ async def test_an_issued_token_is_accepted_by_the_verifier_of_the_same_settings(
     assert claims["exp"] - claims["iat"] == 60
     caller = await verifier_for(settings).caller(f"Bearer {token}")
     assert caller == Caller(id="carol", scopes=frozenset({"wallet:admin"}))
+
+
+@pytest.mark.parametrize("subject", sorted(RESERVED_IDS))
+async def test_a_token_naming_a_reserved_caller_is_refused_and_none_is_issued(subject: str) -> None:
+    settings = Settings(jwt_secret=SecretStr("s" * 32))
+    forged = jwt.encode({"sub": subject, "exp": int(time.time()) + 60}, "s" * 32, algorithm="HS256")
+
+    with pytest.raises(Unauthenticated):
+        await verifier_for(settings).caller(f"Bearer {forged}")
+    with pytest.raises(ValueError, match="reserved"):
+        issue_token(settings, subject)

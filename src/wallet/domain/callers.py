@@ -10,6 +10,9 @@ from dataclasses import dataclass
 # The scopes this service gives meaning to; a token may carry others, which are kept and ignored.
 DEPOSIT_SCOPE = "wallet:deposit"
 ADMIN_SCOPE = "wallet:admin"
+# Caller ids no token may name: `legacy` owns what was written before callers were known
+# (migration 0003), and `anonymous` is every caller when tokens are not required.
+RESERVED_IDS = frozenset({"legacy", "anonymous"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,10 +165,11 @@ class EdgeMiddleware:
         max_tokens: int,
         max_socket_operations: int,
         limits: RateLimits | None = None,
-        authenticator: Authenticator | None = None,
+        authenticator: Authenticator,
     ) -> None:
         self.app = app
-        self.authenticator = authenticator or Authenticator()
+        # Required: a default would name every caller the anonymous admin.
+        self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.max_tokens = max_tokens
         self.max_socket_operations = max_socket_operations
@@ -222,11 +223,16 @@ class EdgeMiddleware:
         )
         scope[IDENTITY] = identity
         frames = _FrameCheck(
-            receive, send, client, self.limits, self.max_tokens, self.max_socket_operations
+            receive,
+            send,
+            client,
+            self.limits,
+            self.max_tokens,
+            self.max_socket_operations,
+            authenticator=self.authenticator,
+            identity=identity,
+            upgrade_authorization=header(scope, b"authorization"),
         )
-        frames.authenticator = self.authenticator
-        frames.identity = identity
-        frames.upgrade_authorization = header(scope, b"authorization")
         await self.app(scope, frames, frames.sent)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -345,6 +351,10 @@ class _FrameCheck:
         limits: RateLimits | None,
         max_tokens: int,
         max_operations: int,
+        *,
+        authenticator: Authenticator,
+        identity: Identity,
+        upgrade_authorization: str | None,
     ) -> None:
         self.receive = receive
         self.send = send
@@ -353,10 +363,11 @@ class _FrameCheck:
         self.max_tokens = max_tokens
         self.max_operations = max_operations
         self.open: set[str] = set()
-        # Set by the middleware: who is asking, and how to name them from a token.
-        self.authenticator = Authenticator()
-        self.identity = Identity()
-        self.upgrade_authorization: str | None = None
+        # Who is asking: named by `authenticator` from connection_init's Authorization, or
+        # else the upgrade request's, into `identity`.
+        self.authenticator = authenticator
+        self.identity = identity
+        self.upgrade_authorization = upgrade_authorization
 
     async def sent(self, message: Message) -> None:
         """The socket's send, forgetting the operations the server ends."""

@@ -29,7 +29,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient
 
 from wallet.config import Settings
-from wallet.domain.callers import Caller
+from wallet.domain.callers import RESERVED_IDS, Caller
 
 log = logging.getLogger("wallet.tokens")
 
@@ -203,6 +203,8 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthenticated("the token's sub is empty")
+        if subject in RESERVED_IDS:
+            raise Unauthenticated(f"the token's sub {subject!r} is reserved")
         return Caller(id=subject, scopes=scopes_of(claims))
 
 
@@ -272,6 +274,8 @@ def issue_token(
         raise KeysNotConfigured("WALLET_JWT_SECRET is not set: it signs the token")
     if not subject.strip():
         raise ValueError("the subject is empty")
+    if subject in RESERVED_IDS:
+        raise ValueError(f"the subject {subject!r} is reserved")
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(ttl)}
     if scope := " ".join(scopes):
