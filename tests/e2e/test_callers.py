@@ -3,6 +3,7 @@ caller meets only its own wallets: over HTTP and WebSocket, against a real `wall
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -145,6 +146,31 @@ async def test_a_websocket_without_a_valid_token_is_closed_with_4401(server: Pro
                 await ws.recv()
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 4401
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_a_websocket_s_caller_is_named_once_a_second_connection_init_closes_it(
+    server: Process, protocol: str
+) -> None:
+    socket_url = server.url.replace("http", "ws", 1)
+    async with websockets.connect(socket_url, subprotocols=[protocol]) as ws:
+        await ws.send(json.dumps(init_as("alice-e2e")))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps(init_as("mallory-e2e", "wallet:admin")))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(_until_closed(ws), 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4429
+
+
+async def _until_closed(ws: websockets.ClientConnection) -> None:
+    """Read (keep-alives, acks) until the server closes the socket."""
+    while True:
+        await ws.recv()
+
+
+def init_as(subject: str, *scopes: str) -> dict[str, Any]:
+    return {"type": "connection_init", "payload": bearer(subject, *scopes)}
 
 
 async def test_a_websocket_names_its_caller_in_connection_init_or_its_upgrade_header(

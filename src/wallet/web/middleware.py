@@ -396,6 +396,13 @@ class _FrameCheck:
                 log.info("closing a WebSocket: %s", problem)
                 await self.send({"type": "websocket.close", "code": 4400, "reason": problem})
                 return {"type": "websocket.disconnect", "code": 4400}
+            named = self.identity.caller is not None and self.authenticator.required
+            if frame["type"] == "connection_init" and named:
+                # A socket's caller is named once: a second connection_init may not swap it
+                # under the subscriptions already running (graphql-transport-ws's 4429).
+                reason = "Too many initialisation requests"
+                await self.send({"type": "websocket.close", "code": 4429, "reason": reason})
+                return {"type": "websocket.disconnect", "code": 4429}
             needs_caller = frame["type"] == "connection_init" and self.authenticator.required
             if needs_caller and not await self._identified(frame):
                 await self.send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
