@@ -3,10 +3,12 @@ expired, for us (issuer, audience), and names a subject; anything else is Unauth
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -234,3 +236,38 @@ async def test_a_token_naming_a_reserved_caller_is_refused_and_none_is_issued(su
         await verifier_for(settings).caller(f"Bearer {forged}")
     with pytest.raises(ValueError, match="reserved"):
         issue_token(settings, subject)
+
+
+class CountedKeys:
+    """The shared secret's keys, counting how often a token's key is looked up."""
+
+    def __init__(self) -> None:
+        self.inner = SharedSecret(SECRET)
+        self.algorithms = self.inner.algorithms
+        self.lookups = 0
+
+    async def key_for(self, header: Mapping[str, Any]) -> Any:
+        self.lookups += 1
+        return await self.inner.key_for(header)
+
+
+async def test_a_token_verified_once_is_remembered_until_it_expires_and_no_longer() -> None:
+    keys = CountedKeys()
+    verifier = TokenVerifier(keys, leeway=0)
+    now = int(time.time())
+    soon = jwt.encode({"sub": "alice", "exp": now + 2}, SECRET, algorithm="HS256")
+    other = jwt.encode({"sub": "bob", "exp": now + 60}, SECRET, algorithm="HS256")
+
+    for _ in range(3):
+        assert (await verifier.caller(f"Bearer {soon}")).id == "alice"
+    assert keys.lookups == 1
+    assert (await verifier.caller(f"Bearer {other}")).id == "bob"
+    assert keys.lookups == 2
+    # A token that differs by one character of its signature is verified, and refused.
+    tampered = soon[:-2] + ("A" if soon[-2] != "A" else "B") + soon[-1]
+    with pytest.raises(Unauthenticated):
+        await verifier.caller(f"Bearer {tampered}")
+
+    await asyncio.sleep(2.1)  # the point: past the token's exp
+    with pytest.raises(Unauthenticated):
+        await verifier.caller(f"Bearer {soon}")
