@@ -53,6 +53,7 @@ from wallet.tasks.settlement import settle_transaction
 from wallet.web import graphiql
 from wallet.web.authentication import authenticator_for, identity_of
 from wallet.web.codes import SERVICE_UNAVAILABLE
+from wallet.web.cors import cors
 from wallet.web.documents import document_limits, request_operation
 from wallet.web.extension import edge_extension, should_mask
 from wallet.web.logs import request_id
@@ -338,9 +339,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if settings.graphiql:
         routes.append(Mount(graphiql.PREFIX, app=graphiql.static_files()))
+    cross_origin = cors(settings)
     return Starlette(
         routes=routes,
         middleware=[
+            # Outermost: a browser's preflight carries no token, and is answered here.
+            *([cross_origin] if cross_origin is not None else []),
             Middleware(
                 EdgeMiddleware,
                 max_body_bytes=settings.max_body_bytes,
@@ -348,7 +352,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_socket_operations=settings.max_socket_operations,
                 limits=limits,
                 authenticator=authenticator_for(settings),
-            )
+            ),
         ],
         lifespan=lifespan,
     )

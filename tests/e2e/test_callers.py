@@ -273,3 +273,31 @@ def test_a_transaction_names_a_wallet_the_caller_may_not_see_by_id_only(
         "receiverWallet": {"id": bob_wallet},
     }
     assert data(server, read, bearer("eve-e2e")) == {"transaction": None}
+
+
+def test_a_frontend_on_another_origin_may_ask_first_then_send_its_token(server: Process) -> None:
+    frontend = {"origin": "http://localhost:5173"}
+    preflight = httpx.options(
+        server.url,
+        headers={
+            **frontend,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == frontend["origin"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+
+    asked = post(server, "{ viewer { id } }", {**frontend, **bearer("alice-e2e")})
+    assert asked.json()["data"] == {"viewer": {"id": "alice-e2e"}}
+    assert asked.headers["access-control-allow-origin"] == frontend["origin"]
+
+    stranger = httpx.options(
+        server.url,
+        headers={"origin": "https://elsewhere.example", "access-control-request-method": "POST"},
+        timeout=10,
+    )
+    assert stranger.status_code == 400
+    assert "access-control-allow-origin" not in stranger.headers

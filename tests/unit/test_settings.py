@@ -8,6 +8,7 @@ import os
 import pytest
 
 from wallet.config import Settings
+from wallet.web.cors import cors
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,3 +74,11 @@ def test_the_log_level_is_read_in_any_case_and_refused_when_unknown(
     monkeypatch.setenv("WALLET_LOG_LEVEL", "verbose")
     with pytest.raises(ValueError, match="log_level"):
         Settings()
+
+
+def test_production_allows_no_other_origin_unless_told_which() -> None:
+    assert cors(Settings(environment="production")) is None
+    told = cors(Settings(environment="production", allowed_origins=["https://app.example"]))
+    assert told is not None
+    assert told.kwargs["allow_origins"] == ["https://app.example"]
+    assert told.kwargs["allow_origin_regex"] is None
