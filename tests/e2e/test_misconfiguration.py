@@ -59,6 +59,18 @@ async def empty_database(database_url: str) -> AsyncIterator[str]:
     await drop_database(url)
 
 
+def _wallet_migrate(env: dict[str, str], database_url: str) -> subprocess.CompletedProcess[str]:
+    """`wallet migrate` run as an operator would, against `database_url`."""
+    return subprocess.run(
+        [WALLET, "migrate"],
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _closed_postgres() -> str:
     return f"postgresql://postgres@127.0.0.1:{free_port()}/wallet"
 
@@ -83,14 +95,7 @@ async def test_a_never_migrated_database_is_not_ready_and_requests_get_503_not_i
                 assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
                 assert "Internal error" not in error["message"]
 
-            migrate = subprocess.run(
-                [WALLET, "migrate"],
-                env={**env, "DATABASE_URL": empty_database},
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            migrate = _wallet_migrate(env, empty_database)
             assert migrate.returncode == 0, migrate.stderr
             # /readyz answers from a report up to a second old.
 
@@ -138,14 +143,7 @@ def test_wallet_migrate_with_postgresql_unreachable_prints_one_line_and_exits_1(
     env: dict[str, str],
 ) -> None:
     database_url = _closed_postgres()
-    result = subprocess.run(
-        [WALLET, "migrate"],
-        env={**env, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _wallet_migrate(env, database_url)
     assert result.returncode == 1
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -160,14 +158,7 @@ async def test_wallet_migrate_says_what_it_did_then_that_there_was_nothing_to_do
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
 
     def migrate() -> str:
-        result = subprocess.run(
-            [WALLET, "migrate"],
-            env={**env, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _wallet_migrate(env, url)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -264,14 +255,7 @@ async def test_wallet_migrate_against_a_database_newer_than_the_code_says_so_and
         await connection.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
     finally:
         await connection.close()
-    result = subprocess.run(
-        [WALLET, "migrate"],
-        env={**env, "DATABASE_URL": empty_database},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _wallet_migrate(env, empty_database)
     assert result.returncode == 1
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
