@@ -201,14 +201,19 @@ async def test_wallet_dev_keeps_its_data_and_ports_between_runs_and_stops_on_ctr
     assert_nothing_left(run, running, directory)
 
 
-async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
-    tmp_path: Path, service_env: dict[str, str]
-) -> None:
-    env = _environment(
+def _with_given_servers(service_env: dict[str, str]) -> dict[str, str]:
+    """`wallet dev`'s environment naming the run's PostgreSQL and Redis (a prefix of its own)."""
+    return _environment(
         DATABASE_URL=service_env["DATABASE_URL"],
         REDIS_URL=service_env["REDIS_URL"],
         WALLET_REDIS_PREFIX=f"{service_env['WALLET_REDIS_PREFIX']}-dev-{uuid.uuid4().hex[:6]}",
     )
+
+
+async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = _with_given_servers(service_env)
     with wallet_dev(tmp_path, env, tmp_path / "dev.log") as run:
         names = {process.name() for process in run.descendants()}
         assert not names & {"postgres", "redis-server"}, names
@@ -227,11 +232,7 @@ async def test_wallet_dev_uses_the_database_and_redis_given_in_its_environment(
 async def test_wallet_dev_keeps_its_token_secret_and_prints_a_token_signed_with_it(
     tmp_path: Path, service_env: dict[str, str]
 ) -> None:
-    env = _environment(
-        DATABASE_URL=service_env["DATABASE_URL"],
-        REDIS_URL=service_env["REDIS_URL"],
-        WALLET_REDIS_PREFIX=f"{service_env['WALLET_REDIS_PREFIX']}-dev-{uuid.uuid4().hex[:6]}",
-    )
+    env = _with_given_servers(service_env)
     printed = []
     for _ in range(2):  # a second run signs with the secret the first one kept
         with wallet_dev(tmp_path, env, tmp_path / "dev.log") as run:
