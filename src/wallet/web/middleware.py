@@ -138,7 +138,11 @@ def client_identity(scope: Scope) -> str:
 def _counted_as(authenticator: Authenticator, caller: Caller, scope: Scope) -> str:
     """Whose counters a request counts against: its caller's once callers are named by
     tokens; its address while every caller is the same anonymous one."""
-    return f"caller:{caller.id}" if authenticator.required else client_identity(scope)
+    return _caller_key(caller) if authenticator.required else client_identity(scope)
+
+
+def _caller_key(caller: Caller) -> str:
+    return f"caller:{caller.id}"
 
 
 def _is_graphiql_page(scope: Scope) -> bool:
@@ -311,13 +315,11 @@ def _error(message: str, code: str = INVALID_INPUT) -> dict[str, Any]:
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -441,7 +443,7 @@ class _FrameCheck:
             log.info("closing an unauthenticated WebSocket: %s", refusal.reason)
             return False
         self.identity.caller = caller
-        self.client = f"caller:{caller.id}"
+        self.client = _caller_key(caller)
         return True
 
     def _unrunnable(self, frame: dict[str, Any]) -> dict[str, Any] | None:
