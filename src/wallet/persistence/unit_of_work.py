@@ -22,6 +22,7 @@ from wallet.domain.model import (
     LedgerEntry,
     Transaction,
     Wallet,
+    WalletFacts,
 )
 from wallet.domain.ports import CommitListener
 from wallet.persistence import statements as sql
@@ -207,4 +208,9 @@ class SqlUnitOfWork:
         assert self._connection is not None, "outside `async with`"
         if self._transaction is not None and not self._committed:
             await self._transaction.commit()
+            # A wallet created here is known from now on: its first withdrawal or transfer
+            # need not ask PostgreSQL for its currency and owner.
+            for wallet in self.wallets_changed.values():
+                if self.facts.get(wallet.id) is None:
+                    self.facts.learn(wallet.id, WalletFacts(wallet.currency, wallet.owner_id))
         self._committed = True
