@@ -13,6 +13,25 @@ ADMIN_SCOPE = "wallet:admin"
 # Caller ids no token may name: `legacy` owns what was written before callers were known
 # (migration 0003), and `anonymous` is every caller when tokens are not required.
 RESERVED_IDS = frozenset({"legacy", "anonymous"})
+# Ids are stored as owners and in keys, and count as rate-limit keys in Redis.
+MAX_ID_LENGTH = 255
+
+
+def id_problem(caller_id: str) -> str | None:
+    """Why `caller_id` cannot name a caller, or None when it can."""
+    if not caller_id.strip():
+        return "it is empty"
+    if caller_id in RESERVED_IDS:
+        return f"{caller_id!r} is reserved"
+    if len(caller_id) > MAX_ID_LENGTH:
+        return f"it is longer than {MAX_ID_LENGTH} characters"
+    if "\x00" in caller_id:
+        return "it holds a NUL"
+    try:
+        caller_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it holds a lone surrogate"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

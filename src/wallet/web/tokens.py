@@ -29,7 +29,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient
 
 from wallet.config import Settings
-from wallet.domain.callers import RESERVED_IDS, Caller
+from wallet.domain.callers import Caller, id_problem
 
 log = logging.getLogger("wallet.tokens")
 
@@ -225,10 +225,10 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise Unauthenticated(f"{type(error).__name__}: {error}") from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject.strip():
-            raise Unauthenticated("the token's sub is empty")
-        if subject in RESERVED_IDS:
-            raise Unauthenticated(f"the token's sub {subject!r} is reserved")
+        if not isinstance(subject, str):
+            raise Unauthenticated("the token's sub is no string")
+        if (problem := id_problem(subject)) is not None:
+            raise Unauthenticated(f"the token's sub cannot name a caller: {problem}")
         return Caller(id=subject, scopes=scopes_of(claims)), float(claims["exp"])
 
 
@@ -296,10 +296,8 @@ def issue_token(
     audience: what `wallet token` prints, for development, tests and scripts."""
     if settings.jwt_secret is None:
         raise KeysNotConfigured("WALLET_JWT_SECRET is not set: it signs the token")
-    if not subject.strip():
-        raise ValueError("the subject is empty")
-    if subject in RESERVED_IDS:
-        raise ValueError(f"the subject {subject!r} is reserved")
+    if (problem := id_problem(subject)) is not None:
+        raise ValueError(f"the subject cannot name a caller: {problem}")
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(ttl)}
     if scope := " ".join(scopes):
