@@ -7,7 +7,7 @@ import contextlib
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -49,7 +49,7 @@ from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.schema.context import Context, Depositor, Dispatch, Submitter
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
-from wallet.tasks.settlement import settle_transaction
+from wallet.tasks.settlement import settle_transaction, settle_transactions
 from wallet.web import graphiql
 from wallet.web.authentication import authenticator_for, identity_of
 from wallet.web.codes import SERVICE_UNAVAILABLE
@@ -239,27 +239,42 @@ class WalletGraphQL(GraphQL[Context, None]):
 
 
 def inline_dispatch(resources: Resources) -> Dispatch:
-    async def settle_now(transaction: Transaction) -> Transaction:
-        settled = await run_unattended(resources.unit_of_work, services.settle, [transaction.id])
-        if settled:
-            return settled[0]
-        # Decided meanwhile by another request (a replay of this one): answer as it stands.
-        async with resources.unit_of_work() as uow:
-            return await uow.transactions.get(transaction.id) or transaction
+    async def settle_now(transactions: Sequence[Transaction]) -> list[Transaction]:
+        if not transactions:
+            return []
+        ids = [t.id for t in transactions]
+        settled = {
+            t.id: t for t in await run_unattended(resources.unit_of_work, services.settle, ids)
+        }
+        if len(settled) < len(ids):
+            # Some were decided meanwhile by another request (a replay of one of these):
+            # answer them as they stand.
+            async with resources.unit_of_work() as uow:
+                for transaction in transactions:
+                    if transaction.id not in settled:
+                        found = await uow.transactions.get(transaction.id)
+                        settled[transaction.id] = found or transaction
+        return [settled[i] for i in ids]
 
     return settle_now
 
 
 def queue_dispatch(redis: Outage) -> Dispatch:
-    async def enqueue(transaction: Transaction) -> Transaction:
+    async def enqueue(transactions: Sequence[Transaction]) -> list[Transaction]:
+        if not transactions:
+            return []
         try:
-            await settle_transaction.kiq(str(transaction.id))
+            if len(transactions) == 1:
+                await settle_transaction.kiq(str(transactions[0].id))
+            else:
+                # A batch is one job: settled in one unit of work, one lock pass.
+                await settle_transactions.kiq([str(t.id) for t in transactions])
         except (SendTaskError, RedisError, OSError) as error:
-            # The transaction is recorded; a worker's sweeper queues it once Redis is back.
-            # Said once per outage (readiness says when Redis is back), not once per request.
+            # They are recorded; a worker's sweeper queues them once Redis is back. Said once
+            # per outage (readiness says when Redis is back), not once per request.
             redis.lost(error)
-            log.debug("could not queue %s; the sweeper will", transaction.id)
-        return transaction
+            log.debug("could not queue %d transactions; the sweeper will", len(transactions))
+        return list(transactions)
 
     return enqueue
 

@@ -70,10 +70,12 @@ def contract() -> GraphQLSchema:
     return schema
 
 
-def test_the_contract_is_extended_by_auth_and_holds_graphql(contract: GraphQLSchema) -> None:
-    assert [p.name for p in EXTENSIONS] == ["auth.graphql", "holds.graphql"]
+def test_the_contract_is_extended_by_every_extension_taken(contract: GraphQLSchema) -> None:
+    assert [p.name for p in EXTENSIONS] == ["auth.graphql", "batches.graphql", "holds.graphql"]
     assert contract.query_type is not None
     assert {"viewer", "hold"} <= contract.query_type.fields.keys()
+    assert contract.mutation_type is not None
+    assert "transferBatch" in contract.mutation_type.fields
 
 
 @pytest.fixture(scope="module")

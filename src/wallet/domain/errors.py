@@ -12,6 +12,7 @@
     ├── HoldNotFound              HOLD_NOT_FOUND
     ├── HoldNotActive             HOLD_NOT_ACTIVE
     ├── CaptureExceedsHold        CAPTURE_EXCEEDS_HOLD
+    ├── LinkedTransferFailed      LINKED_TRANSFER_FAILED (another transfer of its atomic batch)
     ├── Forbidden                 FORBIDDEN (the caller lacks the scope the request needs)
     └── InternalFailure           INTERNAL (a transaction that could not be settled)
 
@@ -41,6 +42,7 @@ class ErrorCode(StrEnum):
     HOLD_NOT_FOUND = "HOLD_NOT_FOUND"
     HOLD_NOT_ACTIVE = "HOLD_NOT_ACTIVE"
     CAPTURE_EXCEEDS_HOLD = "CAPTURE_EXCEEDS_HOLD"
+    LINKED_TRANSFER_FAILED = "LINKED_TRANSFER_FAILED"
 
 
 class WalletError(Exception):
@@ -98,12 +100,25 @@ class CaptureExceedsHold(WalletError):
     code = ErrorCode.CAPTURE_EXCEEDS_HOLD
 
 
+class LinkedTransferFailed(WalletError):
+    code = ErrorCode.LINKED_TRANSFER_FAILED
+
+
 class Forbidden(WalletError):
     code = ErrorCode.FORBIDDEN
 
 
 class InternalFailure(WalletError):
     code = ErrorCode.INTERNAL
+
+
+class TransfersRejected(Exception):
+    """An atomic batch refused as a whole: `errors` holds each transfer's own refusal, or
+    LinkedTransferFailed for one refused only because another was."""
+
+    def __init__(self, errors: list[WalletError]) -> None:
+        super().__init__(f"{sum(not isinstance(e, LinkedTransferFailed) for e in errors)} refused")
+        self.errors = errors
 
 
 class ConcurrencyConflict(Exception):

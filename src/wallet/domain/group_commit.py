@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
+from wallet.domain import services
 from wallet.domain.batching import outcome, together_or_each_alone
 from wallet.domain.callers import Caller
+from wallet.domain.errors import TransfersRejected
+from wallet.domain.model import Transaction
 from wallet.domain.ports import UnitOfWork, UnitOfWorkFactory
 from wallet.domain.retries import CONFLICTS
 from wallet.domain.shared_unit_of_work import SharedUnitOfWork, Undecidable
@@ -93,6 +96,25 @@ async def run_together(
     for n in again:
         outcomes[n] = await outcome(_alone(uow_factory, use_case, requests[n]))
     return [outcomes[n] for n in range(len(requests))]
+
+
+async def run_transfer_batch(
+    uow_factory: UnitOfWorkFactory, caller: Caller, batch: services.TransferBatch
+) -> list[Transaction | Exception]:
+    """One caller's batch of transfers, an answer for each in order: an atomic batch in one
+    unit of work, every transfer recorded or none; any other as transfers sent together by
+    many callers are, each decided as if it came alone. Raises the refusal of the batch as a
+    whole."""
+    services.check_batch(batch)
+    if batch.atomic:
+        try:
+            recorded = await run_alone(uow_factory, services.transfer_atomically, caller, batch)
+        except TransfersRejected as rejected:
+            refusals: list[Transaction | Exception] = list[Transaction | Exception](rejected.errors)
+            return refusals
+        return list[Transaction | Exception](recorded)
+    requests = [Request(caller, transfer) for transfer in batch.transfers]
+    return await run_together(uow_factory, services.transfer, requests)
 
 
 async def _alone(uow_factory: UnitOfWorkFactory, use_case: UseCase[C, R], request: Request[C]) -> R:

@@ -4,7 +4,7 @@ every balance."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +17,7 @@ from wallet.domain.errors import (
     HoldNotActive,
     InsufficientFunds,
     InvalidAmount,
+    LinkedTransferFailed,
     WalletError,
 )
 from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
@@ -141,6 +142,8 @@ class Transaction:
     completed_at: datetime | None = None
     # The hold this transaction captured, when it is a capture.
     hold_id: UUID | None = None
+    # The atomic batch it was sent in: settled together with the rest of it, all or none.
+    batch_id: UUID | None = None
 
     @classmethod
     def deposit(cls, amount: Money, *, receiver: UUID, key: str | None) -> Transaction:
@@ -154,10 +157,21 @@ class Transaction:
 
     @classmethod
     def transfer(
-        cls, amount: Money, *, sender: UUID, receiver: UUID, key: str | None
+        cls,
+        amount: Money,
+        *,
+        sender: UUID,
+        receiver: UUID,
+        key: str | None,
+        batch: UUID | None = None,
     ) -> Transaction:
-        """A new transfer from `sender` to `receiver`, PENDING until it is settled."""
-        return cls._new(TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key)
+        """A new transfer from `sender` to `receiver`, PENDING until it is settled; with the
+        rest of its atomic `batch`, if it has one."""
+        transfer = cls._new(
+            TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key
+        )
+        transfer.batch_id = batch
+        return transfer
 
     @classmethod
     def _new(
@@ -220,6 +234,28 @@ class Transaction:
         self.status = TransactionStatus.FAILED
         self.failure_code = code
         self.error_message = message
+
+
+def apply_all_or_none(
+    transactions: Sequence[Transaction], wallets: dict[UUID, Wallet]
+) -> list[LedgerEntry]:
+    """Apply the transactions to the locked wallets in order, every one or none: when one is
+    refused it fails with its own error, the others with LINKED_TRANSFER_FAILED, and the
+    wallets are left as they were. One transaction alone is applied or fails on its own."""
+    trial = {i: replace(wallets[i]) for t in transactions for i in t.wallet_ids}
+    entries: list[LedgerEntry] = []
+    for transaction in transactions:
+        try:
+            entries += transaction.apply(trial)
+        except WalletError as refusal:
+            linked = LinkedTransferFailed(f"transaction {transaction.id} of its batch failed")
+            for other in transactions:
+                failure = refusal if other is transaction else linked
+                other.fail(failure.code, failure.message)
+            return []
+    for wallet_id, wallet in trial.items():
+        wallets[wallet_id].balance = wallet.balance
+    return entries
 
 
 class HoldStatus(StrEnum):

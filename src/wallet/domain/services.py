@@ -17,11 +17,12 @@ do; settle() and fail_pending() are the worker's, which acts for nobody in parti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from wallet.domain import access
 from wallet.domain.callers import Caller
@@ -30,7 +31,9 @@ from wallet.domain.errors import (
     HoldNotFound,
     IdempotencyKeyReused,
     InvalidInput,
+    LinkedTransferFailed,
     SameWallet,
+    TransfersRejected,
     WalletError,
     WalletNotFound,
 )
@@ -43,9 +46,12 @@ from wallet.domain.model import (
     IdempotencyRecord,
     LedgerEntry,
     Operation,
+    ScopedKey,
     Transaction,
     Wallet,
     WalletFacts,
+    apply_all_or_none,
+    fingerprint,
     now,
 )
 from wallet.domain.money import Currency, Money, parse_positive_amount
@@ -85,6 +91,34 @@ class Transfer:
     to_wallet_id: str
     amount: str
     client_transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferBatch:
+    transfers: Sequence[Transfer]
+    # All or none: accepted together and settled together.
+    atomic: bool = False
+
+
+# The most transfers one batch may hold.
+MAX_BATCH_TRANSFERS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """An atomic batch as its transfers know it: its id, and a digest of everything it asks,
+    in order, which each transfer's key is claimed with. Sent again whole, the batch replays;
+    any of its keys used for anything else is IDEMPOTENCY_KEY_REUSED."""
+
+    id: UUID
+    digest: str
+
+    @classmethod
+    def of(cls, transfers: Sequence[Transfer]) -> Batch:
+        asked = [
+            (t.client_transaction_id, t.from_wallet_id, t.to_wallet_id, t.amount) for t in transfers
+        ]
+        return cls(uuid4(), fingerprint("atomic batch", transfers=asked))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,29 +219,34 @@ async def withdraw(caller: Caller, uow: UnitOfWork, command: Withdraw) -> Transa
 async def transfer(caller: Caller, uow: UnitOfWork, command: Transfer) -> Transaction:
     """Record a PENDING transfer; settle() decides it under both wallets' locks. The sender
     must be the caller's to move money out of; the receiver may be anyone's."""
-    sender_id = parse_wallet_id(command.from_wallet_id, field="from_wallet_id")
-    receiver_id = parse_wallet_id(command.to_wallet_id, field="to_wallet_id")
-    key = check_key(command.client_transaction_id)
-    if sender_id == receiver_id:
-        raise SameWallet("a transfer needs two different wallets", field="to_wallet_id")
+    wallet_ids = _transfer_wallet_ids(command)
     async with uow:
         # A wallet's currency and owner never change, so nothing needs locking until settle().
-        facts = await uow.wallets.facts([sender_id, receiver_id])
-        sender = _owned(caller, facts, sender_id, field="from_wallet_id").currency
-        receiver = _found(facts, receiver_id, field="to_wallet_id").currency
-        _check_same_currency(sender_id, sender, receiver_id, receiver, "to_wallet_id")
-        amount = parse_positive_amount(command.amount, sender)
-        transfer = Transaction.transfer(amount, sender=sender_id, receiver=receiver_id, key=key)
-        record = _record(
-            caller,
-            key,
-            Operation.TRANSFER,
-            transfer,
-            sender=sender_id,
-            receiver=receiver_id,
-            amount=amount.minor,
-        )
+        facts = await uow.wallets.facts(wallet_ids)
+        transfer, record = _transfer_of(caller, command, facts)
         return await _submit(uow, transfer, record)
+
+
+async def transfer_atomically(
+    caller: Caller, uow: UnitOfWork, command: TransferBatch
+) -> list[Transaction]:
+    """Record every transfer of the batch PENDING, linked so that settle() applies all of them
+    or none; or, when any one is refused, record nothing (TransfersRejected says why, each)."""
+    check_batch(command)
+    batch = Batch.of(command.transfers)
+    async with uow:
+        wallet_ids = {i for t in command.transfers for i in _parsable_wallet_ids(t)}
+        facts = await uow.wallets.facts(wallet_ids)
+        made = [_outcome(partial(_transfer_of, caller, t, facts, batch)) for t in command.transfers]
+        _reject_unless_all(made, _duplicate_keys(command.transfers))
+        accepted = [m for m in made if not isinstance(m, WalletError)]
+        records = [r for _, r in accepted if r is not None]
+        earlier = await uow.idempotency_keys.claim_many(records)
+        if earlier:
+            return await _replayed_batch(uow, records, earlier, made)
+        recorded = await uow.write(recorded=[t for t, _ in accepted])
+        await uow.commit()
+    return recorded
 
 
 async def submit(caller: Caller, uow: UnitOfWork, command: Withdraw | Transfer) -> Transaction:
@@ -224,7 +263,8 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
     Returns those it decided: ones already final (a job run twice) are left as they are.
     Every wallet they touch is locked in one sorted pass, then they are applied in the order
     they were recorded, so the earlier of two debits wins when funds run short, and a hot
-    wallet pays for one lock per batch instead of one per transfer.
+    wallet pays for one lock per batch instead of one per transfer. A transfer of an atomic
+    batch brings the rest of its batch along: they are applied all together or not at all.
     """
     async with uow:
         unlocked = await uow.transactions.pending(transaction_ids)
@@ -234,14 +274,9 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
         # Read again under the wallets' locks: another worker may have settled some meanwhile.
         pending = await uow.transactions.pending(transaction_ids, lock=True)
         entries: list[LedgerEntry] = []
-        touched: set[UUID] = set()
-        for transaction in pending:
-            try:
-                entries += transaction.apply(wallets)
-                touched.update(transaction.wallet_ids)
-            except WalletError as refusal:
-                transaction.fail(refusal.code, refusal.message)
-        balances = [wallets[i] for i in sorted(touched)]
+        for linked in _linked(pending):
+            entries += apply_all_or_none(linked, wallets)
+        balances = [wallets[i] for i in sorted({e.wallet_id for e in entries})]
         settled = await uow.write(decided=pending, balances=balances, entries=entries)
         await uow.commit()
     return settled
@@ -384,7 +419,122 @@ async def expire_holds(uow: UnitOfWork, limit: int = EXPIRY_BATCH) -> list[Hold]
 
 
 # What the use cases share.
-# What the use cases share.
+
+
+def check_batch(command: TransferBatch) -> None:
+    """A batch is refused as a whole, before anything else, when it is empty or too big."""
+    if not 1 <= len(command.transfers) <= MAX_BATCH_TRANSFERS:
+        raise InvalidInput(
+            f"a batch holds from 1 to {MAX_BATCH_TRANSFERS:,} transfers", field="transfers"
+        )
+
+
+def _linked(pending: Sequence[Transaction]) -> list[list[Transaction]]:
+    """The transactions in the order they were recorded, each alone or, at the place of its
+    batch's first, with the rest of its atomic batch."""
+    batches: dict[UUID, list[Transaction]] = {}
+    linked: list[list[Transaction]] = []
+    for transaction in pending:
+        if transaction.batch_id is None:
+            linked.append([transaction])
+        elif transaction.batch_id in batches:
+            batches[transaction.batch_id].append(transaction)
+        else:
+            batches[transaction.batch_id] = [transaction]
+            linked.append(batches[transaction.batch_id])
+    return linked
+
+
+def _transfer_wallet_ids(command: Transfer) -> tuple[UUID, UUID]:
+    sender_id = parse_wallet_id(command.from_wallet_id, field="from_wallet_id")
+    receiver_id = parse_wallet_id(command.to_wallet_id, field="to_wallet_id")
+    if sender_id == receiver_id:
+        raise SameWallet("a transfer needs two different wallets", field="to_wallet_id")
+    return sender_id, receiver_id
+
+
+def _parsable_wallet_ids(command: Transfer) -> list[UUID]:
+    try:
+        return list(_transfer_wallet_ids(command))
+    except WalletError:
+        return []  # refused on its own once the others' facts are known
+
+
+def _transfer_of(
+    caller: Caller, command: Transfer, facts: dict[UUID, WalletFacts], batch: Batch | None = None
+) -> tuple[Transaction, IdempotencyRecord | None]:
+    """The PENDING transfer the command asks for and the record its key is claimed with, once
+    its wallets' facts are known; or the refusal."""
+    sender_id, receiver_id = _transfer_wallet_ids(command)
+    key = check_key(command.client_transaction_id)
+    sender = _owned(caller, facts, sender_id, field="from_wallet_id").currency
+    receiver = _found(facts, receiver_id, field="to_wallet_id").currency
+    _check_same_currency(sender_id, sender, receiver_id, receiver, "to_wallet_id")
+    amount = parse_positive_amount(command.amount, sender)
+    transfer = Transaction.transfer(
+        amount,
+        sender=sender_id,
+        receiver=receiver_id,
+        key=key,
+        batch=batch.id if batch is not None else None,
+    )
+    # A transfer sent alone is fingerprinted as it always was: stored fingerprints stay valid.
+    linked = {} if batch is None else {"batch": batch.digest}
+    request = {"sender": sender_id, "receiver": receiver_id, "amount": amount.minor, **linked}
+    return transfer, _record(caller, key, Operation.TRANSFER, transfer, **request)
+
+
+def _outcome(make: Callable[[], T]) -> T | WalletError:
+    try:
+        return make()
+    except WalletError as refusal:
+        return refusal
+
+
+def _duplicate_keys(transfers: Sequence[Transfer]) -> set[int]:
+    """The transfers whose key an earlier one in the batch already uses."""
+    seen: set[str] = set()
+    again = set()
+    for n, transfer in enumerate(transfers):
+        if transfer.client_transaction_id in seen:
+            again.add(n)
+        seen.add(transfer.client_transaction_id)
+    return again
+
+
+def _reject_unless_all(made: Sequence[object], duplicates: set[int]) -> None:
+    """Raise TransfersRejected when any transfer of an atomic batch was refused."""
+    errors: list[WalletError | None] = [m if isinstance(m, WalletError) else None for m in made]
+    for n in duplicates:
+        errors[n] = errors[n] or IdempotencyKeyReused(
+            "this client transaction id is used by another transfer of the batch",
+            field="client_transaction_id",
+        )
+    if any(errors):
+        linked = LinkedTransferFailed("another transfer of the batch was refused")
+        raise TransfersRejected([e or linked for e in errors])
+
+
+async def _replayed_batch(
+    uow: UnitOfWork,
+    records: list[IdempotencyRecord],
+    earlier: dict[ScopedKey, IdempotencyRecord],
+    made: Sequence[object],
+) -> list[Transaction]:
+    """The batch as first recorded, when every key replays it; else TransfersRejected."""
+    reused = {
+        n
+        for n, record in enumerate(records)
+        if record.scoped_key not in earlier or not earlier[record.scoped_key].is_replayed_by(record)
+    }
+    if reused:
+        error = IdempotencyKeyReused(
+            "client transaction id already used for a different request",
+            field="client_transaction_id",
+        )
+        linked = LinkedTransferFailed("another transfer of the batch was refused")
+        raise TransfersRejected([error if n in reused else linked for n in range(len(made))])
+    return [await _recorded_transaction(uow, earlier[r.scoped_key]) for r in records]
 
 
 def parse_wallet_id(text: str, field: str) -> UUID:

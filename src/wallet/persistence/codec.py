@@ -76,6 +76,7 @@ def transaction_data(t: Transaction) -> dict[str, Any]:
         "created_at": when_text(t.created_at),
         "completed_at": when_text(t.completed_at),
         "hold_id": str(t.hold_id) if t.hold_id else None,
+        "batch_id": str(t.batch_id) if t.batch_id else None,
     }
 
 
@@ -97,8 +98,9 @@ def transaction_of(data: dict[str, Any]) -> Transaction:
         error_message=data["error_message"],
         created_at=datetime_of(data["created_at"]),
         completed_at=datetime_of(data["completed_at"]),
-        # .get: the change feed's messages of a process not yet upgraded have none.
+        # .get: the change feed's messages of a process not yet upgraded have neither.
         hold_id=UUID(hold) if (hold := data.get("hold_id")) is not None else None,
+        batch_id=UUID(batch) if (batch := data.get("batch_id")) is not None else None,
     )
 
 

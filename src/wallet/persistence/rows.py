@@ -59,6 +59,7 @@ def transaction_from_row(row: Row) -> Transaction:
         created_at=row["created_at"],
         completed_at=row["completed_at"],
         hold_id=row["hold_id"],
+        batch_id=row["batch_id"],
     )
 
 
@@ -112,6 +113,7 @@ TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
     "failure_code": lambda t: t.failure_code.value if t.failure_code else None,
     "error_message": attrgetter("error_message"),
     "hold_id": attrgetter("hold_id"),
+    "batch_id": attrgetter("batch_id"),
 }
 HOLD_COLUMNS: Mapping[str, Callable[[Hold], Any]] = {
     "id": attrgetter("id"),

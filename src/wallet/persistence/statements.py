@@ -25,9 +25,18 @@ LOCK_WALLETS = """
 # Those of the wallets nobody else has locked, at once: never waits, so never deadlocks.
 LOCK_FREE_WALLETS = LOCK_WALLETS + " SKIP LOCKED"
 GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
+# With the rest of the atomic batch of each (by the transactions_by_batch index): they are
+# settled together or not at all. A subquery, not a UNION at the top, so that FOR UPDATE may
+# follow.
 PENDING = """
     SELECT * FROM transactions
-    WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+    WHERE status = 'PENDING' AND id IN (
+        SELECT id FROM transactions WHERE id = ANY($1::uuid[])
+        UNION ALL
+        SELECT linked.id FROM transactions AS asked
+        JOIN transactions AS linked ON linked.batch_id = asked.batch_id
+        WHERE asked.id = ANY($1::uuid[])
+    )
     ORDER BY created_at, id
 """
 # ON CONFLICT waits for a concurrent holder of the key to commit or roll back, so a duplicate
@@ -65,6 +74,9 @@ RELEASE_KEYS = """
     WHERE (caller_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 
+# Transactions recorded together are stamped a microsecond apart, in the order given, so
+# that settle() (by created_at, id) decides them in the order they were sent.
+#
 # What one step writes goes in one statement, whatever its size: each part (transactions
 # recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
 # step has are in its statement: an empty part still costs the executor its set-up (a third
@@ -87,19 +99,21 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
             ("failure_code", "text"),
             ("error_message", "text"),
             ("hold_id", "uuid"),
+            ("batch_id", "uuid"),
         ),
         """
         INSERT INTO transactions (
             id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
-            client_transaction_id, failure_code, error_message, hold_id, created_at,
+            client_transaction_id, failure_code, error_message, hold_id, batch_id, created_at,
             completed_at
         )
         SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
-               v.code, v.message, v.hold, now.at,
-               CASE WHEN v.status <> 'PENDING' THEN now.at END
+               v.code, v.message, v.hold, v.batch, at.at,
+               CASE WHEN v.status <> 'PENDING' THEN at.at END
         FROM now, unnest({}) WITH ORDINALITY
             AS v(id, type, status, amount, currency, sender, receiver, key, code, message,
-                 hold, n)
+                 hold, batch, n),
+            LATERAL (SELECT now.at + (v.n - 1) * interval '1 microsecond' AS at) AS at
         ORDER BY v.n
         RETURNING *
         """,
@@ -200,7 +214,7 @@ SUBMIT = """
         client_transaction_id, created_at
     )
     SELECT v.id, v.type, 'PENDING', v.amount, v.currency, v.sender, v.receiver, v.reference,
-           now.at
+           now.at + (v.n - 1) * interval '1 microsecond'
     FROM now, v
     WHERE v.key IS NULL OR v.id IN (SELECT transaction_id FROM claimed)
     ORDER BY v.n

@@ -102,6 +102,8 @@ class TransactionRow(SQLModel, table=True):
             postgresql_where=text("status = 'PENDING'"),
         ),
         CheckConstraint("hold_id IS NULL OR type <> 'DEPOSIT'", name="only_movements_out_capture"),
+        # settle(): the rest of an atomic batch.
+        Index("transactions_by_batch", "batch_id", postgresql_where=text("batch_id IS NOT NULL")),
         # A hold is captured once: no two transactions name it.
         Index(
             "one_capture_per_hold",
@@ -133,6 +135,8 @@ class TransactionRow(SQLModel, table=True):
     )
     # The hold it captured, when it is a capture.
     hold_id: UUID | None = Field(default=None, foreign_key="holds.id")
+    # The atomic batch it was sent in, when it was: settled with the rest of it, all or none.
+    batch_id: UUID | None = Field(default=None)
 
 
 class HoldRow(SQLModel, table=True):

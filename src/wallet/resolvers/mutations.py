@@ -5,7 +5,7 @@ from strawberry.types import Info
 
 from wallet.domain import services
 from wallet.domain.errors import WalletError
-from wallet.domain.group_commit import Request, run_alone
+from wallet.domain.group_commit import Request, run_alone, run_transfer_batch
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.schema.context import Context
 from wallet.schema.types import (
@@ -18,6 +18,8 @@ from wallet.schema.types import (
     PlaceHoldInput,
     Transaction,
     TransactionPayload,
+    TransferBatchInput,
+    TransferBatchPayload,
     TransferInput,
     UserError,
     VoidHoldInput,
@@ -31,8 +33,8 @@ def _accepted(info: Info[Context, None], transaction: DomainTransaction) -> Tran
     return TransactionPayload(transaction=Transaction.from_domain(transaction), errors=[])
 
 
-def _rejected(error: WalletError) -> TransactionPayload:
-    return TransactionPayload(transaction=None, errors=[UserError.from_domain(error)])
+def _rejected(error: WalletError, at: tuple[str, ...] = ("input",)) -> TransactionPayload:
+    return TransactionPayload(transaction=None, errors=[UserError.from_domain(error, at)])
 
 
 @strawberry.type
@@ -71,7 +73,8 @@ class Mutation:
             transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
-        return _accepted(info, await info.context.dispatch(transaction))
+        (transaction,) = await info.context.dispatch([transaction])
+        return _accepted(info, transaction)
 
     @strawberry.mutation
     async def transfer(self, info: Info[Context, None], input: TransferInput) -> TransactionPayload:
@@ -82,7 +85,38 @@ class Mutation:
             transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
             return _rejected(error)
-        return _accepted(info, await info.context.dispatch(transaction))
+        (transaction,) = await info.context.dispatch([transaction])
+        return _accepted(info, transaction)
+
+    @strawberry.mutation
+    async def transfer_batch(
+        self, info: Info[Context, None], input: TransferBatchInput
+    ) -> TransferBatchPayload:
+        batch = services.TransferBatch(
+            [
+                services.Transfer(
+                    t.from_wallet_id, t.to_wallet_id, t.amount, t.client_transaction_id
+                )
+                for t in input.transfers
+            ],
+            atomic=input.atomic,
+        )
+        context = info.context
+        try:
+            outcomes = await run_transfer_batch(context.uow_factory, context.caller, batch)
+        except WalletError as error:  # the batch as a whole
+            return TransferBatchPayload(results=[], errors=[UserError.from_domain(error)])
+        accepted = [o for o in outcomes if isinstance(o, DomainTransaction)]
+        settled = iter(await context.dispatch(accepted))
+        results = []
+        for n, outcome in enumerate(outcomes):
+            if isinstance(outcome, DomainTransaction):
+                results.append(_accepted(info, next(settled)))
+            elif isinstance(outcome, WalletError):
+                results.append(_rejected(outcome, ("input", "transfers", str(n))))
+            else:
+                raise outcome  # not a refusal: a bug, reported as INTERNAL
+        return TransferBatchPayload(results=results, errors=[])
 
     @strawberry.mutation
     async def place_hold(self, info: Info[Context, None], input: PlaceHoldInput) -> HoldPayload:

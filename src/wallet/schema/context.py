@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -25,9 +25,9 @@ from wallet.domain.model import (
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
 
-# Hands a PENDING transaction on to be settled; returns it as it stands afterwards
-# (settled at once when run inline, still PENDING when queued for a worker).
-Dispatch = Callable[[Transaction], Awaitable[Transaction]]
+# Hands PENDING transactions on to be settled, as one job; returns each as it stands
+# afterwards (settled at once when run inline, still PENDING when queued for a worker).
+Dispatch = Callable[[Sequence[Transaction]], Awaitable[list[Transaction]]]
 # Applies a deposit (together with the others made at the same time); raises its refusal.
 Depositor = Callable[[Request[Deposit]], Awaitable[Transaction]]
 # Records a withdrawal or transfer as PENDING (together with the others made at the same

@@ -403,12 +403,15 @@ class UserError:
     )
 
     @classmethod
-    def from_domain(cls, error: domain_errors.WalletError) -> UserError:
+    def from_domain(
+        cls, error: domain_errors.WalletError, at: tuple[str, ...] = ("input",)
+    ) -> UserError:
+        """The refusal, its field named by its path from `at` (the input it is in)."""
         return cls(
             code=error.code,
             message=error.message,
             # The domain names the command's field; the client knows it by its GraphQL name.
-            field=["input", to_camel_case(error.field)] if error.field else None,
+            field=[*at, to_camel_case(error.field)] if error.field else None,
         )
 
 
@@ -438,6 +441,21 @@ class CreateWalletInput:
         default=None,
         description="Admins only: the owner to create it for; the caller when omitted.",
     )
+
+
+@strawberry.input
+class TransferBatchInput:
+    transfers: list[TransferInput] = strawberry.field(description="1 to 1,000 transfers.")
+    atomic: bool = False
+
+
+@strawberry.type
+class TransferBatchPayload:
+    results: list[TransactionPayload] = strawberry.field(
+        description="One per transfer, in the order sent; empty when the batch as a whole "
+        "was refused."
+    )
+    errors: list[UserError] = strawberry.field(description="Why the batch as a whole was refused.")
 
 
 @strawberry.type

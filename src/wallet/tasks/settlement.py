@@ -35,6 +35,8 @@ from wallet.persistence.outages import Outage
 log = logging.getLogger(__name__)
 
 SETTLE_TASK = "wallet.settle"
+# A batch of transactions sent in one request: one job, settled in one unit of work.
+SETTLE_MANY_TASK = "wallet.settle-many"
 # Attempts that may fail (or die) before the transaction is failed with INTERNAL.
 MAX_JOB_ATTEMPTS = 5
 
@@ -115,6 +117,12 @@ class SettlementBatcher:
     async def settle(self, transaction_id: UUID) -> None:
         await self._batches(transaction_id)
 
+    async def settle_many(self, transaction_ids: list[UUID]) -> None:
+        """Settle the transactions of one job together, as one batch of their own."""
+        errors = await self._settle(list(dict.fromkeys(transaction_ids)))
+        if errors:
+            raise next(iter(errors.values()))
+
     async def _settle_batch(self, ids: list[UUID]) -> list[Exception | None]:
         # A job delivered twice may be in one batch twice: settle it once, answer both.
         errors = await self._settle(list(dict.fromkeys(ids)))
@@ -175,3 +183,11 @@ class SettlementBatcher:
 async def settle_transaction(transaction_id: str, context: Context = TaskiqDepends()) -> None:
     deps: TaskDeps = context.state.deps
     await deps.batcher.settle(UUID(transaction_id))
+
+
+@async_shared_broker.task(task_name=SETTLE_MANY_TASK)
+async def settle_transactions(
+    transaction_ids: list[str], context: Context = TaskiqDepends()
+) -> None:
+    deps: TaskDeps = context.state.deps
+    await deps.batcher.settle_many([UUID(i) for i in transaction_ids])

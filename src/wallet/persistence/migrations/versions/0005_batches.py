@@ -1,0 +1,35 @@
+"""Atomic batches of transfers: each transfer names its batch, settled all or none.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0005"
+down_revision: str | None = "0004"
+branch_labels = None
+depends_on = None
+
+_UPGRADE = [
+    "ALTER TABLE transactions ADD COLUMN batch_id uuid",
+    # settle(): the rest of an atomic batch. Only batched transfers are in it.
+    "CREATE INDEX transactions_by_batch ON transactions (batch_id) WHERE batch_id IS NOT NULL",
+]
+
+_DOWNGRADE = [
+    "DROP INDEX transactions_by_batch",
+    "ALTER TABLE transactions DROP COLUMN batch_id",
+]
+
+
+def upgrade() -> None:
+    for statement in _UPGRADE:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    for statement in _DOWNGRADE:
+        op.execute(statement)
