@@ -415,6 +415,24 @@ async def test_a_capture_sent_twice_at_once_with_one_key_replays_and_moves_the_m
         await assert_holds_explained(engine, [wallet, to])
 
 
+async def test_a_hold_placed_twice_at_once_with_one_key_reserves_once(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    for _ in range(10):
+        wallet = (await new_wallet(uow_factory, "10.00")).id
+        key = fresh_key("hold")
+        results = await asyncio.gather(
+            *(place_hold(uow_factory, wallet, "6.00", key=key) for _ in range(2)),
+            return_exceptions=True,
+        )
+
+        assert all(isinstance(r, Hold) for r in results), results
+        assert len({r.id for r in results if isinstance(r, Hold)}) == 1
+        rows = await _wallets(engine, [wallet])
+        assert (rows[wallet].balance, rows[wallet].held) == (10_00, 6_00)
+        await assert_holds_explained(engine, [wallet])
+
+
 async def test_a_void_sent_twice_at_once_with_one_key_replays_and_releases_once(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine
 ) -> None:
