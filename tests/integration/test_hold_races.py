@@ -6,6 +6,7 @@ goes below zero."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -483,6 +484,52 @@ async def test_concurrent_expirers_expire_each_of_200_due_holds_exactly_once(
     await assert_balances_explained(engine, wallets)
     await assert_holds_explained(engine, wallets)
     print(f"holds expired by each expirer: {[sum(c.values()) for c in expirers]}")
+
+
+async def test_a_hold_on_a_wallet_kept_busy_still_expires_within_seconds(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    wallet = (await new_wallet(uow_factory, "100.00")).id
+    hold = await place_hold(uow_factory, wallet, "1.00", expires_in_seconds=1)
+    released: list[Hold] = []
+    done = asyncio.Event()
+
+    async def depositor() -> None:
+        # Each deposit locks the wallet: with twenty at once, it is locked nearly all the time.
+        while not done.is_set():
+            await run_alone(
+                uow_factory,
+                services.deposit,
+                ADMIN,
+                services.Deposit(str(wallet), "0.01", fresh_key("deposit")),
+            )
+
+    async def expirer() -> None:
+        # As the worker does: a round every second.
+        while not done.is_set():
+            released.extend(h for h in await expire_holds(uow_factory) if h.id == hold.id)
+            if released:
+                done.set()
+            else:
+                await asyncio.sleep(1.0)
+
+    async def patience() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 15)
+        done.set()
+
+    await asyncio.gather(*(depositor() for _ in range(20)), expirer(), patience())
+
+    assert len(released) == 1, "expired once, while the wallet was busy"
+    (expired,) = released
+    assert expired.closed_at is not None
+    waited = (expired.closed_at - hold.expires_at).total_seconds()
+    limit = services.EXPIRY_PATIENCE.total_seconds() + 2
+    assert waited < limit, f"released {waited:.1f} s after its expiry"
+    figures = await assert_holds_explained(engine, [wallet])
+    assert figures[str(wallet)].held == 0
+    await assert_balances_explained(engine, [wallet])
+    print(f"released {waited:.2f} s after its expiry")
 
 
 @pytest.mark.parametrize("way", ["withdrawal", "transfer"])
