@@ -45,7 +45,6 @@ pytestmark = pytest.mark.timeout(60)
 @dataclass(frozen=True)
 class HoldRow:
     status: HoldStatus
-    amount: int
     captured: int
 
 
@@ -60,12 +59,11 @@ async def _holds(engine: AsyncEngine, hold_ids: Iterable[UUID]) -> dict[UUID, Ho
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT id, status, amount, captured_amount FROM holds "
-                "WHERE id = ANY(CAST(:ids AS uuid[]))"
+                "SELECT id, status, captured_amount FROM holds WHERE id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"ids": [str(i) for i in hold_ids]},
         )
-        return {row[0]: HoldRow(HoldStatus(row[1]), row[2], row[3]) for row in rows}
+        return {row[0]: HoldRow(HoldStatus(row[1]), row[2]) for row in rows}
 
 
 async def _wallets(engine: AsyncEngine, wallet_ids: Iterable[UUID]) -> dict[UUID, WalletRow]:
