@@ -143,6 +143,66 @@ async def assert_balances_explained(
 
 
 @dataclass(frozen=True)
+class WalletHolds:
+    balance: int
+    held: int
+    # The sum of the amounts of its ACTIVE holds.
+    active: int
+
+
+async def assert_holds_explained(
+    engine: AsyncEngine, wallet_ids: Iterable[UUID | str]
+) -> dict[str, WalletHolds]:
+    """Every wallet's held total is what its ACTIVE holds reserve, within 0 and its balance.
+    Every CAPTURED hold was captured by exactly one COMPLETED transaction naming it, of the
+    captured amount, from its wallet to its receiver (out when it has none); no transaction
+    names a hold that is not CAPTURED. Returns each wallet's figures."""
+    ids = [str(i) for i in wallet_ids]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT w.id::text, w.balance, w.held,
+                      (SELECT coalesce(sum(h.amount), 0) FROM holds h
+                       WHERE h.wallet_id = w.id AND h.status = 'ACTIVE')
+                    FROM wallets w WHERE w.id = ANY(CAST(:ids AS uuid[]))
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
+        wrong_captures = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT h.id, h.status, h.captured_amount, h.capture_transaction_id,
+                      count(t.id), array_agg(t.id)
+                    FROM holds h LEFT JOIN transactions t ON t.hold_id = h.id
+                    WHERE h.wallet_id = ANY(CAST(:ids AS uuid[]))
+                    GROUP BY h.id
+                    HAVING count(t.id) <> CASE WHEN h.status = 'CAPTURED' THEN 1 ELSE 0 END
+                      OR (h.status = 'CAPTURED' AND NOT bool_and(
+                        t.id = h.capture_transaction_id AND t.status = 'COMPLETED'
+                        AND t.amount = h.captured_amount AND t.currency = h.currency
+                        AND t.sender_wallet_id = h.wallet_id
+                        AND t.receiver_wallet_id IS NOT DISTINCT FROM h.receiver_wallet_id))
+                    LIMIT 10
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
+    found = {row[0]: WalletHolds(int(row[1]), int(row[2]), int(row[3])) for row in rows}
+    assert sorted(found) == sorted(ids), "every wallet asked for exists"
+    for wallet_id, holds in found.items():
+        assert 0 <= holds.held <= holds.balance, (wallet_id, holds)
+        assert holds.held == holds.active, ("held is what ACTIVE holds reserve", wallet_id, holds)
+    assert wrong_captures == [], "a CAPTURED hold has one capture, and only it has one"
+    return found
+
+
+@dataclass(frozen=True)
 class LedgerFigures:
     # The longest a withdrawal or transfer took from PENDING to its final status.
     slowest_settlement_seconds: float
@@ -154,9 +214,10 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
 
     Money is conserved: what the wallets hold is what COMPLETED deposits brought in less what
     COMPLETED withdrawals took out. Every balance is explained by its entries (see
-    assert_balances_explained, which the other suites use on their own wallets). No client
-    key belongs to two transactions, every key recorded names a transaction or wallet that
-    exists, and nothing is PENDING.
+    assert_balances_explained, which the other suites use on their own wallets), and every
+    wallet's held total by its ACTIVE holds (assert_holds_explained). No client key belongs
+    to two transactions, every key recorded names a transaction, wallet or hold that exists,
+    and nothing is PENDING.
     """
     async with engine.connect() as conn:
         wallet_ids = [row[0] for row in (await conn.execute(text("SELECT id FROM wallets"))).all()]
@@ -188,9 +249,12 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
                 text(
                     """
                     SELECT k.key FROM idempotency_keys k
-                    WHERE (k.transaction_id IS NULL AND k.wallet_id IS NULL)
+                    WHERE (k.transaction_id IS NULL AND k.wallet_id IS NULL
+                           AND k.hold_id IS NULL)
                        OR (k.transaction_id IS NOT NULL AND NOT EXISTS (
                            SELECT 1 FROM transactions t WHERE t.id = k.transaction_id))
+                       OR (k.hold_id IS NOT NULL AND NOT EXISTS (
+                           SELECT 1 FROM holds h WHERE h.id = k.hold_id))
                     LIMIT 10
                     """
                 )
@@ -209,6 +273,7 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
             )
         ).one()
     await assert_balances_explained(engine, wallet_ids)
+    await assert_holds_explained(engine, wallet_ids)
     assert held == deposited - withdrawn, "money is conserved"
     assert key_on_two == [], "a client key names one transaction"
     assert dangling_keys == [], "every recorded key names what it recorded"

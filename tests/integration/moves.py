@@ -1,4 +1,5 @@
-"""Short ways to call the use cases as the API does: each move submitted, then settled."""
+"""Short ways to call the use cases as the API does: each move submitted, then settled; each
+hold placed, captured or voided in a unit of work of its own, and expired as the worker does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.callers import ADMIN
 from wallet.domain import services
 from wallet.domain.group_commit import run_alone, run_unattended
-from wallet.domain.model import Transaction, Wallet
+from wallet.domain.model import DEFAULT_HOLD_SECONDS, Hold, Transaction, Wallet
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
@@ -77,3 +78,53 @@ async def settle(uow_factory: UnitOfWorkFactory, transaction_id: UUID) -> Transa
         transaction = await uow.transactions.get(transaction_id)
     assert transaction is not None
     return transaction
+
+
+async def place_hold(
+    uow_factory: UnitOfWorkFactory,
+    wallet: UUID,
+    amount: str,
+    *,
+    receiver: UUID | None = None,
+    expires_in_seconds: int = DEFAULT_HOLD_SECONDS,
+    key: str | None = None,
+) -> Hold:
+    return await run_alone(
+        uow_factory,
+        services.place_hold,
+        ADMIN,
+        services.PlaceHold(
+            str(wallet),
+            amount,
+            key or fresh_key("hold"),
+            receiver_wallet_id=None if receiver is None else str(receiver),
+            expires_in_seconds=expires_in_seconds,
+        ),
+    )
+
+
+async def capture_hold(
+    uow_factory: UnitOfWorkFactory, hold: UUID, amount: str | None = None, key: str | None = None
+) -> Transaction:
+    return await run_alone(
+        uow_factory,
+        services.capture_hold,
+        ADMIN,
+        services.CaptureHold(str(hold), key or fresh_key("capture"), amount),
+    )
+
+
+async def void_hold(uow_factory: UnitOfWorkFactory, hold: UUID, key: str | None = None) -> Hold:
+    return await run_alone(
+        uow_factory,
+        services.void_hold,
+        ADMIN,
+        services.VoidHold(str(hold), key or fresh_key("void")),
+    )
+
+
+async def expire_holds(
+    uow_factory: UnitOfWorkFactory, limit: int = services.EXPIRY_BATCH
+) -> list[Hold]:
+    """One round of the worker's expiry: the holds it expired."""
+    return await run_unattended(uow_factory, services.expire_holds, limit)
