@@ -1070,8 +1070,9 @@ async def test_a_worker_expires_a_due_hold_and_gives_back_exactly_its_amount(
                 expired, f"hold {due['id']} EXPIRED", timeout=15, every=0.2
             )
 
-            async def released() -> bool:
-                return await holds.balances(wallet) == ("10.00", "8.00", "2.00")
+            async def released() -> tuple[str, str, str] | None:
+                now = await holds.balances(wallet)
+                return now if now == ("10.00", "8.00", "2.00") else None
 
             await eventually(released, "exactly the expired hold's 3.00 released", timeout=3)
             late = await holds.capture(due["id"])
