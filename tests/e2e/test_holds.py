@@ -251,6 +251,25 @@ async def test_a_hold_past_the_available_balance_is_refused_and_records_nothing(
     assert await holds.balances(wallet) == ("10.00", "10.00", "0.00")
 
 
+async def test_a_refused_hold_leaves_no_trace_so_its_key_may_place_it_once_money_is_there(
+    api: Api, holds: Holds
+) -> None:
+    """A rejected hold must not come back to life (Blnk's users met one that could still be
+    committed): nothing of it is kept, not even its key."""
+    wallet = await api.new_wallet("5.00")
+    client_key = key()
+    refused = await holds.place(wallet, "5.01", client_key=client_key)
+    assert _codes(refused) == ["INSUFFICIENT_FUNDS"]
+    await api.deposit(wallet, "0.01")
+
+    payload = await holds.place(wallet, "5.01", client_key=client_key)
+
+    assert payload["errors"] == []
+    assert (payload["hold"]["status"], payload["hold"]["amount"]) == ("ACTIVE", "5.01")
+    assert await holds.balances(wallet) == ("5.01", "0.00", "5.01")
+    assert [h["id"] for h in await holds.every(wallet, 10)] == [payload["hold"]["id"]]
+
+
 async def test_holds_are_measured_against_what_earlier_holds_left_available(
     api: Api, holds: Holds
 ) -> None:
@@ -282,7 +301,7 @@ async def test_holds_placed_at_once_never_reserve_more_than_the_balance(
     assert len(await holds.every(wallet, 100)) == 10
 
 
-async def test_a_hold_counts_in_the_currency_s_own_decimal_places(api: Api, holds: Holds) -> None:
+async def test_a_hold_in_yen_counts_in_whole_yen(api: Api, holds: Holds) -> None:
     yen = await api.new_wallet("1000", "JPY")
 
     hold = await holds.placed(yen, "300")
