@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # A PENDING transaction untouched this long is queued again by the worker's sweeper.
     sweep_after_seconds: float = 5.0
     sweep_interval_seconds: float = 1.0
+    # How often each worker looks for holds past their expiry, and releases them.
+    hold_expiry_interval_seconds: float = 1.0
     # The stream hands a dead consumer's unacknowledged job to another after this long.
     redeliver_after_ms: int = 60_000
     # Seconds a stopping worker gives its running jobs before it exits.

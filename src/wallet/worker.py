@@ -1,4 +1,5 @@
-"""`wallet worker`: settles queued withdrawals and transfers, and sweeps up stalled ones.
+"""`wallet worker`: settles queued withdrawals and transfers, sweeps up stalled ones, and
+releases holds past their expiry.
 
 It runs taskiq's Receiver in this process (no process manager): SIGTERM and SIGINT set the
 finish event through the event loop, the receiver stops taking jobs, running ones get
@@ -32,6 +33,8 @@ from taskiq.receiver import Receiver
 
 from wallet.bootstrap import Resources, open_resources, worker_queue
 from wallet.config import Settings
+from wallet.domain.group_commit import run_unattended
+from wallet.domain.services import EXPIRY_BATCH, expire_holds
 from wallet.persistence.outages import Outage, PostgresOutage, postgres_outage, redis_outage
 from wallet.persistence.sweeper import claim_stalled
 from wallet.tasks.settlement import TaskDeps, settle_transaction
@@ -95,6 +98,34 @@ async def sweep_forever(
                 servers.redis.back()
         progress.set()
         await _pause(finish, settings.sweep_interval_seconds)
+
+
+async def expire_forever(
+    resources: Resources, servers: Servers, finish: asyncio.Event, progress: asyncio.Event
+) -> None:
+    """Release the holds past their expiry, until `finish` is set: a round every
+    `hold_expiry_interval_seconds`, and at once again after a full batch (a backlog).
+
+    Runs in every worker; expire_holds() keeps two workers from releasing the same hold, and
+    a hold's one way out is taken once, in the unit of work that takes it.
+    """
+    interval = resources.settings.hold_expiry_interval_seconds
+    while not finish.is_set():
+        released = 0
+        try:
+            released = len(await run_unattended(resources.unit_of_work, expire_holds, EXPIRY_BATCH))
+        except Exception as error:  # the loop must outlive any one round
+            if servers.postgres.explains(error):
+                servers.postgres.lost(error)
+            else:
+                log.warning("releasing expired holds failed; trying again", exc_info=True)
+        else:
+            servers.postgres.back()
+            if released:
+                log.info("released %d expired holds", released)
+        progress.set()
+        if released < EXPIRY_BATCH:
+            await _pause(finish, interval)
 
 
 async def _wait_for_postgres(
@@ -178,6 +209,9 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
         sweeper = asyncio.create_task(
             sweep_forever(resources, servers, finish, progress), name="sweeper"
         )
+        expirer = asyncio.create_task(
+            expire_forever(resources, servers, finish, progress), name="expirer"
+        )
         try:
             while not finish.is_set():
                 try:
@@ -199,7 +233,8 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
             # and a sweeper told only that way swept on, and this wait with it, for ever.
             finish.set()
             sweeper.cancel()
-            await asyncio.wait({sweeper}, timeout=settings.shutdown_grace_seconds)
+            expirer.cancel()
+            await asyncio.wait({sweeper, expirer}, timeout=settings.shutdown_grace_seconds)
             with contextlib.suppress(RedisError, OSError):
                 await broker.shutdown()
             if beating is not None:

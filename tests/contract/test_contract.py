@@ -70,10 +70,10 @@ def contract() -> GraphQLSchema:
     return schema
 
 
-def test_the_contract_is_extended_by_auth_graphql(contract: GraphQLSchema) -> None:
-    assert [p.name for p in EXTENSIONS] == ["auth.graphql"]
+def test_the_contract_is_extended_by_auth_and_holds_graphql(contract: GraphQLSchema) -> None:
+    assert [p.name for p in EXTENSIONS] == ["auth.graphql", "holds.graphql"]
     assert contract.query_type is not None
-    assert "viewer" in contract.query_type.fields
+    assert {"viewer", "hold"} <= contract.query_type.fields.keys()
 
 
 @pytest.fixture(scope="module")

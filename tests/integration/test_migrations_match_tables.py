@@ -17,7 +17,13 @@ from sqlmodel import SQLModel
 from wallet.persistence import tables
 from wallet.persistence.database import create_database, create_engine, drop_database, migrate
 
-TABLES = (tables.wallets, tables.transactions, tables.ledger_entries, tables.idempotency_keys)
+TABLES = (
+    tables.wallets,
+    tables.transactions,
+    tables.holds,
+    tables.ledger_entries,
+    tables.idempotency_keys,
+)
 
 
 @pytest.fixture(scope="module")

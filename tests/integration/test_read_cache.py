@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -148,7 +149,7 @@ async def test_a_fill_never_replaces_a_newer_version_with_an_older_one(
     generation = opened[1][wallet_id]
     (old,) = await SqlHistoryQuery(engine).wallets([wallet_id])
     assert old is not None
-    newer = Wallet(old.id, old.owner_id, old.currency, old.balance, old.version + 1, old.created_at)
+    newer = replace(old, version=old.version + 1, updated_at=None)
 
     # Two readers under one generation; the one holding the newer version stores first.
     await cache.fill_wallets([(generation, newer)])
@@ -168,7 +169,11 @@ async def test_a_commit_told_late_never_replaces_a_newer_version_of_any_of_its_w
     old = [w for w in await SqlHistoryQuery(engine).wallets(wallet_ids) if w is not None]
     newer = [
         Wallet(
-            w.id, w.owner_id, w.currency, Money(w.balance.minor + 100, w.currency), w.version + 1
+            w.id,
+            w.owner_id,
+            w.currency,
+            Money(w.balance.minor + 100, w.currency),
+            version=w.version + 1,
         )
         for w in old
     ]

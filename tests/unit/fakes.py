@@ -15,6 +15,8 @@ from typing import Self
 from uuid import UUID
 
 from wallet.domain.model import (
+    Hold,
+    HoldStatus,
     IdempotencyRecord,
     LedgerEntry,
     ScopedKey,
@@ -33,6 +35,7 @@ class Stored:
     transactions: dict[UUID, Transaction] = field(default_factory=dict)
     keys: dict[ScopedKey, IdempotencyRecord] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
+    holds: dict[UUID, Hold] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +57,14 @@ class FakeDatabase:
         """The wallet's balance as its ledger entries tell it."""
         return sum(e.delta for e in self.stored.entries if e.wallet_id == wallet_id)
 
+    def reserved(self, wallet_id: UUID) -> int:
+        """What the wallet's ACTIVE holds reserve, which its `held` must equal."""
+        return sum(
+            h.amount.minor
+            for h in self.stored.holds.values()
+            if h.wallet_id == wallet_id and h.is_active
+        )
+
 
 class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
@@ -62,6 +73,7 @@ class FakeUnitOfWork:
         self.wallets = _Wallets(self)
         self.transactions = _Transactions(self)
         self.idempotency_keys = _Keys(self)
+        self.holds = _Holds(self)
 
     @property
     def working(self) -> Stored:
@@ -103,6 +115,7 @@ class FakeUnitOfWork:
         for wallet in {w.id: w for w in balances}.values():
             assert wallet.id in self._working.wallets
             assert wallet.balance.minor >= 0, "the database refuses a negative balance"
+            assert 0 <= wallet.held <= wallet.balance.minor, "and a hold past the balance"
             self._working.wallets[wallet.id] = replace(wallet, version=wallet.version + 1)
         self._working.entries += entries
         return [replace(self._working.transactions[t.id]) for t in (*recorded, *decided)]
@@ -155,7 +168,9 @@ class _Wallets:
         working = self._uow.working.wallets
         return {i: working[i].facts for i in wallet_ids if i in working}
 
-    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+    async def lock(
+        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+    ) -> dict[UUID, Wallet]:
         return await self.get_many(sorted(wallet_ids))
 
 
@@ -176,6 +191,38 @@ class _Transactions:
         # In the order they were recorded (the dict keeps insertion order).
         order = list(working)
         return [replace(t) for t in sorted(pending, key=lambda t: order.index(t.id))]
+
+
+class _Holds:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, hold: Hold) -> Hold:
+        assert hold.id not in self._uow.working.holds
+        added = replace(hold, created_at=datetime.now(UTC))
+        self._uow.working.holds[hold.id] = added
+        return replace(added)
+
+    async def get(self, hold_id: UUID, *, lock: bool = False) -> Hold | None:
+        hold = self._uow.working.holds.get(hold_id)
+        return None if hold is None else replace(hold)
+
+    async def due(self, at: datetime, limit: int) -> list[Hold]:
+        due = [h for h in self._uow.working.holds.values() if h.is_due(at)]
+        return [replace(h) for h in sorted(due, key=lambda h: h.expires_at)[:limit]]
+
+    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
+        ids = set(wallet_ids)
+        holds = self._uow.working.holds.values()
+        return [replace(h) for h in holds if h.wallet_id in ids and h.is_due(at)]
+
+    async def close(self, holds: Sequence[Hold]) -> list[Hold]:
+        now = datetime.now(UTC)
+        for hold in holds:
+            assert self._uow.working.holds[hold.id].status is HoldStatus.ACTIVE
+            assert hold.status is not HoldStatus.ACTIVE
+            self._uow.working.holds[hold.id] = replace(hold, closed_at=now)
+        return [replace(self._uow.working.holds[h.id]) for h in holds]
 
 
 class _Keys:

@@ -116,9 +116,10 @@ def test_a_wallet_survives_its_encoding() -> None:
         "someone",
         Currency.of("KWD"),
         Money(1_234, Currency.of("KWD")),
-        9,
-        START,
-        START,
+        held=1_000,
+        version=9,
+        created_at=START,
+        updated_at=START,
     )
     assert wallet_from_json(wallet_to_json(wallet).encode()) == wallet
 
@@ -135,10 +136,12 @@ def test_records_are_encoded_by_field_name_with_money_as_minor_units_and_currenc
     assert set(encoded) == {f.name for f in fields(Transaction)} | money
     assert (encoded["amount"], encoded["currency"]) == (transaction.amount.minor, "USD")
     assert encoded["failure_code"] == "INSUFFICIENT_FUNDS"
-    wallet = Wallet(UUID(int=7), "someone", USD, Money(1_234, USD), 9, START, START)
+    wallet = Wallet(
+        UUID(int=7), "someone", USD, Money(1_234, USD), held=34, version=9, created_at=START
+    )
     encoded = json.loads(wallet_to_json(wallet))
     assert set(encoded) == {f.name for f in fields(Wallet)} | {"currency"}
-    assert (encoded["balance"], encoded["version"]) == (1_234, 9)
+    assert (encoded["balance"], encoded["held"], encoded["version"]) == (1_234, 34, 9)
 
 
 @pytest.mark.parametrize(

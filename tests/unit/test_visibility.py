@@ -18,7 +18,15 @@ from wallet.app import build_schema
 from wallet.domain import services
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import run_alone
-from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.model import (
+    HistoryRequest,
+    Hold,
+    HoldPage,
+    HoldsRequest,
+    Page,
+    Transaction,
+    Wallet,
+)
 from wallet.schema.context import Context, Identity
 
 EXTENSION_INSTANCES = "ignore:Passing an extension instance:DeprecationWarning"
@@ -34,6 +42,13 @@ class FakeReads:
 
     async def transactions(self, transaction_ids: Sequence[UUID]) -> list[Transaction | None]:
         return [self._db.stored.transactions.get(i) for i in transaction_ids]
+
+    async def holds(self, hold_ids: Sequence[UUID]) -> list[Hold | None]:
+        return [self._db.stored.holds.get(i) for i in hold_ids]
+
+    async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
+        holds = [h for h in self._db.stored.holds.values() if h.wallet_id == request.wallet_id]
+        return HoldPage(holds=holds[::-1][: request.limit])
 
     async def history(self, request: HistoryRequest) -> Page:
         touching = [

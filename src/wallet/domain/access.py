@@ -5,6 +5,10 @@ else it does not exist, so what they are told is exactly what an unknown id gets
 may send money *to* any wallet. Deposits, and wallets opened with money in them, need the
 deposit scope; opening a wallet for someone else needs the admin scope. A transaction is
 seen by the owners of its wallets and by admins.
+
+A hold is placed by whoever may move money out of its wallet. It is seen, captured and
+voided by its wallet's owner, its receiver wallet's owner and admins; to anyone else it
+does not exist.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from uuid import UUID
 
 from wallet.domain.callers import Caller
 from wallet.domain.errors import Forbidden
-from wallet.domain.model import Transaction, Wallet, WalletFacts
+from wallet.domain.model import Hold, Transaction, Wallet, WalletFacts
 
 
 def may_see(caller: Caller, wallet: Wallet | WalletFacts) -> bool:
@@ -40,6 +44,14 @@ def may_see_transaction(
     if caller.is_admin:
         return True
     return any(owners.get(i) == caller.id for i in transaction.wallet_ids)
+
+
+def may_see_hold(caller: Caller, hold: Hold, owners: Mapping[UUID, str]) -> bool:
+    """Whether the hold exists for this caller, who may then capture or void it: `owners`
+    names the owner of each of its wallets."""
+    if caller.is_admin:
+        return True
+    return any(owners.get(i) == caller.id for i in hold.wallet_ids)
 
 
 def check_deposit(caller: Caller) -> None:

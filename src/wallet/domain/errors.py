@@ -9,6 +9,9 @@
     ├── SameWallet                SAME_WALLET
     ├── InsufficientFunds         INSUFFICIENT_FUNDS
     ├── IdempotencyKeyReused      IDEMPOTENCY_KEY_REUSED
+    ├── HoldNotFound              HOLD_NOT_FOUND
+    ├── HoldNotActive             HOLD_NOT_ACTIVE
+    ├── CaptureExceedsHold        CAPTURE_EXCEEDS_HOLD
     ├── Forbidden                 FORBIDDEN (the caller lacks the scope the request needs)
     └── InternalFailure           INTERNAL (a transaction that could not be settled)
 
@@ -35,6 +38,9 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
     INTERNAL = "INTERNAL"
+    HOLD_NOT_FOUND = "HOLD_NOT_FOUND"
+    HOLD_NOT_ACTIVE = "HOLD_NOT_ACTIVE"
+    CAPTURE_EXCEEDS_HOLD = "CAPTURE_EXCEEDS_HOLD"
 
 
 class WalletError(Exception):
@@ -78,6 +84,18 @@ class InsufficientFunds(WalletError):
 
 class IdempotencyKeyReused(WalletError):
     code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+class HoldNotFound(WalletError):
+    code = ErrorCode.HOLD_NOT_FOUND
+
+
+class HoldNotActive(WalletError):
+    code = ErrorCode.HOLD_NOT_ACTIVE
+
+
+class CaptureExceedsHold(WalletError):
+    code = ErrorCode.CAPTURE_EXCEEDS_HOLD
 
 
 class Forbidden(WalletError):

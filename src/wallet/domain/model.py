@@ -6,15 +6,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID, uuid4
 
 from wallet.domain.errors import (
+    CaptureExceedsHold,
     CurrencyMismatch,
     ErrorCode,
+    HoldNotActive,
     InsufficientFunds,
     InvalidAmount,
+    WalletError,
 )
 from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
 
@@ -44,6 +47,8 @@ class Wallet:
     owner_id: str
     currency: Currency
     balance: Money
+    # What its ACTIVE holds reserve, in minor units: part of the balance nothing else may move.
+    held: int = 0
     # Bumped on every change of the row, so that a cached copy can tell which is newer.
     version: int = 0
     created_at: datetime | None = None
@@ -53,6 +58,11 @@ class Wallet:
     def open(cls, currency: Currency, *, owner_id: str) -> Wallet:
         """A new, empty wallet of `owner_id`."""
         return cls(id=uuid4(), owner_id=owner_id, currency=currency, balance=Money(0, currency))
+
+    @property
+    def available(self) -> Money:
+        """The balance less what holds reserve: what a withdrawal, transfer or hold may take."""
+        return Money(self.balance.minor - self.held, self.currency)
 
     @property
     def facts(self) -> WalletFacts:
@@ -67,15 +77,29 @@ class Wallet:
         self.balance = Money(self.balance.minor + amount.minor, self.currency)
 
     def debit(self, amount: Money) -> None:
+        self._check_available(amount)
+        self.balance = Money(self.balance.minor - amount.minor, self.currency)
+
+    def reserve(self, amount: Money) -> None:
+        """Set `amount` aside for a hold: it stays in the balance, out of what is available."""
+        self._check_available(amount)
+        self.held += amount.minor
+
+    def release(self, amount: Money) -> None:
+        """Give back what a hold set aside."""
         self._check_currency(amount)
-        if amount.minor > self.balance.minor:
+        assert amount.minor <= self.held, "a hold releases no more than was reserved"
+        self.held -= amount.minor
+
+    def _check_available(self, amount: Money) -> None:
+        self._check_currency(amount)
+        if amount.minor > self.balance.minor - self.held:
             # Not the balance: the message is stored on the transaction, and a transfer's
             # receiver sees it.
             raise InsufficientFunds(
-                f"wallet {self.id} holds less than {amount} {self.currency.code}",
+                f"wallet {self.id} has less than {amount} {self.currency.code} available",
                 field="amount",
             )
-        self.balance = Money(self.balance.minor - amount.minor, self.currency)
 
     def _check_currency(self, amount: Money) -> None:
         if amount.currency != self.currency:
@@ -115,6 +139,8 @@ class Transaction:
     error_message: str | None = None
     created_at: datetime | None = None
     completed_at: datetime | None = None
+    # The hold this transaction captured, when it is a capture.
+    hold_id: UUID | None = None
 
     @classmethod
     def deposit(cls, amount: Money, *, receiver: UUID, key: str | None) -> Transaction:
@@ -196,6 +222,137 @@ class Transaction:
         self.error_message = message
 
 
+class HoldStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    CAPTURED = "CAPTURED"
+    VOIDED = "VOIDED"
+    EXPIRED = "EXPIRED"
+
+
+# How long a hold may last, and how long it lasts unless told.
+MIN_HOLD_SECONDS = 1
+MAX_HOLD_SECONDS = 30 * 24 * 3600
+DEFAULT_HOLD_SECONDS = 7 * 24 * 3600
+MAX_DESCRIPTION_LENGTH = 280
+
+
+def now() -> datetime:
+    """The time holds are placed and measured by."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Hold:
+    """Money reserved in a wallet until it is captured, voided, or expires: ACTIVE, then
+    exactly one of CAPTURED, VOIDED or EXPIRED.
+
+    While ACTIVE its amount counts in its wallet's `held`, so nothing else can take it; every
+    way out gives all of it back, and a capture then moves what it captures.
+    """
+
+    id: UUID
+    wallet_id: UUID
+    receiver_wallet_id: UUID | None
+    amount: Money
+    client_transaction_id: str | None
+    expires_at: datetime
+    status: HoldStatus = HoldStatus.ACTIVE
+    captured: int = 0
+    capture_id: UUID | None = None
+    description: str | None = None
+    created_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @classmethod
+    def place(
+        cls,
+        wallet_id: UUID,
+        amount: Money,
+        *,
+        receiver: UUID | None,
+        key: str | None,
+        expires_at: datetime,
+        description: str | None = None,
+    ) -> Hold:
+        """A new ACTIVE hold of `amount` in the wallet; `Wallet.reserve` sets it aside there."""
+        return cls(
+            id=uuid4(),
+            wallet_id=wallet_id,
+            receiver_wallet_id=receiver,
+            amount=amount,
+            client_transaction_id=key,
+            expires_at=expires_at,
+            description=description,
+        )
+
+    @property
+    def wallet_ids(self) -> tuple[UUID, ...]:
+        """The wallets a capture touches, in the order their rows must be locked."""
+        ids = {i for i in (self.wallet_id, self.receiver_wallet_id) if i is not None}
+        return tuple(sorted(ids))
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is HoldStatus.ACTIVE
+
+    def is_due(self, at: datetime) -> bool:
+        """Whether it is ACTIVE past its expiry, so its money must go back."""
+        return self.is_active and at >= self.expires_at
+
+    def capture_of(self, amount: Money, *, key: str | None) -> Transaction:
+        """The transaction a capture of `amount` records: a transfer to its receiver, or a
+        withdrawal when it has none."""
+        if self.receiver_wallet_id is None:
+            capture = Transaction.withdrawal(amount, sender=self.wallet_id, key=key)
+        else:
+            capture = Transaction.transfer(
+                amount, sender=self.wallet_id, receiver=self.receiver_wallet_id, key=key
+            )
+        capture.hold_id = self.id
+        return capture
+
+    def capture(
+        self, capture: Transaction, wallets: dict[UUID, Wallet], at: datetime
+    ) -> list[LedgerEntry]:
+        """Give all of it back to its locked wallet, then apply `capture` (from capture_of),
+        which can take at most what it held."""
+        self._check_active(at)
+        if capture.amount.minor > self.amount.minor:
+            raise CaptureExceedsHold(
+                f"hold {self.id} holds {self.amount} {self.amount.currency.code}",
+                field="amount",
+            )
+        wallet = wallets[self.wallet_id]
+        wallet.release(self.amount)
+        try:
+            entries = capture.apply(wallets)
+        except WalletError:
+            wallet.held += self.amount.minor  # as it was: the capture moved nothing
+            raise
+        self.status = HoldStatus.CAPTURED
+        self.captured = capture.amount.minor
+        self.capture_id = capture.id
+        return entries
+
+    def void(self, wallet: Wallet, at: datetime) -> None:
+        """Give all of it back to its locked wallet."""
+        self._check_active(at)
+        wallet.release(self.amount)
+        self.status = HoldStatus.VOIDED
+
+    def expire(self, wallet: Wallet, at: datetime) -> None:
+        """Give all of it back to its locked wallet, once it is due."""
+        assert self.is_due(at), "only a due hold expires"
+        wallet.release(self.amount)
+        self.status = HoldStatus.EXPIRED
+
+    def _check_active(self, at: datetime) -> None:
+        # Past its expiry a hold is over, whether or not a worker has released it yet.
+        if not self.is_active or at >= self.expires_at:
+            status = HoldStatus.EXPIRED if self.is_active else self.status
+            raise HoldNotActive(f"hold {self.id} is {status.value}, not ACTIVE", field="hold_id")
+
+
 class Operation(StrEnum):
     """What a client transaction id was used for.
 
@@ -208,6 +365,9 @@ class Operation(StrEnum):
     DEPOSIT = "deposit"
     WITHDRAW = "withdraw"
     TRANSFER = "transfer"
+    PLACE_HOLD = "placeHold"
+    CAPTURE_HOLD = "captureHold"
+    VOID_HOLD = "voidHold"
 
 
 # A client transaction id with the caller id it belongs to: (caller_id, key).
@@ -224,6 +384,7 @@ class IdempotencyRecord:
     fingerprint: str
     transaction_id: UUID | None = None
     wallet_id: UUID | None = None
+    hold_id: UUID | None = None
 
     @classmethod
     def of(
@@ -235,11 +396,18 @@ class IdempotencyRecord:
         *,
         transaction_id: UUID | None = None,
         wallet_id: UUID | None = None,
+        hold_id: UUID | None = None,
     ) -> IdempotencyRecord:
         """The record of a request, its fingerprint taken over the request's parameters."""
         digest = fingerprint(operation, **request)
         return cls(
-            caller_id, key, operation, digest, transaction_id=transaction_id, wallet_id=wallet_id
+            caller_id,
+            key,
+            operation,
+            digest,
+            transaction_id=transaction_id,
+            wallet_id=wallet_id,
+            hold_id=hold_id,
         )
 
     @property
@@ -290,6 +458,25 @@ class WalletPage:
     """A slice of an owner's wallets, oldest first."""
 
     wallets: list[Wallet] = field(default_factory=list)
+    has_next: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsRequest:
+    """Which of a wallet's holds to read, newest first: `limit` older than the (created_at, id)
+    position `after`, of the given statuses (all when None)."""
+
+    wallet_id: UUID
+    limit: int
+    after: tuple[datetime, UUID] | None = None
+    statuses: frozenset[HoldStatus] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPage:
+    """A slice of a wallet's holds, newest first."""
+
+    holds: list[Hold] = field(default_factory=list)
     has_next: bool = False
 
 

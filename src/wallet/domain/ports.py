@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
 from wallet.domain.model import (
     HistoryRequest,
+    Hold,
+    HoldPage,
+    HoldsRequest,
     IdempotencyRecord,
     LedgerEntry,
     OwnedWalletsRequest,
@@ -36,8 +40,11 @@ class WalletRepository(Protocol):
         be answered without asking the database."""
         ...
 
-    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        """Lock the wallets that exist until the unit of work ends, in a fixed order."""
+    async def lock(
+        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+    ) -> dict[UUID, Wallet]:
+        """Lock the wallets that exist until the unit of work ends, in a fixed order; with
+        `skip_locked`, only those nobody else has locked, without waiting."""
         ...
 
 
@@ -48,6 +55,29 @@ class TransactionRepository(Protocol):
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
         """Those of the transactions that are still PENDING, in the order they were recorded."""
+        ...
+
+
+class HoldRepository(Protocol):
+    """Holds. A hold's row is locked only by one who holds its wallet's lock, so locking it
+    never waits once the wallet is locked."""
+
+    async def add(self, hold: Hold) -> Hold:
+        """Record a new ACTIVE hold; returns it as stored."""
+        ...
+
+    async def get(self, hold_id: UUID, *, lock: bool = False) -> Hold | None: ...
+
+    async def due(self, at: datetime, limit: int) -> list[Hold]:
+        """ACTIVE holds whose expiry is at or before `at`, the longest due first; unlocked."""
+        ...
+
+    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
+        """Lock the ACTIVE holds of these (locked) wallets that are due at `at`."""
+        ...
+
+    async def close(self, holds: Sequence[Hold]) -> list[Hold]:
+        """Write the end of each (its status and what it captured); returns them as stored."""
         ...
 
 
@@ -84,6 +114,9 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency_keys(self) -> IdempotencyKeys: ...
+
+    @property
+    def holds(self) -> HoldRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -153,6 +186,14 @@ class HistoryQuery(Protocol):
 
     async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
         """The owner's wallets, oldest first."""
+        ...
+
+    async def holds(self, hold_ids: Sequence[UUID]) -> list[Hold | None]:
+        """The holds in the order asked, None for those that do not exist."""
+        ...
+
+    async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
+        """A wallet's holds, newest first."""
         ...
 
 

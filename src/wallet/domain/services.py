@@ -1,4 +1,5 @@
-"""The use cases: create a wallet, deposit, withdraw, transfer, and settle what was submitted.
+"""The use cases: create a wallet, deposit, withdraw, transfer, and settle what was submitted;
+place a hold, capture or void it, and expire those that are due.
 
 Each runs in the unit of work it is given and commits explicitly; leaving without a commit
 rolls everything back. Each is written as if it ran alone: `group_commit.py` runs many of
@@ -6,7 +7,8 @@ them in one unit of work, and a retry policy (`retries.py`) runs them again when
 aborts one to break a conflict. Neither happens in here.
 
 Lock order is always the same: wallet rows in ascending id order, then the idempotency key,
-then the transaction row, so two units of work can wait for each other but never in a cycle.
+then the transaction or hold row, so two units of work can wait for each other but never in
+a cycle.
 Field names in errors are the commands' own; the edge maps them to its input paths.
 
 Every request's use case is told its caller first, and asks access.py what that caller may
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -24,6 +27,7 @@ from wallet.domain import access
 from wallet.domain.callers import Caller
 from wallet.domain.errors import (
     CurrencyMismatch,
+    HoldNotFound,
     IdempotencyKeyReused,
     InvalidInput,
     SameWallet,
@@ -31,12 +35,18 @@ from wallet.domain.errors import (
     WalletNotFound,
 )
 from wallet.domain.model import (
+    DEFAULT_HOLD_SECONDS,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_HOLD_SECONDS,
+    MIN_HOLD_SECONDS,
+    Hold,
     IdempotencyRecord,
     LedgerEntry,
     Operation,
     Transaction,
     Wallet,
     WalletFacts,
+    now,
 )
 from wallet.domain.money import Currency, Money, parse_positive_amount
 from wallet.domain.ports import UnitOfWork
@@ -75,6 +85,37 @@ class Transfer:
     to_wallet_id: str
     amount: str
     client_transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceHold:
+    wallet_id: str
+    amount: str
+    client_transaction_id: str
+    receiver_wallet_id: str | None = None
+    expires_in_seconds: int = DEFAULT_HOLD_SECONDS
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureHold:
+    hold_id: str
+    client_transaction_id: str
+    # The whole of the hold when None.
+    amount: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoidHold:
+    hold_id: str
+    client_transaction_id: str
+
+
+# Holds expired by one unit of work, at most.
+EXPIRY_BATCH = 500
+# A hold due this long is released even if it means waiting for its wallet's lock; until
+# then, wallets another worker (or a request) holds are left for the next round.
+EXPIRY_PATIENCE = timedelta(seconds=2)
 
 
 async def create_wallet(caller: Caller, uow: UnitOfWork, command: CreateWallet) -> Wallet:
@@ -154,12 +195,7 @@ async def transfer(caller: Caller, uow: UnitOfWork, command: Transfer) -> Transa
         facts = await uow.wallets.facts([sender_id, receiver_id])
         sender = _owned(caller, facts, sender_id, field="from_wallet_id").currency
         receiver = _found(facts, receiver_id, field="to_wallet_id").currency
-        if sender != receiver:
-            raise CurrencyMismatch(
-                f"wallet {sender_id} holds {sender.code} and wallet "
-                f"{receiver_id} holds {receiver.code}",
-                field="to_wallet_id",
-            )
+        _check_same_currency(sender_id, sender, receiver_id, receiver, "to_wallet_id")
         amount = parse_positive_amount(command.amount, sender)
         transfer = Transaction.transfer(amount, sender=sender_id, receiver=receiver_id, key=key)
         record = _record(
@@ -225,6 +261,129 @@ async def fail_pending(
     return transaction
 
 
+async def place_hold(caller: Caller, uow: UnitOfWork, command: PlaceHold) -> Hold:
+    """Reserve money in the caller's wallet, decided at once: ACTIVE, or refused with nothing
+    recorded. A capture sends it to the receiver wallet, or out when there is none."""
+    wallet_id = parse_wallet_id(command.wallet_id, field="wallet_id")
+    receiver_id = _optional_wallet_id(command.receiver_wallet_id, field="receiver_wallet_id")
+    key = check_key(command.client_transaction_id)
+    seconds = _hold_seconds(command.expires_in_seconds)
+    description = check_description(command.description)
+    if receiver_id == wallet_id:
+        raise SameWallet("a hold's receiver must be another wallet", field="receiver_wallet_id")
+    async with uow:
+        facts = await uow.wallets.facts([i for i in (wallet_id, receiver_id) if i is not None])
+        currency = _owned(caller, facts, wallet_id, field="wallet_id").currency
+        if receiver_id is not None:
+            receiver = _found(facts, receiver_id, field="receiver_wallet_id").currency
+            _check_same_currency(wallet_id, currency, receiver_id, receiver, "receiver_wallet_id")
+        amount = parse_positive_amount(command.amount, currency)
+        expires_at = now() + timedelta(seconds=seconds)
+        hold = Hold.place(
+            wallet_id,
+            amount,
+            receiver=receiver_id,
+            key=key,
+            expires_at=expires_at,
+            description=description,
+        )
+        wallet = (await uow.wallets.lock([wallet_id]))[wallet_id]
+        record = _record(
+            caller,
+            key,
+            Operation.PLACE_HOLD,
+            hold,
+            wallet=wallet_id,
+            receiver=receiver_id,
+            amount=amount.minor,
+            seconds=seconds,
+            description=description,
+        )
+        if record is not None:
+            earlier = await claim(uow, record)
+            if earlier is not None:
+                return await _recorded_hold(uow, earlier)
+        wallet.reserve(amount)
+        await uow.write(balances=[wallet])
+        hold = await uow.holds.add(hold)
+        await uow.commit()
+    return hold
+
+
+async def capture_hold(caller: Caller, uow: UnitOfWork, command: CaptureHold) -> Transaction:
+    """Move up to the held amount to the hold's receiver (or out), as one COMPLETED
+    transaction, and release the rest."""
+    hold_id = _parse_hold_id(command.hold_id)
+    key = check_key(command.client_transaction_id)
+    async with uow:
+        hold = await _seen_hold(caller, uow, hold_id)
+        amount = hold.amount
+        if command.amount is not None:
+            amount = parse_positive_amount(command.amount, amount.currency)
+        wallets = await uow.wallets.lock(hold.wallet_ids)
+        capture = hold.capture_of(amount, key=key)
+        record = _record(
+            caller, key, Operation.CAPTURE_HOLD, capture, hold=hold_id, amount=amount.minor
+        )
+        if record is not None:
+            earlier = await claim(uow, record)
+            if earlier is not None:
+                return await _recorded_transaction(uow, earlier)
+        hold = await _locked_hold(uow, hold_id)
+        entries = hold.capture(capture, wallets, now())
+        balances = [wallets[i] for i in hold.wallet_ids]
+        (capture,) = await uow.write(recorded=[capture], balances=balances, entries=entries)
+        await uow.holds.close([hold])
+        await uow.commit()
+    return capture
+
+
+async def void_hold(caller: Caller, uow: UnitOfWork, command: VoidHold) -> Hold:
+    """Release all of an ACTIVE hold."""
+    hold_id = _parse_hold_id(command.hold_id)
+    key = check_key(command.client_transaction_id)
+    async with uow:
+        hold = await _seen_hold(caller, uow, hold_id)
+        wallet = (await uow.wallets.lock([hold.wallet_id]))[hold.wallet_id]
+        record = _record(caller, key, Operation.VOID_HOLD, hold, hold=hold_id)
+        if record is not None:
+            earlier = await claim(uow, record)
+            if earlier is not None:
+                return await _recorded_hold(uow, earlier)
+        hold = await _locked_hold(uow, hold_id)
+        hold.void(wallet, now())
+        await uow.write(balances=[wallet])
+        (hold,) = await uow.holds.close([hold])
+        await uow.commit()
+    return hold
+
+
+async def expire_holds(uow: UnitOfWork, limit: int = EXPIRY_BATCH) -> list[Hold]:
+    """Release holds past their expiry (the worker's, for nobody in particular).
+
+    Several workers share the work: each skips the wallets another has locked, except for
+    holds overdue past EXPIRY_PATIENCE, whose wallets it waits for, so a busy wallet's holds
+    still expire within seconds. Waiting comes first, while nothing else is locked.
+    """
+    at = now()
+    async with uow:
+        due = await uow.holds.due(at, limit)
+        if not due:
+            return []
+        overdue = {h.wallet_id for h in due if at - h.expires_at > EXPIRY_PATIENCE}
+        wallets = await uow.wallets.lock(overdue)
+        others = {h.wallet_id for h in due} - overdue
+        wallets.update(await uow.wallets.lock(others, skip_locked=True))
+        holds = await uow.holds.lock_due(wallets, at)
+        for hold in holds:
+            hold.expire(wallets[hold.wallet_id], at)
+        await uow.write(balances=[wallets[i] for i in sorted({h.wallet_id for h in holds})])
+        expired = await uow.holds.close(holds)
+        await uow.commit()
+    return expired
+
+
+# What the use cases share.
 # What the use cases share.
 
 
@@ -233,6 +392,46 @@ def parse_wallet_id(text: str, field: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise InvalidInput(f"{text!r} is not a wallet id (a UUID)", field=field) from None
+
+
+def _optional_wallet_id(text: str | None, field: str) -> UUID | None:
+    return None if text is None else parse_wallet_id(text, field=field)
+
+
+def _parse_hold_id(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a hold id (a UUID)", field="hold_id") from None
+
+
+def _hold_seconds(seconds: int) -> int:
+    if not MIN_HOLD_SECONDS <= seconds <= MAX_HOLD_SECONDS:
+        raise InvalidInput(
+            f"a hold lasts from {MIN_HOLD_SECONDS} second to {MAX_HOLD_SECONDS:,} seconds",
+            field="expires_in_seconds",
+        )
+    return seconds
+
+
+def check_description(text: str | None) -> str | None:
+    if text is not None and len(text) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidInput(
+            f"a description may have at most {MAX_DESCRIPTION_LENGTH} characters",
+            field="description",
+        )
+    return text
+
+
+def _check_same_currency(
+    sender_id: UUID, sender: Currency, receiver_id: UUID, receiver: Currency, field: str
+) -> None:
+    if sender != receiver:
+        raise CurrencyMismatch(
+            f"wallet {sender_id} holds {sender.code} and wallet "
+            f"{receiver_id} holds {receiver.code}",
+            field=field,
+        )
 
 
 def check_key(key: str | None, field: str = "client_transaction_id") -> str | None:
@@ -253,13 +452,16 @@ def _record(
     caller: Caller,
     key: str | None,
     operation: Operation,
-    transaction: Transaction,
+    result: Transaction | Hold,
     **request: object,
 ) -> IdempotencyRecord | None:
-    """What the caller's key is claimed with, when the request has one."""
+    """What the caller's key is claimed with, when the request has one: the request, and the
+    transaction or hold it makes."""
     if key is None:
         return None
-    return IdempotencyRecord.of(caller.id, key, operation, request, transaction_id=transaction.id)
+    if isinstance(result, Hold):
+        return IdempotencyRecord.of(caller.id, key, operation, request, hold_id=result.id)
+    return IdempotencyRecord.of(caller.id, key, operation, request, transaction_id=result.id)
 
 
 async def claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
@@ -309,6 +511,31 @@ async def _recorded_transaction(uow: UnitOfWork, record: IdempotencyRecord) -> T
     transaction = await uow.transactions.get(record.transaction_id)
     assert transaction is not None, "an idempotency key points at its transaction"
     return transaction
+
+
+async def _seen_hold(caller: Caller, uow: UnitOfWork, hold_id: UUID) -> Hold:
+    """The hold, read without locking; one the caller may not see is refused exactly as an
+    unknown one."""
+    hold = await uow.holds.get(hold_id)
+    if hold is not None:
+        facts = await uow.wallets.facts(hold.wallet_ids)
+        if access.may_see_hold(caller, hold, {i: f.owner_id for i, f in facts.items()}):
+            return hold
+    raise HoldNotFound(f"there is no hold {hold_id}", field="hold_id")
+
+
+async def _locked_hold(uow: UnitOfWork, hold_id: UUID) -> Hold:
+    """The hold, locked (its wallets are) and read again: it may have ended meanwhile."""
+    hold = await uow.holds.get(hold_id, lock=True)
+    assert hold is not None, "holds are never deleted"
+    return hold
+
+
+async def _recorded_hold(uow: UnitOfWork, record: IdempotencyRecord) -> Hold:
+    assert record.hold_id is not None
+    hold = await uow.holds.get(record.hold_id)
+    assert hold is not None, "an idempotency key points at its hold"
+    return hold
 
 
 async def _recorded_wallet(uow: UnitOfWork, record: IdempotencyRecord) -> Wallet:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum
 from types import CoroutineType, TracebackType
 from typing import Any, Self
@@ -23,6 +24,7 @@ from uuid import UUID
 
 from wallet.domain.errors import WalletError
 from wallet.domain.model import (
+    Hold,
     IdempotencyRecord,
     LedgerEntry,
     ScopedKey,
@@ -257,7 +259,7 @@ _MAKE: dict[_Kind, Callable[[SharedUnitOfWork, list[Any], list[int]], Awaitable[
 class _Member:
     """One use case's view of the shared unit of work: a UnitOfWork like any other."""
 
-    __slots__ = ("_n", "_shared", "idempotency_keys", "transactions", "wallets")
+    __slots__ = ("_n", "_shared", "holds", "idempotency_keys", "transactions", "wallets")
 
     def __init__(self, shared: SharedUnitOfWork, n: int) -> None:
         self._shared = shared
@@ -265,6 +267,7 @@ class _Member:
         self.wallets = _Wallets(self)
         self.transactions = _Transactions(self)
         self.idempotency_keys = _Keys(self)
+        self.holds = _Holds(self)
 
     async def ask(self, kind: _Kind, argument: Any = None) -> Any:
         return await _Call(self._n, kind, argument)
@@ -331,7 +334,11 @@ class _Wallets:
         known: dict[UUID, WalletFacts] = await self._member.ask(_Kind.FACTS, set(wallet_ids))
         return known
 
-    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
+    async def lock(
+        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+    ) -> dict[UUID, Wallet]:
+        # Members share every lock they take; skipping would leave some members without.
+        assert not skip_locked, "a member of a shared unit of work waits for its locks"
         locked: dict[UUID, Wallet] = await self._member.ask(_Kind.LOCK, set(wallet_ids))
         return locked
 
@@ -383,3 +390,34 @@ class _Keys:
 
     async def release(self, keys: Sequence[ScopedKey]) -> None:
         await self._member.call(lambda u: u.idempotency_keys.release(keys), writes=True)
+
+
+class _Holds:
+    """Holds are placed, captured and voided by requests run alone (their use cases hold
+    their own locks), so a member only passes calls through, one by one."""
+
+    __slots__ = ("_member",)
+
+    def __init__(self, member: _Member) -> None:
+        self._member = member
+
+    async def add(self, hold: Hold) -> Hold:
+        added: Hold = await self._member.call(lambda u: u.holds.add(hold), writes=True)
+        return added
+
+    async def get(self, hold_id: UUID, *, lock: bool = False) -> Hold | None:
+        found: Hold | None = await self._member.call(lambda u: u.holds.get(hold_id, lock=lock))
+        return found
+
+    async def due(self, at: datetime, limit: int) -> list[Hold]:
+        found: list[Hold] = await self._member.call(lambda u: u.holds.due(at, limit))
+        return found
+
+    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
+        ids = list(wallet_ids)
+        found: list[Hold] = await self._member.call(lambda u: u.holds.lock_due(ids, at))
+        return found
+
+    async def close(self, holds: Sequence[Hold]) -> list[Hold]:
+        closed: list[Hold] = await self._member.call(lambda u: u.holds.close(holds), writes=True)
+        return closed

@@ -4,7 +4,7 @@ that keeps them in Redis (the read cache's entries, the pub/sub change feed).
 By name, not by position: a field added or moved cannot shift the others. The names are the
 columns' (tables.py), which are the records' fields, except that a Money is two: `amount` or
 `balance` in minor units, and `currency`. A change of format needs a new cache key version
-(`key("cache", "v3")` where the cache is built): entries of the old format are never read.
+(`key("cache", "v4")` where the cache is built): entries of the old format are never read.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def wallet_data(w: Wallet) -> dict[str, Any]:
         "owner_id": w.owner_id,
         "currency": w.currency.code,
         "balance": w.balance.minor,
+        "held": w.held,
         "version": w.version,
         "created_at": when_text(w.created_at),
         "updated_at": when_text(w.updated_at),
@@ -52,6 +53,7 @@ def wallet_of(data: dict[str, Any]) -> Wallet:
         owner_id=data["owner_id"],
         currency=currency,
         balance=Money(data["balance"], currency),
+        held=data["held"],
         version=data["version"],
         created_at=datetime_of(data["created_at"]),
         updated_at=datetime_of(data["updated_at"]),
@@ -73,6 +75,7 @@ def transaction_data(t: Transaction) -> dict[str, Any]:
         "error_message": t.error_message,
         "created_at": when_text(t.created_at),
         "completed_at": when_text(t.completed_at),
+        "hold_id": str(t.hold_id) if t.hold_id else None,
     }
 
 
@@ -94,6 +97,8 @@ def transaction_of(data: dict[str, Any]) -> Transaction:
         error_message=data["error_message"],
         created_at=datetime_of(data["created_at"]),
         completed_at=datetime_of(data["completed_at"]),
+        # .get: the change feed's messages of a process not yet upgraded have none.
+        hold_id=UUID(hold) if (hold := data.get("hold_id")) is not None else None,
     )
 
 

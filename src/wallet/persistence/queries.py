@@ -1,4 +1,5 @@
-"""Reads for the API: wallets and transactions by id in one statement each, and history pages."""
+"""Reads for the API: wallets, transactions and holds by id in one statement each, and pages
+of history and of holds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet.domain.model import (
     HistoryRequest,
+    Hold,
+    HoldPage,
+    HoldsRequest,
     OwnedWalletsRequest,
     Page,
     Transaction,
@@ -18,8 +22,8 @@ from wallet.domain.model import (
     WalletPage,
 )
 from wallet.persistence.history_filter import HistoryFilter
-from wallet.persistence.rows import transaction_from_row, wallet_from_row
-from wallet.persistence.tables import transactions, wallets
+from wallet.persistence.rows import hold_from_row, transaction_from_row, wallet_from_row
+from wallet.persistence.tables import holds, transactions, wallets
 
 
 class SqlHistoryQuery:
@@ -50,6 +54,26 @@ class SqlHistoryQuery:
         async with self._engine.connect() as connection:
             rows = [wallet_from_row(r) for r in (await connection.execute(statement)).mappings()]
         return WalletPage(rows[: request.limit], has_next=len(rows) > request.limit)
+
+    async def holds(self, hold_ids: Sequence[UUID]) -> list[Hold | None]:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(holds).where(holds.c.id.in_(hold_ids)))
+            found = {row["id"]: hold_from_row(row) for row in result.mappings()}
+        return [found.get(i) for i in hold_ids]
+
+    async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
+        # One range of the holds_by_wallet index: (wallet_id, created_at DESC, id DESC).
+        statement = select(holds).where(holds.c.wallet_id == request.wallet_id)
+        if request.after is not None:
+            position = tuple_(holds.c.created_at, holds.c.id)
+            statement = statement.where(position < tuple_(*request.after))
+        if request.statuses:
+            statement = statement.where(holds.c.status.in_(sorted(request.statuses)))
+        statement = statement.order_by(holds.c.created_at.desc(), holds.c.id.desc())
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statement.limit(request.limit + 1))
+            rows = [hold_from_row(r) for r in result.mappings()]
+        return HoldPage(rows[: request.limit], has_next=len(rows) > request.limit)
 
     async def history(self, request: HistoryRequest) -> Page:
         async with self._engine.connect() as connection:

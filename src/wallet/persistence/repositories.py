@@ -1,12 +1,15 @@
-"""The repositories a SQL unit of work hands out: wallets, transactions, idempotency keys."""
+"""The repositories a SQL unit of work hands out: wallets, transactions, holds, idempotency
+keys."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from wallet.domain.model import (
+    Hold,
     IdempotencyRecord,
     ScopedKey,
     Transaction,
@@ -16,8 +19,10 @@ from wallet.domain.model import (
 from wallet.domain.money import Currency
 from wallet.persistence import statements as sql
 from wallet.persistence.rows import (
+    HOLD_COLUMNS,
     IDEMPOTENCY_KEY_COLUMNS,
     column_arrays,
+    hold_from_row,
     idempotency_record_from_row,
     transaction_from_row,
     wallet_from_row,
@@ -84,8 +89,14 @@ class SqlWallets:
                 book.learn(row["id"], facts)
         return known
 
-    async def lock(self, wallet_ids: Iterable[UUID]) -> dict[UUID, Wallet]:
-        rows = await (await self._uow.begun()).fetch(sql.LOCK_WALLETS, sorted(set(wallet_ids)))
+    async def lock(
+        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+    ) -> dict[UUID, Wallet]:
+        ids = sorted(set(wallet_ids))
+        if not ids:
+            return {}
+        query = sql.LOCK_FREE_WALLETS if skip_locked else sql.LOCK_WALLETS
+        rows = await (await self._uow.begun()).fetch(query, ids)
         return {row["id"]: wallet_from_row(row) for row in rows}
 
 
@@ -106,6 +117,43 @@ class SqlTransactions:
         connection = await (self._uow.begun() if lock else self._uow.reading())
         rows = await connection.fetch(query, list(transaction_ids))
         return [transaction_from_row(row) for row in rows]
+
+
+class SqlHolds:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, hold: Hold) -> Hold:
+        (values,) = zip(*column_arrays([hold], HOLD_COLUMNS, sql.ADDED_HOLD), strict=True)
+        row = await (await self._uow.begun()).fetchrow(sql.ADD_HOLD, *values)
+        return hold_from_row(row)
+
+    async def get(self, hold_id: UUID, *, lock: bool = False) -> Hold | None:
+        query = sql.GET_HOLD + " FOR UPDATE" if lock else sql.GET_HOLD
+        connection = await (self._uow.begun() if lock else self._uow.reading())
+        row = await connection.fetchrow(query, hold_id)
+        return hold_from_row(row) if row is not None else None
+
+    async def due(self, at: datetime, limit: int) -> list[Hold]:
+        rows = await (await self._uow.reading()).fetch(sql.DUE_HOLDS, at, limit)
+        return [hold_from_row(row) for row in rows]
+
+    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
+        ids = list(wallet_ids)
+        if not ids:
+            return []
+        rows = await (await self._uow.begun()).fetch(sql.LOCK_DUE_HOLDS, ids, at)
+        return [hold_from_row(row) for row in rows]
+
+    async def close(self, holds: Sequence[Hold]) -> list[Hold]:
+        if not holds:
+            return []
+        arrays = column_arrays(holds, HOLD_COLUMNS, sql.CLOSED_HOLD)
+        rows = await (await self._uow.begun()).fetch(sql.CLOSE_HOLDS, *arrays)
+        closed = {row["id"]: hold_from_row(row) for row in rows}
+        # Each was locked and ACTIVE when read: the update cannot miss one.
+        assert len(closed) == len(holds), "a locked ACTIVE hold was closed under us"
+        return [closed[h.id] for h in holds]
 
 
 class SqlIdempotencyKeys:

@@ -1,5 +1,5 @@
 """Rows to records and records to columns, by column name: the one place that knows how a
-Wallet, a Transaction, a LedgerEntry or an IdempotencyRecord is laid out in its table
+Wallet, a Transaction, a Hold, a LedgerEntry or an IdempotencyRecord is laid out in its table
 (tables.py)."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from typing import Any, Protocol, TypeVar
 
 from wallet.domain.errors import ErrorCode
 from wallet.domain.model import (
+    Hold,
+    HoldStatus,
     IdempotencyRecord,
     LedgerEntry,
     Transaction,
@@ -35,6 +37,7 @@ def wallet_from_row(row: Row) -> Wallet:
         owner_id=row["owner_id"],
         currency=currency,
         balance=Money(row["balance"], currency),
+        held=row["held"],
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -55,6 +58,24 @@ def transaction_from_row(row: Row) -> Transaction:
         error_message=row["error_message"],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+        hold_id=row["hold_id"],
+    )
+
+
+def hold_from_row(row: Row) -> Hold:
+    return Hold(
+        id=row["id"],
+        wallet_id=row["wallet_id"],
+        receiver_wallet_id=row["receiver_wallet_id"],
+        amount=Money(row["amount"], Currency.of(row["currency"])),
+        client_transaction_id=row["client_transaction_id"],
+        expires_at=row["expires_at"],
+        status=HoldStatus(row["status"]),
+        captured=row["captured_amount"],
+        capture_id=row["capture_transaction_id"],
+        description=row["description"],
+        created_at=row["created_at"],
+        closed_at=row["closed_at"],
     )
 
 
@@ -66,6 +87,7 @@ def idempotency_record_from_row(row: Row) -> IdempotencyRecord:
         fingerprint=row["fingerprint"],
         transaction_id=row["transaction_id"],
         wallet_id=row["wallet_id"],
+        hold_id=row["hold_id"],
     )
 
 
@@ -75,6 +97,7 @@ WALLET_COLUMNS: Mapping[str, Callable[[Wallet], Any]] = {
     "owner_id": attrgetter("owner_id"),
     "currency": lambda w: w.currency.code,
     "balance": lambda w: w.balance.minor,
+    "held": attrgetter("held"),
     "version": attrgetter("version"),
 }
 TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
@@ -88,13 +111,35 @@ TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
     "client_transaction_id": attrgetter("client_transaction_id"),
     "failure_code": lambda t: t.failure_code.value if t.failure_code else None,
     "error_message": attrgetter("error_message"),
+    "hold_id": attrgetter("hold_id"),
+}
+HOLD_COLUMNS: Mapping[str, Callable[[Hold], Any]] = {
+    "id": attrgetter("id"),
+    "wallet_id": attrgetter("wallet_id"),
+    "receiver_wallet_id": attrgetter("receiver_wallet_id"),
+    "amount": lambda h: h.amount.minor,
+    "currency": lambda h: h.amount.currency.code,
+    "status": lambda h: h.status.value,
+    "captured_amount": attrgetter("captured"),
+    "capture_transaction_id": attrgetter("capture_id"),
+    "client_transaction_id": attrgetter("client_transaction_id"),
+    "description": attrgetter("description"),
+    "expires_at": attrgetter("expires_at"),
 }
 LEDGER_ENTRY_COLUMNS: Mapping[str, Callable[[LedgerEntry], Any]] = {
     name: attrgetter(name) for name in ("transaction_id", "wallet_id", "delta", "balance_after")
 }
 IDEMPOTENCY_KEY_COLUMNS: Mapping[str, Callable[[IdempotencyRecord], Any]] = {
     name: attrgetter(name)
-    for name in ("caller_id", "key", "operation", "fingerprint", "transaction_id", "wallet_id")
+    for name in (
+        "caller_id",
+        "key",
+        "operation",
+        "fingerprint",
+        "transaction_id",
+        "wallet_id",
+        "hold_id",
+    )
 }
 
 

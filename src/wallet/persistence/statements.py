@@ -22,6 +22,8 @@ LOCK_WALLETS = """
     SELECT * FROM wallets WHERE id = ANY($1::uuid[])
     ORDER BY id FOR NO KEY UPDATE
 """
+# Those of the wallets nobody else has locked, at once: never waits, so never deadlocks.
+LOCK_FREE_WALLETS = LOCK_WALLETS + " SKIP LOCKED"
 GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
 PENDING = """
     SELECT * FROM transactions
@@ -33,20 +35,28 @@ PENDING = """
 # overlapping keys then wait for each other in one direction only, never in a cycle.
 CLAIM_KEYS = """
     INSERT INTO idempotency_keys (
-        caller_id, key, operation, fingerprint, transaction_id, wallet_id
+        caller_id, key, operation, fingerprint, transaction_id, wallet_id, hold_id
     )
     SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[]
-    ) AS v(caller_id, key, operation, fingerprint, transaction_id, wallet_id)
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[]
+    ) AS v(caller_id, key, operation, fingerprint, transaction_id, wallet_id, hold_id)
     ORDER BY caller_id, key
     ON CONFLICT (caller_id, key) DO NOTHING
     RETURNING caller_id, key
 """
 # CLAIM_KEYS' parameters, the columns of each record in its unnest()'s order.
-CLAIMED = ("caller_id", "key", "operation", "fingerprint", "transaction_id", "wallet_id")
+CLAIMED = (
+    "caller_id",
+    "key",
+    "operation",
+    "fingerprint",
+    "transaction_id",
+    "wallet_id",
+    "hold_id",
+)
 # Keys are (caller id, key) pairs, given as two arrays of equal length.
 GET_KEYS = """
-    SELECT caller_id, key, operation, fingerprint, transaction_id, wallet_id
+    SELECT caller_id, key, operation, fingerprint, transaction_id, wallet_id, hold_id
     FROM idempotency_keys
     WHERE (caller_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
@@ -76,16 +86,20 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
             ("client_transaction_id", "text"),
             ("failure_code", "text"),
             ("error_message", "text"),
+            ("hold_id", "uuid"),
         ),
         """
         INSERT INTO transactions (
             id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
-            client_transaction_id, failure_code, error_message, created_at, completed_at
+            client_transaction_id, failure_code, error_message, hold_id, created_at,
+            completed_at
         )
         SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
-               v.code, v.message, now.at, CASE WHEN v.status <> 'PENDING' THEN now.at END
+               v.code, v.message, v.hold, now.at,
+               CASE WHEN v.status <> 'PENDING' THEN now.at END
         FROM now, unnest({}) WITH ORDINALITY
-            AS v(id, type, status, amount, currency, sender, receiver, key, code, message, n)
+            AS v(id, type, status, amount, currency, sender, receiver, key, code, message,
+                 hold, n)
         ORDER BY v.n
         RETURNING *
         """,
@@ -102,11 +116,11 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
         """,
     ),
     "balances": (
-        (("id", "uuid"), ("balance", "bigint")),
+        (("id", "uuid"), ("balance", "bigint"), ("held", "bigint")),
         """
         UPDATE wallets AS w
-        SET balance = v.balance, version = w.version + 1, updated_at = now.at
-        FROM now, unnest({}) AS v(id, balance)
+        SET balance = v.balance, held = v.held, version = w.version + 1, updated_at = now.at
+        FROM now, unnest({}) AS v(id, balance, held)
         WHERE w.id = v.id
         """,
     ),
@@ -203,3 +217,48 @@ SUBMITTED = (
     "client_transaction_id",
 )
 SUBMITTED_KEYS = ("caller_id", "key", "operation", "fingerprint")
+
+
+# Holds. Each hold row is locked only by one who holds its wallet's lock (capture, void,
+# expiry), so once the wallet is locked, locking the hold never waits.
+ADD_HOLD = """
+    INSERT INTO holds (
+        id, wallet_id, receiver_wallet_id, amount, currency, status, client_transaction_id,
+        description, expires_at
+    ) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7, $8)
+    RETURNING *
+"""
+# ADD_HOLD's parameters, in order.
+ADDED_HOLD = (
+    "id",
+    "wallet_id",
+    "receiver_wallet_id",
+    "amount",
+    "currency",
+    "client_transaction_id",
+    "description",
+    "expires_at",
+)
+GET_HOLD = "SELECT * FROM holds WHERE id = $1"
+# The holds_due index, oldest expiry first.
+DUE_HOLDS = """
+    SELECT * FROM holds WHERE status = 'ACTIVE' AND expires_at <= $1
+    ORDER BY expires_at LIMIT $2
+"""
+LOCK_DUE_HOLDS = """
+    SELECT * FROM holds
+    WHERE wallet_id = ANY($1::uuid[]) AND status = 'ACTIVE' AND expires_at <= $2
+    ORDER BY id FOR UPDATE
+"""
+CLOSE_HOLDS = """
+    WITH now AS (SELECT clock_timestamp() AS at)
+    UPDATE holds AS h
+    SET status = v.status, captured_amount = v.captured, capture_transaction_id = v.capture,
+        closed_at = now.at
+    FROM now, unnest($1::uuid[], $2::text[], $3::bigint[], $4::uuid[])
+        AS v(id, status, captured, capture)
+    WHERE h.id = v.id AND h.status = 'ACTIVE'
+    RETURNING h.*
+"""
+# CLOSE_HOLDS' parameters, in order.
+CLOSED_HOLD = ("id", "status", "captured_amount", "capture_transaction_id")

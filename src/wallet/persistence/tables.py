@@ -32,6 +32,8 @@ class WalletRow(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="wallets_currency_check"),
         CheckConstraint("balance >= 0", name="balance_never_negative"),
+        # So no available balance (balance - held) is ever negative.
+        CheckConstraint("held >= 0 AND held <= balance", name="held_within_balance"),
         # viewer.wallets: a caller's wallets, oldest first, paged by (created_at, id).
         Index("wallets_by_owner", "owner_id", "created_at", "id"),
     )
@@ -41,6 +43,8 @@ class WalletRow(SQLModel, table=True):
     owner_id: str = Field(sa_column=Column(Text, nullable=False))
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     balance: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    # What its ACTIVE holds reserve.
+    held: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
     version: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
@@ -97,6 +101,14 @@ class TransactionRow(SQLModel, table=True):
             "created_at",
             postgresql_where=text("status = 'PENDING'"),
         ),
+        CheckConstraint("hold_id IS NULL OR type <> 'DEPOSIT'", name="only_movements_out_capture"),
+        # A hold is captured once: no two transactions name it.
+        Index(
+            "one_capture_per_hold",
+            "hold_id",
+            unique=True,
+            postgresql_where=text("hold_id IS NOT NULL"),
+        ),
     )
 
     id: UUID = Field(primary_key=True)
@@ -117,6 +129,65 @@ class TransactionRow(SQLModel, table=True):
     )
     # When the sweeper last re-queued it; see persistence/sweeper.py.
     swept_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # The hold it captured, when it is a capture.
+    hold_id: UUID | None = Field(default=None, foreign_key="holds.id")
+
+
+class HoldRow(SQLModel, table=True):
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('ACTIVE', 'CAPTURED', 'VOIDED', 'EXPIRED')", name="holds_status_check"
+        ),
+        CheckConstraint("amount > 0", name="hold_amount_positive"),
+        CheckConstraint(
+            "captured_amount >= 0 AND captured_amount <= amount", name="capture_within_hold"
+        ),
+        CheckConstraint(
+            "(status = 'CAPTURED') = (capture_transaction_id IS NOT NULL AND captured_amount > 0)",
+            name="captured_only_when_captured",
+        ),
+        CheckConstraint(
+            "(status = 'ACTIVE') = (closed_at IS NULL)", name="closed_at_only_when_closed"
+        ),
+        CheckConstraint("receiver_wallet_id <> wallet_id", name="hold_receiver_is_another_wallet"),
+        # The expirer's look for due holds: only ACTIVE ones are in it, so it stays small.
+        Index("holds_due", "expires_at", postgresql_where=text("status = 'ACTIVE'")),
+        # Wallet.holds, newest first, paged by (created_at, id).
+        Index("holds_by_wallet", "wallet_id", text("created_at DESC"), text("id DESC")),
+    )
+
+    id: UUID = Field(primary_key=True)
+    wallet_id: UUID = Field(foreign_key="wallets.id")
+    receiver_wallet_id: UUID | None = Field(default=None, foreign_key="wallets.id")
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    captured_amount: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    capture_transaction_id: UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            # A capture and its hold name each other: this key is added once both tables
+            # exist (use_alter), under the name PostgreSQL gives it in the migration.
+            ForeignKey(
+                "transactions.id",
+                deferrable=True,
+                initially="DEFERRED",
+                use_alter=True,
+                name="holds_capture_transaction_id_fkey",
+            ),
+            nullable=True,
+        ),
+    )
+    client_transaction_id: str | None = Field(default=None, sa_column=Column(Text))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    )
+    closed_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 
@@ -146,7 +217,8 @@ class IdempotencyKeyRow(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
     __table_args__ = (
         CheckConstraint(
-            "transaction_id IS NOT NULL OR wallet_id IS NOT NULL", name="records_a_result"
+            "transaction_id IS NOT NULL OR wallet_id IS NOT NULL OR hold_id IS NOT NULL",
+            name="records_a_result",
         ),
     )
 
@@ -167,6 +239,12 @@ class IdempotencyKeyRow(SQLModel, table=True):
             ForeignKey("wallets.id", deferrable=True, initially="DEFERRED"), nullable=True
         ),
     )
+    hold_id: UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            ForeignKey("holds.id", deferrable=True, initially="DEFERRED"), nullable=True
+        ),
+    )
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=NOW)
     )
@@ -176,3 +254,4 @@ wallets = WalletRow.__table__  # type: ignore[attr-defined]
 transactions = TransactionRow.__table__  # type: ignore[attr-defined]
 ledger_entries = LedgerEntryRow.__table__  # type: ignore[attr-defined]
 idempotency_keys = IdempotencyKeyRow.__table__  # type: ignore[attr-defined]
+holds = HoldRow.__table__  # type: ignore[attr-defined]

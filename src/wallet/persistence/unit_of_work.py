@@ -29,6 +29,7 @@ from wallet.persistence import statements as sql
 from wallet.persistence.database import is_disconnect
 from wallet.persistence.repositories import (
     FactBook,
+    SqlHolds,
     SqlIdempotencyKeys,
     SqlTransactions,
     SqlWallets,
@@ -65,6 +66,7 @@ class SqlUnitOfWork:
         self.wallets = SqlWallets(self)
         self.transactions = SqlTransactions(self)
         self.idempotency_keys = SqlIdempotencyKeys(self)
+        self.holds = SqlHolds(self)
         self.wallets_changed: dict[UUID, Wallet] = {}
         self.transactions_changed: dict[UUID, Transaction] = {}
 

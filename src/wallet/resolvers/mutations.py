@@ -9,13 +9,18 @@ from wallet.domain.group_commit import Request, run_alone
 from wallet.domain.model import Transaction as DomainTransaction
 from wallet.schema.context import Context
 from wallet.schema.types import (
+    CaptureHoldInput,
     CreateWalletInput,
     CreateWalletPayload,
     DepositInput,
+    Hold,
+    HoldPayload,
+    PlaceHoldInput,
     Transaction,
     TransactionPayload,
     TransferInput,
     UserError,
+    VoidHoldInput,
     Wallet,
     WithdrawInput,
 )
@@ -78,3 +83,47 @@ class Mutation:
         except WalletError as error:
             return _rejected(error)
         return _accepted(info, await info.context.dispatch(transaction))
+
+    @strawberry.mutation
+    async def place_hold(self, info: Info[Context, None], input: PlaceHoldInput) -> HoldPayload:
+        command = services.PlaceHold(
+            wallet_id=input.wallet_id,
+            amount=input.amount,
+            client_transaction_id=input.client_transaction_id,
+            receiver_wallet_id=input.receiver_wallet_id,
+            expires_in_seconds=input.expires_in_seconds,
+            description=input.description,
+        )
+        try:
+            hold = await run_alone(
+                info.context.uow_factory, services.place_hold, info.context.caller, command
+            )
+        except WalletError as error:
+            return HoldPayload(hold=None, errors=[UserError.from_domain(error)])
+        info.context.forget((hold.wallet_id,))
+        return HoldPayload(hold=Hold.from_domain(hold), errors=[])
+
+    @strawberry.mutation
+    async def capture_hold(
+        self, info: Info[Context, None], input: CaptureHoldInput
+    ) -> TransactionPayload:
+        command = services.CaptureHold(input.hold_id, input.client_transaction_id, input.amount)
+        try:
+            transaction = await run_alone(
+                info.context.uow_factory, services.capture_hold, info.context.caller, command
+            )
+        except WalletError as error:
+            return _rejected(error)
+        return _accepted(info, transaction)
+
+    @strawberry.mutation
+    async def void_hold(self, info: Info[Context, None], input: VoidHoldInput) -> HoldPayload:
+        command = services.VoidHold(input.hold_id, input.client_transaction_id)
+        try:
+            hold = await run_alone(
+                info.context.uow_factory, services.void_hold, info.context.caller, command
+            )
+        except WalletError as error:
+            return HoldPayload(hold=None, errors=[UserError.from_domain(error)])
+        info.context.forget((hold.wallet_id,))
+        return HoldPayload(hold=Hold.from_domain(hold), errors=[])

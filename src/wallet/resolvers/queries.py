@@ -5,7 +5,7 @@ from strawberry.types import Info
 
 from wallet.domain import access
 from wallet.schema.context import Context
-from wallet.schema.types import Transaction, Viewer, Wallet, id_argument
+from wallet.schema.types import Hold, Transaction, Viewer, Wallet, id_argument
 
 
 @strawberry.type
@@ -38,3 +38,11 @@ class Query:
         if transaction is None or not await info.context.sees(transaction):
             return None
         return Transaction.from_domain(transaction)
+
+    # Null too for a caller who may not see it (domain/access.py).
+    @strawberry.field(description="The hold with this id, or null when there is none.")
+    async def hold(self, info: Info[Context, None], id: strawberry.ID) -> Hold | None:
+        hold = await info.context.hold_loader.load(id_argument(id, "id"))
+        if hold is None or not await info.context.sees_hold(hold):
+            return None
+        return Hold.from_domain(hold)

@@ -13,7 +13,15 @@ from strawberry.dataloader import DataLoader
 from wallet.domain import access
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import Request
-from wallet.domain.model import HistoryRequest, Page, Transaction, Wallet
+from wallet.domain.model import (
+    HistoryRequest,
+    Hold,
+    HoldPage,
+    HoldsRequest,
+    Page,
+    Transaction,
+    Wallet,
+)
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
 
@@ -50,6 +58,8 @@ class Context:
     wallet_loader: DataLoader[UUID, Wallet | None] = field(init=False)
     transaction_loader: DataLoader[UUID, Transaction | None] = field(init=False)
     history_loader: DataLoader[HistoryRequest, Page] = field(init=False)
+    hold_loader: DataLoader[UUID, Hold | None] = field(init=False)
+    holds_loader: DataLoader[HoldsRequest, HoldPage] = field(init=False)
 
     def __post_init__(self) -> None:
         # One set of loaders per request: nothing cached outlives the request that read it.
@@ -58,12 +68,20 @@ class Context:
         # Not cached: a WebSocket's context outlives its operations, and a page read for one
         # must not answer the next. Only the pages asked for in the same turn are shared.
         self.history_loader = DataLoader(load_fn=self._histories, cache=False)
+        self.hold_loader = DataLoader(load_fn=self.reads.holds)
+        self.holds_loader = DataLoader(load_fn=self._holds, cache=False)
 
     async def _histories(self, requests: list[HistoryRequest]) -> list[Page]:
         # The same page asked for in many places of one document (the sender's history of
         # each of a hundred transactions) is read once.
         unique = list(dict.fromkeys(requests))
         pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
+        read = dict(zip(unique, pages, strict=True))
+        return [read[request] for request in requests]
+
+    async def _holds(self, requests: list[HoldsRequest]) -> list[HoldPage]:
+        unique = list(dict.fromkeys(requests))
+        pages = await asyncio.gather(*(self.reads.wallet_holds(request) for request in unique))
         read = dict(zip(unique, pages, strict=True))
         return [read[request] for request in requests]
 
@@ -88,6 +106,14 @@ class Context:
         wallets = await self.wallet_loader.load_many(list(transaction.wallet_ids))
         owners = {w.id: w.owner_id for w in wallets if w is not None}
         return access.may_see_transaction(self.caller, transaction, owners)
+
+    async def sees_hold(self, hold: Hold) -> bool:
+        """Whether this caller may see the hold (it owns one of its wallets)."""
+        if self.caller.is_admin:
+            return True
+        wallets = await self.wallet_loader.load_many(list(hold.wallet_ids))
+        owners = {w.id: w.owner_id for w in wallets if w is not None}
+        return access.may_see_hold(self.caller, hold, owners)
 
     def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
         """Drop loaded wallets after this request changed them."""

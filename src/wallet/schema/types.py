@@ -12,7 +12,8 @@ from strawberry.utils.str_converters import to_camel_case
 
 from wallet.domain import errors as domain_errors
 from wallet.domain import model
-from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, OwnedWalletsRequest
+from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, HoldsRequest, OwnedWalletsRequest
+from wallet.domain.money import Money
 from wallet.schema.context import Context
 from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
 from wallet.schema.scalars import DecimalText
@@ -21,9 +22,11 @@ from wallet.schema.scalars import DecimalText
 strawberry.enum(domain_errors.ErrorCode)
 strawberry.enum(model.TransactionType)
 strawberry.enum(model.TransactionStatus)
+strawberry.enum(model.HoldStatus)
 ErrorCode = domain_errors.ErrorCode
 TransactionType = model.TransactionType
 TransactionStatus = model.TransactionStatus
+HoldStatus = model.HoldStatus
 
 
 class PublicError(Exception):
@@ -102,6 +105,10 @@ class Wallet:
     created_at: datetime
     updated_at: datetime
     owner_id: strawberry.ID = strawberry.field(description="The caller id of its owner.")
+    available_balance: DecimalText = strawberry.field(
+        description="balance minus what its ACTIVE holds reserve."
+    )
+    held_balance: DecimalText = strawberry.field(description="What its ACTIVE holds reserve.")
 
     @classmethod
     def from_domain(cls, wallet: model.Wallet) -> Wallet:
@@ -112,8 +119,54 @@ class Wallet:
             owner_id=strawberry.ID(wallet.owner_id),
             currency=wallet.currency.code,
             balance=DecimalText(str(wallet.balance)),
+            available_balance=DecimalText(str(wallet.available)),
+            held_balance=DecimalText(str(Money(wallet.held, wallet.currency))),
             created_at=wallet.created_at,
             updated_at=wallet.updated_at,
+        )
+
+    @strawberry.field(description="Its holds, newest first.")
+    async def holds(
+        self,
+        info: Info[Context, None],
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description=f"How many holds, newest first: at most {MAX_PAGE_SIZE}; "
+                f"a larger number is answered with {MAX_PAGE_SIZE}."
+            ),
+        ] = 20,
+        after: str | None = None,
+        statuses: list[HoldStatus] | None = None,
+    ) -> HoldConnection:
+        if first is None:
+            raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
+        if first < 0:
+            raise InvalidArgumentError("`first` must be zero or more", "first")
+        request = HoldsRequest(
+            wallet_id=UUID(self.id),
+            limit=min(first, MAX_PAGE_SIZE),
+            after=_position(after, "after"),
+            statuses=frozenset(statuses) if statuses else None,
+        )
+        page = await info.context.holds_loader.load(request)
+        edges = []
+        for hold in page.holds:
+            info.context.hold_loader.prime(hold.id, hold)
+            assert hold.created_at is not None
+            edges.append(
+                HoldEdge(
+                    cursor=encode_cursor(hold.created_at, hold.id), node=Hold.from_domain(hold)
+                )
+            )
+        return HoldConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
         )
 
     @strawberry.field(
@@ -222,6 +275,7 @@ class Transaction:
         description="Set whenever the transaction has a receiver wallet, even where "
         "receiverWallet is null."
     )
+    hold_id: strawberry.Private[UUID | None] = None
 
     @classmethod
     def from_domain(cls, transaction: model.Transaction) -> Transaction:
@@ -239,7 +293,16 @@ class Transaction:
             completed_at=transaction.completed_at,
             sender_wallet_id=_id_or_none(transaction.sender_wallet_id),
             receiver_wallet_id=_id_or_none(transaction.receiver_wallet_id),
+            hold_id=transaction.hold_id,
         )
+
+    @strawberry.field(description="The hold it captured, when it is a capture.")
+    async def hold(self, info: Info[Context, None]) -> Hold | None:
+        if self.hold_id is None:
+            return None
+        # Whoever sees a capture sees its hold: both belong to the same two wallets.
+        hold = await info.context.hold_loader.load(self.hold_id)
+        return Hold.from_domain(hold) if hold is not None else None
 
     @strawberry.field(description="Null for a deposit.")
     async def sender_wallet(self, info: Info[Context, None]) -> Wallet | None:
@@ -248,6 +311,85 @@ class Transaction:
     @strawberry.field(description="Null for a withdrawal.")
     async def receiver_wallet(self, info: Info[Context, None]) -> Wallet | None:
         return await _wallet(info, self.receiver_wallet_id)
+
+
+@strawberry.type
+class Hold:
+    id: strawberry.ID
+    status: HoldStatus
+    wallet_id: strawberry.ID
+    receiver_wallet_id: strawberry.ID | None
+    amount: DecimalText = strawberry.field(description="What it reserved when placed.")
+    captured_amount: DecimalText = strawberry.field(
+        description="What its capture moved; zero unless CAPTURED."
+    )
+    currency: str
+    client_transaction_id: str | None
+    description: str | None
+    expires_at: datetime
+    created_at: datetime
+    closed_at: datetime | None = strawberry.field(
+        description="When it stopped being ACTIVE; null while ACTIVE."
+    )
+    capture_id: strawberry.Private[UUID | None] = None
+
+    @classmethod
+    def from_domain(cls, hold: model.Hold) -> Hold:
+        assert hold.created_at is not None
+        currency = hold.amount.currency
+        return cls(
+            id=strawberry.ID(str(hold.id)),
+            status=hold.status,
+            wallet_id=strawberry.ID(str(hold.wallet_id)),
+            receiver_wallet_id=_id_or_none(hold.receiver_wallet_id),
+            amount=DecimalText(str(hold.amount)),
+            captured_amount=DecimalText(str(Money(hold.captured, currency))),
+            currency=currency.code,
+            client_transaction_id=hold.client_transaction_id,
+            description=hold.description,
+            expires_at=hold.expires_at,
+            created_at=hold.created_at,
+            closed_at=hold.closed_at,
+            capture_id=hold.capture_id,
+        )
+
+    @strawberry.field(
+        description="The wallet it reserves money in; null where the caller may not see "
+        "that wallet."
+    )
+    async def wallet(self, info: Info[Context, None]) -> Wallet | None:
+        return await _wallet(info, self.wallet_id)
+
+    @strawberry.field(
+        description="Where a capture sends the money; null when there is none, or the "
+        "caller may not see it."
+    )
+    async def receiver_wallet(self, info: Info[Context, None]) -> Wallet | None:
+        return await _wallet(info, self.receiver_wallet_id)
+
+    @strawberry.field(
+        description="The COMPLETED transaction its capture recorded; null unless CAPTURED."
+    )
+    async def capture(self, info: Info[Context, None]) -> Transaction | None:
+        if self.capture_id is None:
+            return None
+        # Whoever sees a hold sees its capture: both belong to the same two wallets.
+        transaction = await info.context.transaction_loader.load(self.capture_id)
+        return Transaction.from_domain(transaction) if transaction is not None else None
+
+
+@strawberry.type
+class HoldEdge:
+    cursor: str = strawberry.field(
+        description="Opaque; pass it as `after` to get the holds that follow."
+    )
+    node: Hold
+
+
+@strawberry.type
+class HoldConnection:
+    edges: list[HoldEdge]
+    page_info: PageInfo
 
 
 @strawberry.type
@@ -296,6 +438,46 @@ class CreateWalletInput:
         default=None,
         description="Admins only: the owner to create it for; the caller when omitted.",
     )
+
+
+@strawberry.type
+class HoldPayload:
+    hold: Hold | None
+    errors: list[UserError]
+
+
+@strawberry.input
+class PlaceHoldInput:
+    wallet_id: strawberry.ID
+    receiver_wallet_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Where a capture will send the money; when omitted a capture takes it "
+        "out, like a withdrawal.",
+    )
+    amount: DecimalText
+    client_transaction_id: str
+    expires_in_seconds: int = strawberry.field(
+        default=model.DEFAULT_HOLD_SECONDS,
+        description="From 1 second to 30 days (2,592,000); 7 days by default.",
+    )
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
+
+
+@strawberry.input
+class CaptureHoldInput:
+    hold_id: strawberry.ID
+    amount: DecimalText | None = strawberry.field(
+        default=None, description="At most the held amount; the whole of it when omitted."
+    )
+    client_transaction_id: str
+
+
+@strawberry.input
+class VoidHoldInput:
+    hold_id: strawberry.ID
+    client_transaction_id: str
 
 
 @strawberry.input

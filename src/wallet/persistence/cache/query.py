@@ -7,6 +7,9 @@ from uuid import UUID
 
 from wallet.domain.model import (
     HistoryRequest,
+    Hold,
+    HoldPage,
+    HoldsRequest,
     OwnedWalletsRequest,
     Page,
     Transaction,
@@ -54,6 +57,14 @@ class CachedHistoryQuery:
     async def owned_wallets(self, request: OwnedWalletsRequest) -> WalletPage:
         # Not cached: a caller's list of wallets is read rarely, and a new wallet must be in it.
         return await self._inner.owned_wallets(request)
+
+    # Holds are not cached: what they reserve is in the wallet's cached entry (`held`), and
+    # a hold itself is read rarely, by the few who may see it.
+    async def holds(self, hold_ids: Sequence[UUID]) -> list[Hold | None]:
+        return await self._inner.holds(hold_ids)
+
+    async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
+        return await self._inner.wallet_holds(request)
 
     async def history(self, request: HistoryRequest) -> Page:
         if not is_first_page(request):
