@@ -73,11 +73,13 @@ class Holds:
         self,
         wallet: str,
         amount: str,
+        /,
         receiver: str | None = None,
         client_key: str | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
-        """The placeHold payload; `fields` adds to (or replaces) the input's fields."""
+        """The placeHold payload; `fields` adds to (or replaces, even `amount`) the input's
+        fields."""
         given: dict[str, Any] = {
             "walletId": wallet,
             "amount": amount,
@@ -91,7 +93,7 @@ class Holds:
         return payload
 
     async def placed(
-        self, wallet: str, amount: str, receiver: str | None = None, **fields: Any
+        self, wallet: str, amount: str, /, receiver: str | None = None, **fields: Any
     ) -> dict[str, Any]:
         """The hold of a placeHold that must be accepted."""
         payload = await self.place(wallet, amount, receiver, **fields)
