@@ -9,6 +9,7 @@ has no worker; the expiry test starts an API and a worker of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -555,23 +556,105 @@ async def test_a_voided_hold_can_be_neither_captured_nor_voided_again(
     assert len(await api.history(wallet, page_size=10)) == 1
 
 
-async def test_a_capture_after_expires_at_is_refused_even_before_any_release_runs(
+async def test_past_expires_at_a_hold_can_be_neither_captured_nor_voided_even_unreleased(
     api: Api, holds: Holds
 ) -> None:
-    """The run's API has no worker: nothing releases the hold, yet its time is up."""
+    """The run's API has no worker: nothing releases the holds, yet their time is up. What was
+    done before then still replays."""
     sender = await api.new_wallet("10.00")
     receiver = await api.new_wallet()
-    hold = await holds.placed(sender, "4.00", receiver, expiresInSeconds=1)
+    late = await holds.placed(sender, "4.00", receiver, expiresInSeconds=1)
+    in_time = await holds.placed(sender, "1.00", receiver, expiresInSeconds=1)
+    capture_key, void_key = key(), key()
+    voided = await holds.placed(sender, "2.00", receiver, expiresInSeconds=1)
+    captured = await holds.capture(in_time["id"], client_key=capture_key)
+    assert (await holds.void(voided["id"], void_key))["errors"] == []
 
     await asyncio.sleep(1.2)
-    refused = await holds.capture(hold["id"])
+    capture = await holds.capture(late["id"])
+    void = await holds.void(late["id"])
+    captured_again = await holds.capture(in_time["id"], client_key=capture_key)
+    voided_again = await holds.void(voided["id"], void_key)
 
-    assert (refused["transaction"], _codes(refused)) == (None, ["HOLD_NOT_ACTIVE"])
+    assert (capture["transaction"], _codes(capture)) == (None, ["HOLD_NOT_ACTIVE"])
+    assert (void["hold"], _codes(void)) == (None, ["HOLD_NOT_ACTIVE"])
+    assert captured_again["errors"] == voided_again["errors"] == []
+    assert captured_again["transaction"]["id"] == captured["transaction"]["id"]
+    assert (voided_again["hold"]["id"], voided_again["hold"]["status"]) == (voided["id"], "VOIDED")
     balance, _, _ = await holds.balances(sender)
-    assert balance == "10.00"
-    assert await holds.balances(receiver) == ("0.00", "0.00", "0.00")
-    assert len(await api.history(sender, page_size=10)) == 1
-    assert await holds.status(hold["id"]) in ("ACTIVE", "EXPIRED"), "never CAPTURED"
+    assert balance == "9.00"
+    assert await holds.balances(receiver) == ("1.00", "1.00", "0.00")
+    assert len(await api.history(sender, page_size=10)) == 2
+    assert await holds.status(late["id"]) in ("ACTIVE", "EXPIRED"), "never CAPTURED or VOIDED"
+
+
+async def test_a_capture_racing_a_void_of_one_hold_ends_it_once(api: Api, holds: Holds) -> None:
+    pairs = [(await api.new_wallet("10.00"), await api.new_wallet()) for _ in range(5)]
+    placed = [await holds.placed(sender, "4.00", receiver) for sender, receiver in pairs]
+
+    raced = await asyncio.gather(
+        *(holds.capture(h["id"]) for h in placed), *(holds.void(h["id"]) for h in placed)
+    )
+
+    for n, ((sender, receiver), hold) in enumerate(zip(pairs, placed, strict=True)):
+        capture, void = raced[n], raced[n + len(placed)]
+        outcomes = sorted([_codes(capture), _codes(void)])
+        assert outcomes == [[], ["HOLD_NOT_ACTIVE"]], (capture, void)
+        if capture["errors"] == []:
+            assert await holds.status(hold["id"]) == "CAPTURED"
+            assert await holds.balances(sender) == ("6.00", "6.00", "0.00")
+            assert await holds.balances(receiver) == ("4.00", "4.00", "0.00")
+        else:
+            assert await holds.status(hold["id"]) == "VOIDED"
+            assert await holds.balances(sender) == ("10.00", "10.00", "0.00")
+            assert await holds.balances(receiver) == ("0.00", "0.00", "0.00")
+
+
+async def test_two_captures_of_one_hold_at_once_move_money_once(api: Api, holds: Holds) -> None:
+    sender = await api.new_wallet("10.00")
+    receiver = await api.new_wallet()
+    hold = await holds.placed(sender, "4.00", receiver)
+
+    one, two = await asyncio.gather(
+        holds.capture(hold["id"], "1.00"), holds.capture(hold["id"], "3.00")
+    )
+
+    assert sorted([_codes(one), _codes(two)]) == [[], ["HOLD_NOT_ACTIVE"]], (one, two)
+    moved = (one if one["errors"] == [] else two)["transaction"]["amount"]
+    now = await holds.hold(hold["id"])
+    assert now is not None
+    assert (now["status"], now["capturedAmount"]) == ("CAPTURED", moved)
+    assert await holds.balances(receiver) == (moved, moved, "0.00")
+    left = f"{10 - float(moved):.2f}"
+    assert await holds.balances(sender) == (left, left, "0.00")
+
+
+async def test_holds_withdrawals_and_transfers_at_once_never_take_more_than_is_there(
+    api: Api, holds: Holds
+) -> None:
+    wallet = await api.new_wallet("10.00")
+    receiver = await api.new_wallet()
+
+    answers = await asyncio.gather(
+        *(holds.place(wallet, "1.00", receiver) for _ in range(17)),
+        *(api.withdraw(wallet, "1.00") for _ in range(17)),
+        *(api.transfer(wallet, receiver, "1.00") for _ in range(16)),
+    )
+
+    placed = [a["hold"] for a in answers[:17] if a["errors"] == []]
+    moved = [a["transaction"] for a in answers[17:]]
+    assert {code for a in answers[:17] for code in _codes(a)} <= {"INSUFFICIENT_FUNDS"}
+    assert {t["status"] for t in moved} <= {"COMPLETED", "FAILED"}
+    assert {t["failureCode"] for t in moved if t["status"] == "FAILED"} <= {"INSUFFICIENT_FUNDS"}
+    withdrawn = sum(t["status"] == "COMPLETED" for t in moved if t["type"] == "WITHDRAWAL")
+    sent = sum(t["status"] == "COMPLETED" for t in moved if t["type"] == "TRANSFER")
+    assert len(placed) + withdrawn + sent == 10, "each 1.00 taken once, and all of it taken"
+    left = f"{10 - withdrawn - sent}.00"
+    assert await holds.balances(wallet) == (left, "0.00", f"{len(placed)}.00")
+    assert await holds.balances(receiver) == (f"{sent}.00", f"{sent}.00", "0.00")
+    assert {h["id"] for h in await holds.every(wallet, 100, ["ACTIVE"])} == {
+        h["id"] for h in placed
+    }
 
 
 async def test_a_hold_that_does_not_exist_is_hold_not_found_and_null(
@@ -712,6 +795,35 @@ async def test_a_hold_placed_again_with_its_key_is_the_same_hold_reserved_once(
     assert len(await holds.every(wallet, 10)) == 1
 
 
+async def test_a_hold_placed_again_with_its_key_after_its_capture_is_that_captured_hold(
+    api: Api, holds: Holds
+) -> None:
+    wallet = await api.new_wallet("10.00")
+    client_key = key()
+    hold = await holds.placed(wallet, "4.00", client_key=client_key)
+    await holds.captured(hold["id"])
+
+    again = await holds.place(wallet, "4.00", client_key=client_key)
+
+    assert again["errors"] == []
+    assert (again["hold"]["id"], again["hold"]["status"]) == (hold["id"], "CAPTURED")
+    assert await holds.balances(wallet) == ("6.00", "6.00", "0.00")
+
+
+async def test_two_callers_placing_holds_with_one_key_never_meet(api: Api, holds: Holds) -> None:
+    mine = await api.new_wallet("10.00")
+    admin = _admin(api)
+    theirs = (await admin.api.create_wallet(initialBalance="10.00"))["wallet"]["id"]
+    client_key = key()
+
+    my_hold = await holds.placed(mine, "1.00", client_key=client_key)
+    their_hold = await admin.placed(theirs, "2.00", client_key=client_key)
+
+    assert my_hold["id"] != their_hold["id"]
+    assert await holds.balances(mine) == ("10.00", "9.00", "1.00")
+    assert await admin.balances(theirs) == ("10.00", "8.00", "2.00")
+
+
 async def test_a_hold_key_sent_again_with_another_amount_is_refused(api: Api, holds: Holds) -> None:
     wallet = await api.new_wallet("10.00")
     client_key = key()
@@ -817,16 +929,47 @@ async def test_a_refused_hold_names_the_input_at_fault_and_reserves_nothing(
         assert (await holds.page(wallet))["edges"] == []
 
 
+@pytest.mark.parametrize("text", ["a\x00b", "\ud800", "a\udfffb"], ids=["nul", "lone", "pair"])
+async def test_a_description_no_database_can_store_is_refused_never_an_internal_error(
+    api: Api, holds: Holds, text: str
+) -> None:
+    wallet = await api.new_wallet("10.00")
+
+    fields = {"walletId": wallet, "amount": "1.00", "clientTransactionId": key()}
+    variables = {"input": {**fields, "description": text}}
+    # json.dumps escapes a lone surrogate (\ud800), as a client's JSON may: httpx would not.
+    body = await api.client.post(
+        api.url,
+        content=json.dumps({"query": PLACE_HOLD, "variables": variables}).encode(),
+        headers={**tokens.header(api.token), "content-type": "application/json"},
+    )
+
+    assert body.status_code < 500, body.text
+    assert "Internal error." not in body.text, body.text
+    answer = body.json()
+    payload = (answer.get("data") or {}).get("placeHold") or {}
+    codes = [e["extensions"]["code"] for e in answer.get("errors", [])] + _codes(
+        {"errors": payload.get("errors", [])}
+    )
+    assert codes == ["INVALID_INPUT"], answer
+    assert payload.get("hold") is None
+    assert await holds.balances(wallet) == ("10.00", "10.00", "0.00")
+    assert (await holds.page(wallet))["edges"] == []
+
+
 async def test_the_longest_expiry_and_description_the_contract_allows_are_accepted(
     api: Api, holds: Holds
 ) -> None:
     wallet = await api.new_wallet("10.00")
 
     hold = await holds.placed(wallet, "1.00", expiresInSeconds=MAX_EXPIRY, description="d" * 280)
+    # Characters, not bytes: 280 of them, whatever their encoding takes.
+    wide = await holds.placed(wallet, "1.00", description="\U0001f6d2" * 280)
 
     lasts = _instant(hold["expiresAt"]) - _instant(hold["createdAt"])
     assert abs(lasts - timedelta(seconds=MAX_EXPIRY)) <= CLOCK_SLACK
     assert hold["description"] == "d" * 280
+    assert wide["description"] == "\U0001f6d2" * 280
 
 
 # -- who may do what -----------------------------------------------------------------------
@@ -1024,6 +1167,20 @@ async def test_a_holds_cursor_the_api_did_not_give_out_is_a_clean_graphql_error(
     [error] = body["errors"]
     assert error["extensions"]["code"] == "INVALID_CURSOR"
     assert error["message"] != "Internal error."
+
+
+@pytest.mark.parametrize("first", [-1, -100])
+async def test_a_negative_holds_page_size_is_a_clean_graphql_error(
+    api: Api, holds: Holds, first: int
+) -> None:
+    wallet = await api.new_wallet("1.00")
+
+    body = await api.answer(HOLDS, id=wallet, first=first)
+
+    assert body["data"] == {"wallet": None}
+    [error] = body["errors"]
+    assert error["message"] != "Internal error."
+    assert error["extensions"]["code"] != "INTERNAL"
 
 
 # -- live updates --------------------------------------------------------------------------
