@@ -463,17 +463,19 @@ async def test_capturing_more_than_a_hold_holds_is_refused_and_moves_nothing(
 ) -> None:
     wallet = await api.new_wallet("10.00")
     hold = await holds.placed(wallet, "6.00")
+    client_key = key()
 
-    refused = await holds.capture(hold["id"], "6.01")
+    refused = await holds.capture(hold["id"], "6.01", client_key)
 
     assert refused["transaction"] is None
     assert _codes(refused) == ["CAPTURE_EXCEEDS_HOLD"]
     assert await holds.status(hold["id"]) == "ACTIVE"
     assert await holds.balances(wallet) == ("10.00", "4.00", "6.00")
     assert len(await api.history(wallet, page_size=10)) == 1
-    # Even though the wallet holds more, a capture never takes more than its hold.
-    t = await holds.captured(hold["id"], "6.00")
-    assert t["amount"] == "6.00"
+    # Even though the wallet holds more, a capture never takes more than its hold; and the
+    # refused request kept nothing, not even its key.
+    payload = await holds.capture(hold["id"], "6.00", client_key)
+    assert (payload["errors"], payload["transaction"]["amount"]) == ([], "6.00")
     assert await holds.balances(wallet) == ("4.00", "4.00", "0.00")
 
 
@@ -1199,27 +1201,36 @@ async def _heard(activity: Subscriber, api: Api, wallet: str) -> None:
     raise AssertionError(f"walletActivity of {wallet} heard none of 100 deposits")
 
 
-async def test_a_capture_is_seen_live_as_a_completed_transaction(
+async def _next_of(activity: Subscriber, transaction_id: str) -> dict[str, Any]:
+    """The first walletActivity event of that transaction (the probes' deposits skipped)."""
+    while True:
+        event = await activity.next()
+        assert event is not None, "walletActivity ended"
+        if event["walletActivity"]["id"] == transaction_id:
+            return event["walletActivity"]  # type: ignore[no-any-return]
+
+
+async def test_a_capture_is_seen_live_as_a_completed_transaction_by_both_wallets(
     api: Api, holds: Holds, api_url: str
 ) -> None:
     sender = await api.new_wallet("10.00")
     receiver = await api.new_wallet()
     hold = await holds.placed(sender, "4.00", receiver)
 
-    async with Subscriber(api_url, ACTIVITY % sender) as activity:
-        await _heard(activity, api, sender)
+    async with (
+        Subscriber(api_url, ACTIVITY % sender) as paying,
+        Subscriber(api_url, ACTIVITY % receiver) as paid,
+    ):
+        await _heard(paying, api, sender)
+        await _heard(paid, api, receiver)
         t = await holds.captured(hold["id"])
-        seen: list[dict[str, Any]] = []
-        while not seen:
-            event = await activity.next()
-            assert event is not None, "walletActivity ended"
-            if event["walletActivity"]["id"] == t["id"]:
-                seen.append(event["walletActivity"])
+        seen = [await _next_of(paying, t["id"]), await _next_of(paid, t["id"])]
 
-    assert seen == [{"id": t["id"], "type": "TRANSFER", "status": "COMPLETED", "amount": "4.00"}]
+    expected = {"id": t["id"], "type": "TRANSFER", "status": "COMPLETED", "amount": "4.00"}
+    assert seen == [expected, expected], "a capture is COMPLETED at once, never PENDING"
     async with Subscriber(api_url, UPDATED % t["id"]) as updates:
         now = await updates.next()
-        assert now == {"transactionUpdated": seen[0]}
+        assert now == {"transactionUpdated": expected}
         assert await updates.next() is None, "a COMPLETED transaction's updates end at once"
 
 
@@ -1260,3 +1271,35 @@ async def test_a_worker_expires_a_due_hold_and_gives_back_exactly_its_amount(
     closed = _instant(gone["closedAt"])
     assert closed >= _instant(gone["expiresAt"]) - CLOCK_SLACK
     assert (late["transaction"], _codes(late)) == (None, ["HOLD_NOT_ACTIVE"])
+
+
+@pytest.mark.slow
+async def test_a_withdrawal_settled_after_a_hold_was_placed_is_measured_against_it(
+    env: dict[str, str],
+) -> None:
+    """A withdrawal accepted before the hold, settled by a worker after it, finds only the
+    available balance: the worker checks it again under the wallet's lock."""
+    with api_server(env) as server:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
+            holds = Holds(Api(client, server.url))
+            wallet = await holds.api.new_wallet("10.00")
+            other = await holds.api.new_wallet()
+            # No worker yet: both wait on the queue, PENDING.
+            withdrawal = (await holds.api.withdraw(wallet, "10.00", settled=False))["transaction"]
+            transfer = (await holds.api.transfer(wallet, other, "7.00", settled=False))[
+                "transaction"
+            ]
+            assert (withdrawal["status"], transfer["status"]) == ("PENDING", "PENDING")
+            hold = await holds.placed(wallet, "4.00")
+            assert await holds.balances(wallet) == ("10.00", "6.00", "4.00")
+            with worker(env):
+                withdrawn = await holds.api.final(withdrawal)
+                sent = await holds.api.final(transfer)
+            assert (withdrawn["status"], withdrawn["failureCode"]) == (
+                "FAILED",
+                "INSUFFICIENT_FUNDS",
+            )
+            assert (sent["status"], sent["failureCode"]) == ("FAILED", "INSUFFICIENT_FUNDS")
+            assert await holds.balances(wallet) == ("10.00", "6.00", "4.00")
+            assert await holds.balances(other) == ("0.00", "0.00", "0.00")
+            assert await holds.status(hold["id"]) == "ACTIVE"
