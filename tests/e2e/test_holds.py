@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1303,3 +1304,54 @@ async def test_a_withdrawal_settled_after_a_hold_was_placed_is_measured_against_
             assert await holds.balances(wallet) == ("10.00", "6.00", "4.00")
             assert await holds.balances(other) == ("0.00", "0.00", "0.00")
             assert await holds.status(hold["id"]) == "ACTIVE"
+
+
+@pytest.mark.slow
+async def test_a_capture_racing_its_hold_s_expiry_moves_all_of_it_or_nothing(
+    env: dict[str, str],
+) -> None:
+    """Captures sent around the moment their holds expire, while a worker releases due holds:
+    each hold ends once, CAPTURED with its money moved or EXPIRED with all of it back."""
+    with api_server(env) as server, worker(env):
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
+            holds = Holds(Api(client, server.url))
+            pairs = [
+                (await holds.api.new_wallet("10.00"), await holds.api.new_wallet())
+                for _ in range(6)
+            ]
+            placed: list[tuple[dict[str, Any], float]] = []
+            for sender, receiver in pairs:
+                hold = await holds.placed(sender, "4.00", receiver, expiresInSeconds=1)
+                placed.append((hold, time.monotonic()))
+
+            async def capture_at(hold: dict[str, Any], at: float) -> dict[str, Any]:
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
+                return await holds.capture(hold["id"])
+
+            # From a little before the expiry to a little after it.
+            answers = await asyncio.gather(
+                *(capture_at(hold, at + 0.85 + 0.06 * n) for n, (hold, at) in enumerate(placed))
+            )
+
+            for (sender, receiver), (hold, _), answer in zip(pairs, placed, answers, strict=True):
+
+                async def ended(hold_id: str = hold["id"]) -> str | None:
+                    status = await holds.status(hold_id)
+                    return None if status == "ACTIVE" else status
+
+                status = await eventually(ended, f"hold {hold['id']} ended", timeout=15)
+                if answer["errors"] == []:
+                    assert answer["transaction"]["status"] == "COMPLETED"
+                    assert status == "CAPTURED", answer
+                    assert await holds.balances(sender) == ("6.00", "6.00", "0.00")
+                    assert await holds.balances(receiver) == ("4.00", "4.00", "0.00")
+                else:
+                    assert _codes(answer) == ["HOLD_NOT_ACTIVE"], answer
+                    assert status == "EXPIRED"
+
+                    async def released(wallet: str = sender) -> tuple[str, str, str] | None:
+                        now = await holds.balances(wallet)
+                        return now if now == ("10.00", "10.00", "0.00") else None
+
+                    await eventually(released, f"hold {hold['id']} released", timeout=3)
+                    assert await holds.balances(receiver) == ("0.00", "0.00", "0.00")
