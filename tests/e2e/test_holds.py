@@ -827,18 +827,53 @@ async def test_two_callers_placing_holds_with_one_key_never_meet(api: Api, holds
     assert await admin.balances(theirs) == ("10.00", "8.00", "2.00")
 
 
-async def test_a_hold_key_sent_again_with_another_amount_is_refused(api: Api, holds: Holds) -> None:
+# What a second placeHold with the first one's key changes, given (its wallet, another).
+CHANGES: dict[str, Any] = {
+    "amount": lambda w, o: {"amount": "5.00"},
+    "receiver": lambda w, o: {"receiverWalletId": o},
+    "expiry": lambda w, o: {"expiresInSeconds": 60},
+    "description": lambda w, o: {"description": "another"},
+    "wallet": lambda w, o: {"walletId": o},
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+async def test_a_hold_key_sent_again_with_anything_changed_is_refused(
+    api: Api, holds: Holds, change: Any
+) -> None:
     wallet = await api.new_wallet("10.00")
+    other = await api.new_wallet("10.00")
     client_key = key()
     await holds.placed(wallet, "4.00", client_key=client_key)
 
-    refused = await holds.place(wallet, "5.00", client_key=client_key)
+    refused = await holds.place(wallet, "4.00", client_key=client_key, **change(wallet, other))
 
     assert refused["hold"] is None
     assert [(e["code"], e["field"]) for e in refused["errors"]] == [
         ("IDEMPOTENCY_KEY_REUSED", ["input", "clientTransactionId"])
     ]
     assert await holds.balances(wallet) == ("10.00", "6.00", "4.00")
+    assert await holds.balances(other) == ("10.00", "10.00", "0.00")
+
+
+async def test_a_key_used_by_one_mutation_is_refused_by_another(api: Api, holds: Holds) -> None:
+    """As for deposits, withdrawals and transfers: a key names one request, whichever it is."""
+    wallet = await api.new_wallet("10.00")
+    deposit_key, hold_key = key(), key()
+    await api.deposit(wallet, "1.00", deposit_key)
+    hold = await holds.placed(wallet, "4.00", client_key=hold_key)
+
+    answers = [
+        await holds.place(wallet, "1.00", client_key=deposit_key),
+        await holds.capture(hold["id"], client_key=hold_key),
+        await holds.void(hold["id"], hold_key),
+        await api.withdraw(wallet, "1.00", hold_key),
+    ]
+
+    for answer in answers:
+        assert _codes(answer) == ["IDEMPOTENCY_KEY_REUSED"], answer
+    assert await holds.status(hold["id"]) == "ACTIVE"
+    assert await holds.balances(wallet) == ("11.00", "7.00", "4.00")
 
 
 # -- refused inputs ------------------------------------------------------------------------
@@ -1266,12 +1301,18 @@ async def test_a_worker_expires_a_due_hold_and_gives_back_exactly_its_amount(
 
             await eventually(released, "exactly the expired hold's 3.00 released", timeout=3)
             late = await holds.capture(due["id"])
+            expired_ones = await holds.every(wallet, 10, ["EXPIRED"])
+            active_ones = await holds.every(wallet, 10, ["ACTIVE"])
             assert await holds.balances(wallet) == ("10.00", "8.00", "2.00")
             assert await holds.status(kept["id"]) == "ACTIVE"
     assert (gone["capturedAmount"], gone["capture"]) == ("0.00", None)
     closed = _instant(gone["closedAt"])
     assert closed >= _instant(gone["expiresAt"]) - CLOCK_SLACK
     assert (late["transaction"], _codes(late)) == (None, ["HOLD_NOT_ACTIVE"])
+    assert ([h["id"] for h in expired_ones], [h["id"] for h in active_ones]) == (
+        [due["id"]],
+        [kept["id"]],
+    )
 
 
 @pytest.mark.slow
