@@ -1,10 +1,12 @@
-"""Holds (issue 15, /work/shared/contract/holds.graphql), black-box over HTTP: placeHold reserves
-money, availableBalance = balance - what ACTIVE holds reserve, a hold ends exactly once
-(CAPTURED, VOIDED or EXPIRED), and only its wallet's owner, its receiver wallet's owner and
-admins ever meet it.
+"""Holds (issue 15, tests/contract/holds.graphql), black-box over HTTP: placeHold reserves money,
+availableBalance = balance - what ACTIVE holds reserve, a hold ends exactly once (CAPTURED,
+VOIDED or EXPIRED), and only its wallet's owner, its receiver wallet's owner and admins ever
+meet it.
 
 Most tests speak to the run's `wallet serve`, which settles withdrawals and transfers inline and
-has no worker; the expiry test starts an API and a worker of its own."""
+has no worker. The three that need a worker (expiry, settling after a hold) start an API and a
+worker of their own, on the test's Redis prefix so that the API's cache hears what the worker
+does; the worker shares the run's database, and releases every due hold in it."""
 
 from __future__ import annotations
 
@@ -1103,6 +1105,7 @@ async def test_the_receiver_s_owner_may_capture_a_hold(api: Api, holds: Holds) -
     assert t["senderWallet"] is None, "the shop may not see the wallet paying it"
     assert t["receiverWallet"]["id"] == shop_wallet
     assert t["hold"] == {"id": hold["id"]}
+    assert (await shop.api.data(GET_CAPTURE, id=t["id"]))["transaction"] == t
     assert await holds.balances(wallet) == ("7.00", "7.00", "0.00")
     assert await shop.balances(shop_wallet) == ("3.00", "3.00", "0.00")
     assert await holds.status(hold["id"]) == "CAPTURED"
