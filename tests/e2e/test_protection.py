@@ -149,6 +149,8 @@ async def test_metrics_and_request_ids_are_exposed(env: dict[str, str]) -> None:
         "wallet_transactions",
         "wallet_pending_transactions",
         "wallet_oldest_pending_seconds",
+        "wallet_active_holds",
+        "wallet_overdue_hold_seconds",
         "wallet_queue_waiting_jobs",
         "wallet_cache_hits",
     ):

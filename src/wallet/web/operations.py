@@ -58,6 +58,15 @@ class Metrics:
             "Age of the oldest PENDING transaction.",
             registry=self.registry,
         )
+        self.active_holds = Gauge(
+            "wallet_active_holds", "Holds still ACTIVE.", registry=self.registry
+        )
+        self.overdue_holds = Gauge(
+            "wallet_overdue_hold_seconds",
+            "How long the ACTIVE hold longest past its expiry has waited for a worker to "
+            "release it; 0 when none is.",
+            registry=self.registry,
+        )
         self.queue_waiting = Gauge(
             "wallet_queue_waiting_jobs",
             "Settlement jobs not yet delivered to a worker.",
@@ -113,6 +122,10 @@ class Metrics:
             )
             for kind, status, count in rows:
                 self.transactions.labels(kind, status).set(count)
+            # The holds_due index holds exactly the ACTIVE ones.
+            active, overdue = (await conn.execute(_HOLD_STATS)).one()
+            self.active_holds.set(active)
+            self.overdue_holds.set(overdue)
         count, age = await pending_stats(resources.engine)
         self.pending.set(count)
         self.oldest_pending.set(age)
@@ -127,6 +140,15 @@ class Metrics:
             hits, misses = self.cache_counts()
             self.cache_hits.set(hits)
             self.cache_misses.set(misses)
+
+
+_HOLD_STATS = text(
+    """
+    SELECT count(*),
+           greatest(0, coalesce(extract(epoch FROM clock_timestamp() - min(expires_at)), 0))
+    FROM holds WHERE status = 'ACTIVE'
+    """
+)
 
 
 async def healthz(_request: Request) -> Response:
