@@ -1383,7 +1383,7 @@ async def test_a_capture_racing_its_hold_s_expiry_moves_all_of_it_or_nothing(
                     status = await holds.status(hold_id)
                     return None if status == "ACTIVE" else status
 
-                status = await eventually(ended, f"hold {hold['id']} ended", timeout=15)
+                status: str = await eventually(ended, f"hold {hold['id']} ended", timeout=15)
                 if answer["errors"] == []:
                     assert answer["transaction"]["status"] == "COMPLETED"
                     assert status == "CAPTURED", answer
