@@ -363,6 +363,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(
                 EdgeMiddleware,
                 max_body_bytes=settings.max_body_bytes,
+                max_batch_body_bytes=settings.max_batch_body_bytes,
                 max_tokens=settings.max_query_tokens,
                 max_socket_operations=settings.max_socket_operations,
                 limits=limits,

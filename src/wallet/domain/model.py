@@ -39,6 +39,8 @@ FINAL_STATUSES = frozenset({TransactionStatus.COMPLETED, TransactionStatus.FAILE
 
 # The most transactions one history page holds, whatever the client asks for.
 MAX_PAGE_SIZE = 100
+# The most transfers one batch may hold.
+MAX_BATCH_TRANSFERS = 1_000
 
 
 @dataclass(slots=True)

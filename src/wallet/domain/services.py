@@ -39,6 +39,7 @@ from wallet.domain.errors import (
 )
 from wallet.domain.model import (
     DEFAULT_HOLD_SECONDS,
+    MAX_BATCH_TRANSFERS,
     MAX_DESCRIPTION_LENGTH,
     MAX_HOLD_SECONDS,
     MIN_HOLD_SECONDS,
@@ -98,10 +99,6 @@ class TransferBatch:
     transfers: Sequence[Transfer]
     # All or none: accepted together and settled together.
     atomic: bool = False
-
-
-# The most transfers one batch may hold.
-MAX_BATCH_TRANSFERS = 1_000
 
 
 @dataclass(frozen=True, slots=True)

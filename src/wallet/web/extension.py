@@ -23,7 +23,7 @@ from wallet.persistence.database import is_unavailable
 from wallet.persistence.outages import PostgresOutage
 from wallet.schema.types import PublicError
 from wallet.web.codes import INTERNAL, SERVICE_UNAVAILABLE
-from wallet.web.documents import admission
+from wallet.web.documents import Cost, admission
 from wallet.web.documents.operation import client_code
 from wallet.web.operations import Metrics
 
@@ -75,7 +75,7 @@ def edge_extension(
     explains = postgres.explains if postgres is not None else is_unavailable
 
     class Edge(MaskErrors):
-        cost: int | None = None
+        cost: Cost | None = None
         named: bool = False
 
         def __init__(self) -> None:
@@ -125,7 +125,7 @@ def edge_extension(
         def get_results(self) -> dict[str, Any]:
             if self.cost is None:
                 return {}
-            return {"cost": {"requested": self.cost, "limit": max_cost}}
+            return {"cost": {"requested": self.cost.requested, "limit": self.cost.limit}}
 
         def anonymise_error(self, error: GraphQLError) -> GraphQLError:
             """The client's mistake with its code; else "Internal error.", or, when

@@ -42,7 +42,12 @@ from wallet.domain.errors import ErrorCode
 from wallet.schema.context import Identity
 from wallet.web.authentication import IDENTITY, Authenticator, header
 from wallet.web.codes import INVALID_INPUT, RATE_LIMITED, TOO_MANY_MUTATIONS
-from wallet.web.documents import request_mutations, request_operation, request_refusal
+from wallet.web.documents import (
+    request_batches_only,
+    request_mutations,
+    request_operation,
+    request_refusal,
+)
 from wallet.web.logs import request_id
 from wallet.web.sockets import ENDS, LEGACY_SUBSCRIPTIONS_ONLY, STARTS, WITH_ID, malformed
 from wallet.web.tokens import Unauthenticated
@@ -66,6 +71,18 @@ def _mutations_in(body: bytes, max_tokens: int) -> int:
         for item in requests
         if isinstance(item, dict)
     )
+
+
+def _batches_only(body: bytes, max_tokens: int) -> bool:
+    """Whether the body is one request running transferBatch mutations and nothing else."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(payload, dict) or not isinstance(query := payload.get("query"), str):
+        return False
+    name = payload.get("operationName")
+    return request_batches_only(query, name if isinstance(name, str) else None, max_tokens)
 
 
 def _operation_mutations(query: object, operation_name: object, max_tokens: int) -> int:
@@ -166,6 +183,7 @@ class EdgeMiddleware:
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        max_batch_body_bytes: int,
         max_tokens: int,
         max_socket_operations: int,
         limits: RateLimits | None = None,
@@ -175,6 +193,8 @@ class EdgeMiddleware:
         # Required: a default would name every caller the anonymous admin.
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
+        # Only a batch of transfers may come in a body this large (`_batches_only`).
+        self.max_batch_body_bytes = max(max_body_bytes, max_batch_body_bytes)
         self.max_tokens = max_tokens
         self.max_socket_operations = max_socket_operations
         self.limits = limits
@@ -252,7 +272,7 @@ class EdgeMiddleware:
             scope[IDENTITY] = Identity(caller)
             client = _counted_as(self.authenticator, caller, scope)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
+        if declared is not None and declared > self.max_batch_body_bytes:
             await _respond(send, 413, _error("request body too large"), [])
             return
         chunks: list[bytes] = []
@@ -264,12 +284,15 @@ class EdgeMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > self.max_batch_body_bytes:
                 await _respond(send, 413, _error("request body too large"), [])
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if size > self.max_body_bytes and not _batches_only(body, self.max_tokens):
+            await _respond(send, 413, _error("request body too large"), [])
+            return
 
         if self.limits is not None and scope["path"] == "/graphql":
             refusal = await self._refusal(client, scope["method"], body)

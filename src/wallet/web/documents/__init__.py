@@ -18,10 +18,11 @@ depth, alias and introspection rule), `cost` (the most fields an operation can r
 """
 
 from wallet.web.documents.admission import admission
-from wallet.web.documents.cost import query_cost
+from wallet.web.documents.cost import Cost, query_cost
 from wallet.web.documents.limits import NESTED_SCHEMA_LISTS, ONE_INTROSPECTION, document_limits
 from wallet.web.documents.operation import (
     chosen_operation,
+    request_batches_only,
     request_mutations,
     request_operation,
     request_refusal,
@@ -32,11 +33,13 @@ __all__ = [
     "INVALID_TEXT",
     "NESTED_SCHEMA_LISTS",
     "ONE_INTROSPECTION",
+    "Cost",
     "admission",
     "chosen_operation",
     "clean_text",
     "document_limits",
     "query_cost",
+    "request_batches_only",
     "request_mutations",
     "request_operation",
     "request_refusal",

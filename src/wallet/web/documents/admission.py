@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from graphql import (
     GraphQLError,
@@ -16,7 +17,7 @@ from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.types import ExecutionContext
 
 from wallet.web.codes import INVALID_INPUT, QUERY_TOO_COSTLY
-from wallet.web.documents.cost import query_cost
+from wallet.web.documents.cost import Cost, query_cost
 from wallet.web.documents.operation import SEVERAL_UNNAMED, chosen_operation, operations
 from wallet.web.documents.text import INVALID_TEXT, clean_text, strings
 
@@ -26,13 +27,23 @@ _NO_VARIABLES = VariableValues({}, {})
 # Checks a request that validated, with whether its client named the operation; returns its
 # cost, None when its variables do not coerce (GraphQL then refuses it with its own errors),
 # and raises the GraphQLError refusing it.
-Admit = Callable[[ExecutionContext, bool], int | None]
+Admit = Callable[[ExecutionContext, bool], Cost | None]
 
 
 def _is_int(type_node: TypeNode) -> bool:
     if isinstance(type_node, NonNullTypeNode):
         type_node = type_node.type
     return isinstance(type_node, NamedTypeNode) and type_node.name.value == "Int"
+
+
+def _list_lengths(sent: dict[str, Any]) -> tuple[int, ...]:
+    """The lengths of the lists in the variables as sent, and in their objects: a batch's
+    cost depends on them (documents/cost.py)."""
+    lengths = []
+    for value in sent.values():
+        inner = value.values() if isinstance(value, dict) else [value]
+        lengths += [len(v) for v in inner if isinstance(v, list)]
+    return tuple(lengths)
 
 
 def admission(max_cost: int) -> Admit:
@@ -42,9 +53,9 @@ def admission(max_cost: int) -> Admit:
     # A cost depends on the document, the operation and the integers among the coerced
     # variables (`first: $n`, defaults included); the same few documents come again and
     # again, so costs are remembered, keyed by a digest of the text rather than the text.
-    known: dict[tuple[bytes, str | None, tuple[tuple[str, int], ...]], int] = {}
+    known: dict[tuple[bytes, str | None, tuple[tuple[str, int], ...], tuple[int, ...]], Cost] = {}
 
-    def cost_of(context: ExecutionContext, operation: OperationDefinitionNode) -> int | None:
+    def cost_of(context: ExecutionContext, operation: OperationDefinitionNode) -> Cost | None:
         assert context.graphql_document is not None
         # Strawberry keeps the graphql-core schema it built only as `_schema`; the cost needs
         # its field definitions and argument defaults.
@@ -62,16 +73,19 @@ def admission(max_cost: int) -> Admit:
         numbers = tuple(sorted((k, v) for k, v in variables.coerced.items() if type(v) is int))
         text = (context.query or "").encode(errors="surrogatepass")
         digest = hashlib.blake2b(text, digest_size=16).digest()
-        key = (digest, context.operation_name, numbers)
+        sent = context.variables or {}
+        key = (digest, context.operation_name, numbers, _list_lengths(sent))
         cost = known.get(key) if context.query else None
         if cost is None:
-            cost = query_cost(schema, context.graphql_document, operation, variables)
+            cost = query_cost(
+                schema, context.graphql_document, operation, variables, sent, max_cost
+            )
             if len(known) >= _REMEMBERED_COSTS:
                 known.clear()
             known[key] = cost
         return cost
 
-    def admit(context: ExecutionContext, named: bool) -> int | None:
+    def admit(context: ExecutionContext, named: bool) -> Cost | None:
         document = context.graphql_document
         assert document is not None
         if not named and len(operations(document)) > 1:
@@ -82,10 +96,10 @@ def admission(max_cost: int) -> Admit:
         if operation is None:
             return None
         cost = cost_of(context, operation)
-        if cost is not None and cost > max_cost:
+        if cost is not None and cost.requested > cost.limit:
             raise GraphQLError(
-                f"the query may return {cost} fields; the limit is {max_cost}",
-                extensions={"code": QUERY_TOO_COSTLY, "cost": cost},
+                f"the query may return {cost.requested} fields; the limit is {cost.limit}",
+                extensions={"code": QUERY_TOO_COSTLY, "cost": cost.requested},
             )
         return cost
 

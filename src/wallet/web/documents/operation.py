@@ -51,21 +51,26 @@ def mutation_fields(document: DocumentNode, operation: OperationDefinitionNode) 
     """How many mutations the operation runs: its distinct root fields, fragments included."""
     if operation.operation != OperationType.MUTATION:
         return 0
+    return len(_root_fields(document, operation))
+
+
+def _root_fields(document: DocumentNode, operation: OperationDefinitionNode) -> dict[str, str]:
+    """The operation's root fields, fragments included: the field named by each key."""
     defined = fragments(document)
-    keys: set[str] = set()
+    keys: dict[str, str] = {}
     seen: set[str] = set()
     pending = [operation.selection_set]
     while pending:
         for selection in pending.pop().selections:
             if isinstance(selection, FieldNode):
-                keys.add((selection.alias or selection.name).value)
+                keys[(selection.alias or selection.name).value] = selection.name.value
             elif isinstance(selection, InlineFragmentNode):
                 pending.append(selection.selection_set)
             elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
                 seen.add(selection.name.value)
                 if (definition := defined.get(selection.name.value)) is not None:
                     pending.append(definition.selection_set)
-    return len(keys)
+    return keys
 
 
 _REMEMBERED_REQUESTS = 2048
@@ -81,11 +86,16 @@ def client_code(error: GraphQLError) -> str:
     return INVALID_INPUT
 
 
+# The mutation whose requests may be larger than others (WALLET_MAX_BATCH_BODY_BYTES).
+BATCH_FIELD = "transferBatch"
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     operation: OperationType | None  # None: GraphQL will not run it (see `refusal`)
     mutations: int
     refusal: GraphQLError | None = None
+    batches_only: bool = False  # a mutation of transferBatch fields and nothing else
 
 
 # One cache for every question the edge asks before GraphQL runs: a document is parsed once,
@@ -112,7 +122,15 @@ def _request(query: str, operation_name: str | None, max_tokens: int) -> _Reques
     else:
         operation = chosen_operation(document, operation_name)
         if operation is not None:
-            found = _Request(operation.operation, mutation_fields(document, operation))
+            fields = _root_fields(document, operation)
+            batches = operation.operation == OperationType.MUTATION and set(fields.values()) == {
+                BATCH_FIELD
+            }
+            found = _Request(
+                operation.operation,
+                mutation_fields(document, operation),
+                batches_only=batches,
+            )
         elif operation_name is None and operations(document):
             found = _refused(SEVERAL_UNNAMED)
         else:  # in the words Strawberry answers with over HTTP (a 400)
@@ -128,6 +146,11 @@ def request_operation(
 ) -> OperationType | None:
     """What the request's chosen operation is; None when it does not parse or has none."""
     return _request(query, operation_name, max_tokens).operation
+
+
+def request_batches_only(query: str, operation_name: str | None, max_tokens: int) -> bool:
+    """Whether the request runs transferBatch mutations and nothing else."""
+    return _request(query, operation_name, max_tokens).batches_only
 
 
 def request_mutations(query: str, operation_name: str | None, max_tokens: int) -> int:
