@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 from uuid import UUID
@@ -169,7 +169,11 @@ class _Wallets:
         return {i: working[i].facts for i in wallet_ids if i in working}
 
     async def lock(
-        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+        self,
+        wallet_ids: Iterable[UUID],
+        *,
+        skip_locked: bool = False,
+        within: timedelta | None = None,
     ) -> dict[UUID, Wallet]:
         return await self.get_many(sorted(wallet_ids))
 
@@ -211,10 +215,9 @@ class _Holds:
         due = [h for h in self._uow.working.holds.values() if h.is_due(at)]
         return [replace(h) for h in sorted(due, key=lambda h: h.expires_at)[:limit]]
 
-    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
-        ids = set(wallet_ids)
-        holds = self._uow.working.holds.values()
-        return [replace(h) for h in holds if h.wallet_id in ids and h.is_due(at)]
+    async def lock(self, hold_ids: Sequence[UUID]) -> list[Hold]:
+        holds = self._uow.working.holds
+        return [replace(holds[i]) for i in sorted(hold_ids) if holds[i].is_active]
 
     async def close(self, holds: Sequence[Hold]) -> list[Hold]:
         now = datetime.now(UTC)

@@ -37,21 +37,14 @@ def visible(caller: Caller, wallet: Wallet | None) -> Wallet | None:
 
 
 def may_see_transaction(
-    caller: Caller, transaction: Transaction, owners: Mapping[UUID, str]
+    caller: Caller, transaction: Transaction | Hold, owners: Mapping[UUID, str]
 ) -> bool:
-    """Whether the caller sees the transaction: `owners` names the owner of each of its
-    wallets (wallets are never deleted, so every one is there)."""
+    """Whether the caller sees the transaction, or the hold (and may then capture or void
+    it): `owners` names the owner of each of its wallets (wallets are never deleted, so
+    every one is there)."""
     if caller.is_admin:
         return True
     return any(owners.get(i) == caller.id for i in transaction.wallet_ids)
-
-
-def may_see_hold(caller: Caller, hold: Hold, owners: Mapping[UUID, str]) -> bool:
-    """Whether the hold exists for this caller, who may then capture or void it: `owners`
-    names the owner of each of its wallets."""
-    if caller.is_admin:
-        return True
-    return any(owners.get(i) == caller.id for i in hold.wallet_ids)
 
 
 def check_deposit(caller: Caller) -> None:

@@ -365,7 +365,7 @@ class Hold:
         try:
             entries = capture.apply(wallets)
         except WalletError:
-            wallet.held += self.amount.minor  # as it was: the capture moved nothing
+            wallet.reserve(self.amount)  # as it was: the capture moved nothing
             raise
         self.status = HoldStatus.CAPTURED
         self.captured = capture.amount.minor

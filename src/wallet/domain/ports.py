@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -41,10 +41,15 @@ class WalletRepository(Protocol):
         ...
 
     async def lock(
-        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+        self,
+        wallet_ids: Iterable[UUID],
+        *,
+        skip_locked: bool = False,
+        within: timedelta | None = None,
     ) -> dict[UUID, Wallet]:
-        """Lock the wallets that exist until the unit of work ends, in a fixed order; with
-        `skip_locked`, only those nobody else has locked, without waiting."""
+        """Lock the wallets that exist until the unit of work ends, in a fixed order. With
+        `skip_locked`, only those nobody else has locked, without waiting; `within`, none
+        unless all are locked within that time."""
         ...
 
 
@@ -72,8 +77,8 @@ class HoldRepository(Protocol):
         """ACTIVE holds whose expiry is at or before `at`, the longest due first; unlocked."""
         ...
 
-    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
-        """Lock the ACTIVE holds of these (locked) wallets that are due at `at`."""
+    async def lock(self, hold_ids: Sequence[UUID]) -> list[Hold]:
+        """Lock those of the holds that are still ACTIVE (their wallets are locked)."""
         ...
 
     async def close(self, holds: Sequence[Hold]) -> list[Hold]:

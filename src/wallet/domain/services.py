@@ -144,9 +144,10 @@ class VoidHold:
 
 # Holds expired by one unit of work, at most.
 EXPIRY_BATCH = 500
-# A hold due this long is released even if it means waiting for its wallet's lock; until
+# A hold due this long is worth waiting for its wallet's lock (up to EXPIRY_WAIT); until
 # then, wallets another worker (or a request) holds are left for the next round.
 EXPIRY_PATIENCE = timedelta(seconds=2)
+EXPIRY_WAIT = timedelta(seconds=1)
 
 
 async def create_wallet(caller: Caller, uow: UnitOfWork, command: CreateWallet) -> Wallet:
@@ -391,22 +392,25 @@ async def void_hold(caller: Caller, uow: UnitOfWork, command: VoidHold) -> Hold:
 
 
 async def expire_holds(uow: UnitOfWork, limit: int = EXPIRY_BATCH) -> list[Hold]:
-    """Release holds past their expiry (the worker's, for nobody in particular).
+    """Release up to `limit` holds past their expiry, the longest due first (the worker's,
+    for nobody in particular).
 
-    Several workers share the work: each skips the wallets another has locked, except for
-    holds overdue past EXPIRY_PATIENCE, whose wallets it waits for, so a busy wallet's holds
-    still expire within seconds. Waiting comes first, while nothing else is locked.
+    Several workers share the work, and none waits behind another: wallets someone else has
+    locked are skipped this round. Only the wallet of the hold longest due, once it is past
+    EXPIRY_PATIENCE, is waited for, at most EXPIRY_WAIT, while nothing else is locked yet:
+    so a busy wallet's holds still expire within seconds, and a stuck one stalls only its own.
     """
     at = now()
     async with uow:
         due = await uow.holds.due(at, limit)
         if not due:
             return []
-        overdue = {h.wallet_id for h in due if at - h.expires_at > EXPIRY_PATIENCE}
-        wallets = await uow.wallets.lock(overdue)
-        others = {h.wallet_id for h in due} - overdue
+        wallets: dict[UUID, Wallet] = {}
+        if at - due[0].expires_at > EXPIRY_PATIENCE:
+            wallets = await uow.wallets.lock([due[0].wallet_id], within=EXPIRY_WAIT)
+        others = {h.wallet_id for h in due} - wallets.keys()
         wallets.update(await uow.wallets.lock(others, skip_locked=True))
-        holds = await uow.holds.lock_due(wallets, at)
+        holds = await uow.holds.lock([h.id for h in due if h.wallet_id in wallets])
         for hold in holds:
             hold.expire(wallets[hold.wallet_id], at)
         await uow.write(balances=[wallets[i] for i in sorted({h.wallet_id for h in holds})])
@@ -535,10 +539,14 @@ async def _replayed_batch(
 
 
 def parse_wallet_id(text: str, field: str) -> UUID:
+    return _parse_id(text, "wallet", field)
+
+
+def _parse_id(text: str, what: str, field: str) -> UUID:
     try:
         return UUID(text)
     except ValueError:
-        raise InvalidInput(f"{text!r} is not a wallet id (a UUID)", field=field) from None
+        raise InvalidInput(f"{text!r} is not a {what} id (a UUID)", field=field) from None
 
 
 def _optional_wallet_id(text: str | None, field: str) -> UUID | None:
@@ -546,10 +554,7 @@ def _optional_wallet_id(text: str | None, field: str) -> UUID | None:
 
 
 def _parse_hold_id(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise InvalidInput(f"{text!r} is not a hold id (a UUID)", field="hold_id") from None
+    return _parse_id(text, "hold", "hold_id")
 
 
 def _hold_seconds(seconds: int) -> int:
@@ -666,7 +671,7 @@ async def _seen_hold(caller: Caller, uow: UnitOfWork, hold_id: UUID) -> Hold:
     hold = await uow.holds.get(hold_id)
     if hold is not None:
         facts = await uow.wallets.facts(hold.wallet_ids)
-        if access.may_see_hold(caller, hold, {i: f.owner_id for i, f in facts.items()}):
+        if access.may_see_transaction(caller, hold, {i: f.owner_id for i, f in facts.items()}):
             return hold
     raise HoldNotFound(f"there is no hold {hold_id}", field="hold_id")
 

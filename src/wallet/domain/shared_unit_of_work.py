@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 from types import CoroutineType, TracebackType
 from typing import Any, Self
@@ -335,10 +335,15 @@ class _Wallets:
         return known
 
     async def lock(
-        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+        self,
+        wallet_ids: Iterable[UUID],
+        *,
+        skip_locked: bool = False,
+        within: timedelta | None = None,
     ) -> dict[UUID, Wallet]:
         # Members share every lock they take; skipping would leave some members without.
         assert not skip_locked, "a member of a shared unit of work waits for its locks"
+        assert within is None, "a member of a shared unit of work waits for its locks"
         locked: dict[UUID, Wallet] = await self._member.ask(_Kind.LOCK, set(wallet_ids))
         return locked
 
@@ -413,9 +418,8 @@ class _Holds:
         found: list[Hold] = await self._member.call(lambda u: u.holds.due(at, limit))
         return found
 
-    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
-        ids = list(wallet_ids)
-        found: list[Hold] = await self._member.call(lambda u: u.holds.lock_due(ids, at))
+    async def lock(self, hold_ids: Sequence[UUID]) -> list[Hold]:
+        found: list[Hold] = await self._member.call(lambda u: u.holds.lock(hold_ids))
         return found
 
     async def close(self, holds: Sequence[Hold]) -> list[Hold]:

@@ -4,9 +4,11 @@ keys."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
+
+import asyncpg
 
 from wallet.domain.model import (
     Hold,
@@ -31,6 +33,7 @@ from wallet.persistence.rows import (
 if TYPE_CHECKING:
     from wallet.persistence.unit_of_work import SqlUnitOfWork
 
+_MS = timedelta(milliseconds=1)
 # Wallets whose facts a process remembers; past this it forgets them all and starts over.
 MAX_REMEMBERED_WALLETS = 200_000
 
@@ -90,13 +93,28 @@ class SqlWallets:
         return known
 
     async def lock(
-        self, wallet_ids: Iterable[UUID], *, skip_locked: bool = False
+        self,
+        wallet_ids: Iterable[UUID],
+        *,
+        skip_locked: bool = False,
+        within: timedelta | None = None,
     ) -> dict[UUID, Wallet]:
         ids = sorted(set(wallet_ids))
         if not ids:
             return {}
+        connection = await self._uow.begun()
         query = sql.LOCK_FREE_WALLETS if skip_locked else sql.LOCK_WALLETS
-        rows = await (await self._uow.begun()).fetch(query, ids)
+        if within is None:
+            rows = await connection.fetch(query, ids)
+        else:
+            # In a savepoint: a lock not had in time aborts only the savepoint.
+            try:
+                async with connection.transaction():
+                    await connection.execute(sql.LOCK_TIMEOUT, f"{within // _MS}ms")
+                    rows = await connection.fetch(query, ids)
+                    await connection.execute(sql.LOCK_TIMEOUT, "0")
+            except asyncpg.LockNotAvailableError:
+                return {}
         return {row["id"]: wallet_from_row(row) for row in rows}
 
 
@@ -138,11 +156,10 @@ class SqlHolds:
         rows = await (await self._uow.reading()).fetch(sql.DUE_HOLDS, at, limit)
         return [hold_from_row(row) for row in rows]
 
-    async def lock_due(self, wallet_ids: Iterable[UUID], at: datetime) -> list[Hold]:
-        ids = list(wallet_ids)
-        if not ids:
+    async def lock(self, hold_ids: Sequence[UUID]) -> list[Hold]:
+        if not hold_ids:
             return []
-        rows = await (await self._uow.begun()).fetch(sql.LOCK_DUE_HOLDS, ids, at)
+        rows = await (await self._uow.begun()).fetch(sql.LOCK_HOLDS, list(hold_ids))
         return [hold_from_row(row) for row in rows]
 
     async def close(self, holds: Sequence[Hold]) -> list[Hold]:

@@ -24,6 +24,8 @@ LOCK_WALLETS = """
 """
 # Those of the wallets nobody else has locked, at once: never waits, so never deadlocks.
 LOCK_FREE_WALLETS = LOCK_WALLETS + " SKIP LOCKED"
+# How long the next lock may be waited for (ms; 0 for ever), for the rest of the transaction.
+LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
 # With the rest of the atomic batch of each (by the transactions_by_batch index): they are
 # settled together or not at all. A subquery, not a UNION at the top, so that FOR UPDATE may
@@ -259,9 +261,8 @@ DUE_HOLDS = """
     SELECT * FROM holds WHERE status = 'ACTIVE' AND expires_at <= $1
     ORDER BY expires_at LIMIT $2
 """
-LOCK_DUE_HOLDS = """
-    SELECT * FROM holds
-    WHERE wallet_id = ANY($1::uuid[]) AND status = 'ACTIVE' AND expires_at <= $2
+LOCK_HOLDS = """
+    SELECT * FROM holds WHERE id = ANY($1::uuid[]) AND status = 'ACTIVE'
     ORDER BY id FOR UPDATE
 """
 CLOSE_HOLDS = """

@@ -43,6 +43,6 @@ class Query:
     @strawberry.field(description="The hold with this id, or null when there is none.")
     async def hold(self, info: Info[Context, None], id: strawberry.ID) -> Hold | None:
         hold = await info.context.hold_loader.load(id_argument(id, "id"))
-        if hold is None or not await info.context.sees_hold(hold):
+        if hold is None or not await info.context.sees(hold):
             return None
         return Hold.from_domain(hold)

@@ -43,8 +43,8 @@ async def _recheck(info: Info[Context, None], transaction_id: UUID) -> DomainTra
 
 def _fresh(info: Info[Context, None], transaction: DomainTransaction) -> Transaction:
     # A WebSocket's context lives as long as the connection: drop what its loaders remember,
-    # so nested wallets show their balance as of this event.
-    info.context.wallet_loader.clear_all()
+    # so nested wallets, transactions and holds show themselves as of this event.
+    info.context.forget_all()
     return Transaction.from_domain(transaction)
 
 

@@ -99,21 +99,19 @@ class Context:
         the cache hold whole wallets, whoever asks; what a caller sees is decided here."""
         return access.visible(self.caller, await self.wallet_loader.load(wallet_id))
 
-    async def sees(self, transaction: Transaction) -> bool:
-        """Whether this caller may see the transaction (it owns one of its wallets)."""
+    async def sees(self, transaction: Transaction | Hold) -> bool:
+        """Whether this caller may see the transaction or hold (it owns one of its wallets)."""
         if self.caller.is_admin:
             return True
         wallets = await self.wallet_loader.load_many(list(transaction.wallet_ids))
         owners = {w.id: w.owner_id for w in wallets if w is not None}
         return access.may_see_transaction(self.caller, transaction, owners)
 
-    async def sees_hold(self, hold: Hold) -> bool:
-        """Whether this caller may see the hold (it owns one of its wallets)."""
-        if self.caller.is_admin:
-            return True
-        wallets = await self.wallet_loader.load_many(list(hold.wallet_ids))
-        owners = {w.id: w.owner_id for w in wallets if w is not None}
-        return access.may_see_hold(self.caller, hold, owners)
+    def forget_all(self) -> None:
+        """Drop everything the loaders remember (a WebSocket's context outlives each event)."""
+        self.wallet_loader.clear_all()
+        self.transaction_loader.clear_all()
+        self.hold_loader.clear_all()
 
     def forget(self, wallet_ids: tuple[UUID, ...]) -> None:
         """Drop loaded wallets after this request changed them."""

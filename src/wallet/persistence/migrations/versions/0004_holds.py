@@ -18,14 +18,17 @@ down_revision: str | None = "0003"
 branch_labels = None
 depends_on = None
 
+# `wallet migrate` runs every migration in one transaction, holding its advisory lock. Each
+# statement here takes its table's lock at once or fails within LOCK_TIMEOUT (the migration
+# is then run again), rather than queueing every request behind it. The constraints' checks
+# and the unique index do scan `wallets` and `transactions` while their locks are held: on a
+# large deployment, migrate at a quiet time.
 # One statement each: asyncpg prepares statements one at a time.
+LOCK_TIMEOUT = "5s"
+
 _UPGRADE = [
     "ALTER TABLE wallets ADD COLUMN held bigint NOT NULL DEFAULT 0",
-    # NOT VALID, then VALIDATE: the check of the existing rows then takes a lock that lets
-    # writes go on, instead of holding every wallet still while the table is scanned.
-    "ALTER TABLE wallets ADD CONSTRAINT held_within_balance"
-    " CHECK (held >= 0 AND held <= balance) NOT VALID",
-    "ALTER TABLE wallets VALIDATE CONSTRAINT held_within_balance",
+    "ALTER TABLE wallets ADD CONSTRAINT held_within_balance CHECK (held >= 0 AND held <= balance)",
     """
     CREATE TABLE holds (
         id uuid PRIMARY KEY,
@@ -60,6 +63,7 @@ _UPGRADE = [
     "ALTER TABLE transactions ADD COLUMN hold_id uuid REFERENCES holds (id)",
     "ALTER TABLE transactions ADD CONSTRAINT only_movements_out_capture"
     " CHECK (hold_id IS NULL OR type <> 'DEPOSIT')",
+    # A hold is captured once: no two transactions name it.
     "CREATE UNIQUE INDEX one_capture_per_hold ON transactions (hold_id) WHERE hold_id IS NOT NULL",
     "ALTER TABLE idempotency_keys ADD COLUMN hold_id uuid"
     " REFERENCES holds (id) DEFERRABLE INITIALLY DEFERRED",
@@ -85,10 +89,12 @@ _DOWNGRADE = [
 
 
 def upgrade() -> None:
+    op.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     for statement in _UPGRADE:
         op.execute(statement)
 
 
 def downgrade() -> None:
+    # ACTIVE holds are forgotten with their table: the money they reserved becomes available.
     for statement in _DOWNGRADE:
         op.execute(statement)

@@ -13,11 +13,8 @@ down_revision: str | None = "0004"
 branch_labels = None
 depends_on = None
 
-_UPGRADE = [
-    "ALTER TABLE transactions ADD COLUMN batch_id uuid",
-    # settle(): the rest of an atomic batch. Only batched transfers are in it.
-    "CREATE INDEX transactions_by_batch ON transactions (batch_id) WHERE batch_id IS NOT NULL",
-]
+# As in 0004: a lock not had within LOCK_TIMEOUT fails the migration, to be run again.
+LOCK_TIMEOUT = "5s"
 
 _DOWNGRADE = [
     "DROP INDEX transactions_by_batch",
@@ -26,8 +23,13 @@ _DOWNGRADE = [
 
 
 def upgrade() -> None:
-    for statement in _UPGRADE:
-        op.execute(statement)
+    op.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    op.execute("ALTER TABLE transactions ADD COLUMN batch_id uuid")
+    # settle(): the rest of an atomic batch. Only batched transfers are in it (all NULL now:
+    # the index is built at once).
+    op.execute(
+        "CREATE INDEX transactions_by_batch ON transactions (batch_id) WHERE batch_id IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
