@@ -283,15 +283,20 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
 async def fail_pending(
     uow: UnitOfWork, transaction_id: UUID, error: WalletError
 ) -> Transaction | None:
-    """Give up on a transaction that could not be settled; a final one is left as it is."""
+    """Give up on a transaction that could not be settled, and on the rest of its atomic
+    batch (LINKED_TRANSFER_FAILED): none of it may then be applied. A final one is left as
+    it is."""
     async with uow:
-        transaction = await uow.transactions.get(transaction_id, lock=True)
-        if transaction is None or transaction.is_final:
-            return transaction
-        transaction.fail(error.code, error.message)
-        (transaction,) = await uow.write(decided=[transaction])
+        pending = await uow.transactions.pending([transaction_id], lock=True)
+        if not pending:
+            return await uow.transactions.get(transaction_id)
+        linked = LinkedTransferFailed(f"transaction {transaction_id} of its batch failed")
+        for transaction in pending:
+            failure = error if transaction.id == transaction_id else linked
+            transaction.fail(failure.code, failure.message)
+        decided = await uow.write(decided=pending)
         await uow.commit()
-    return transaction
+    return next((t for t in decided if t.id == transaction_id), None)
 
 
 async def place_hold(caller: Caller, uow: UnitOfWork, command: PlaceHold) -> Hold:
