@@ -71,6 +71,25 @@ class PageInfo:
     start_cursor: str | None
     end_cursor: str | None
 
+    @classmethod
+    def of(cls, cursors: list[str], *, has_next: bool, has_previous: bool) -> PageInfo:
+        """The page's info, from the cursors of its edges in order."""
+        return cls(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else None,
+        )
+
+
+def _forward_page_size(first: int | None) -> int:
+    """How many items a forward-only page (`first`, `after`) holds."""
+    if first is None:
+        raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
+    if first < 0:
+        raise InvalidArgumentError("`first` must be zero or more", "first")
+    return min(first, MAX_PAGE_SIZE)
+
 
 @strawberry.type
 class TransactionEdge:
@@ -139,13 +158,9 @@ class Wallet:
         after: str | None = None,
         statuses: list[HoldStatus] | None = None,
     ) -> HoldConnection:
-        if first is None:
-            raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
-        if first < 0:
-            raise InvalidArgumentError("`first` must be zero or more", "first")
         request = HoldsRequest(
             wallet_id=UUID(self.id),
-            limit=min(first, MAX_PAGE_SIZE),
+            limit=_forward_page_size(first),
             after=_position(after, "after"),
             statuses=frozenset(statuses) if statuses else None,
         )
@@ -161,11 +176,8 @@ class Wallet:
             )
         return HoldConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
+            page_info=PageInfo.of(
+                [e.cursor for e in edges], has_next=page.has_next, has_previous=after is not None
             ),
         )
 
@@ -231,11 +243,8 @@ class Wallet:
             )
         return TransactionConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=page.has_previous,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
+            page_info=PageInfo.of(
+                [e.cursor for e in edges], has_next=page.has_next, has_previous=page.has_previous
             ),
         )
 
@@ -541,13 +550,9 @@ class Viewer:
     async def wallets(
         self, info: Info[Context, None], first: int | None = 20, after: str | None = None
     ) -> WalletConnection:
-        if first is None:
-            raise InvalidArgumentError("`first` may not be null; leave it out for 20", "first")
-        if first < 0:
-            raise InvalidArgumentError("`first` must be zero or more", "first")
         request = OwnedWalletsRequest(
             owner_id=str(self.id),
-            limit=min(first, MAX_PAGE_SIZE),
+            limit=_forward_page_size(first),
             after=_position(after, "after"),
         )
         page = await info.context.reads.owned_wallets(request)
@@ -562,10 +567,7 @@ class Viewer:
             )
         return WalletConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
+            page_info=PageInfo.of(
+                [e.cursor for e in edges], has_next=page.has_next, has_previous=after is not None
             ),
         )
