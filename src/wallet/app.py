@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, OperationType
@@ -159,6 +160,15 @@ class WalletGraphQL(GraphQL[Context, None]):
         if self.development and urlsplit(origin).hostname in _LOOPBACK:
             return True
         return super().is_websocket_origin_allowed(request, origin)
+
+    def encode_json(self, data: object) -> str:
+        # orjson, about five times faster than json; text, as a WebSocket frame must be.
+        try:
+            return orjson.dumps(data).decode()
+        except orjson.JSONEncodeError:
+            # What orjson refuses and json writes: a lone surrogate (escaped), say, in the
+            # message of an error about the client's own document.
+            return json.dumps(data, separators=(",", ":"))
 
     def create_response(
         self,
