@@ -304,6 +304,42 @@ async def test_a_batch_sent_again_whole_replays_it_and_moves_no_money_twice(
     assert after_first == expected
 
 
+async def test_a_key_used_before_by_a_single_transfer_refuses_an_atomic_batch_and_links_the_rest(
+    api: Api,
+) -> None:
+    a, b = await api.new_wallet("10.00"), await api.new_wallet()
+    used = key()
+    await api.transfer(a, b, "1.00", used)
+
+    payload = await send_batch(
+        api, [transfer(a, b, "2.00"), transfer(a, b, "1.00", used), transfer(a, b, "3.00")], True
+    )
+
+    assert outcomes(payload) == [
+        (None, "LINKED_TRANSFER_FAILED"),
+        (None, "IDEMPOTENCY_KEY_REUSED"),
+        (None, "LINKED_TRANSFER_FAILED"),
+    ]
+    assert [e["field"] for e in payload["results"][1]["errors"]] == [
+        ["input", "transfers", "1", "clientTransactionId"]
+    ]
+    assert await balances(api, a, b) == ["9.00", "1.00"]
+
+
+async def test_a_key_used_before_refuses_only_its_own_transfer_in_a_batch_that_is_not_atomic(
+    api: Api,
+) -> None:
+    a, b = await api.new_wallet("10.00"), await api.new_wallet()
+    used = key()
+    await api.transfer(a, b, "1.00", used)
+
+    payload = await send_batch(api, [transfer(a, b, "2.00"), transfer(a, b, "5.00", used)])
+
+    assert [status for status, _ in outcomes(payload)] == ["COMPLETED", None]
+    assert outcomes(payload)[1] == (None, "IDEMPOTENCY_KEY_REUSED")
+    assert await balances(api, a, b) == ["7.00", "3.00"]
+
+
 # -- batches refused whole, and the edge's limits --------------------------------------------
 
 

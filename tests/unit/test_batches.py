@@ -188,6 +188,25 @@ async def test_an_atomic_batch_sent_again_in_another_order_is_refused_not_replay
     assert transfers_recorded(db) == 2
 
 
+async def test_an_atomic_batch_sent_again_with_one_transfer_more_links_the_new_one(
+    db: FakeDatabase,
+) -> None:
+    a, b = await new_wallet(db, "10.00"), await new_wallet(db)
+    one, two = move(a, b, "1.00"), move(a, b, "2.00")
+    await atomically(db, [one, two])
+
+    errors = await rejected(db, [one, two, move(a, b, "3.00")])
+
+    # The first two keys were used for another request (the batch without the third); the
+    # third key never was: it is refused only because the others are.
+    assert codes(errors) == [
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        LINKED,
+    ]
+    assert transfers_recorded(db) == 2
+
+
 @pytest.mark.parametrize("size", [0, MAX_BATCH_TRANSFERS + 1])
 async def test_an_empty_or_oversized_batch_is_refused_whole_as_invalid_input(
     db: FakeDatabase, size: int
