@@ -174,6 +174,31 @@ async def test_an_atomic_batch_sent_again_whole_replays_the_same_transactions(
     assert await settle(db, [t.id for t in again]) == []
 
 
+async def test_an_atomic_batch_sent_again_with_its_amounts_and_ids_written_otherwise_replays(
+    db: FakeDatabase,
+) -> None:
+    """As a single transfer does: a key's request is what it asks for (1.0 is 1.00, and a
+    wallet id in capitals the same wallet), not how it is spelled."""
+    a, b = await new_wallet(db, "10.00"), await new_wallet(db)
+    single = move(a, b, "1.00")
+    alone = await run_alone(db.unit_of_work, services.transfer, ALICE, single)
+    respelled = services.Transfer(str(a).upper(), str(b), "1.0", single.client_transaction_id)
+    assert (await run_alone(db.unit_of_work, services.transfer, ALICE, respelled)).id == alone.id
+    transfers = [move(a, b, "1.00"), move(a, b, "2.50")]
+    first = await atomically(db, transfers)
+
+    again = await atomically(
+        db,
+        [
+            services.Transfer(str(a).upper(), str(b), "1.0", transfers[0].client_transaction_id),
+            services.Transfer(str(a), str(b).upper(), "2.5", transfers[1].client_transaction_id),
+        ],
+    )
+
+    assert [t.id for t in again] == [t.id for t in first]
+    assert transfers_recorded(db) == 3
+
+
 async def test_an_atomic_batch_sent_again_in_another_order_is_refused_not_replayed(
     db: FakeDatabase,
 ) -> None:
