@@ -359,15 +359,17 @@ async def test_an_empty_or_oversized_batch_is_refused_whole_and_records_nothing(
     assert (await recorded(api, a), await recorded(api, b)) == (1, 0)
 
 
+@pytest.mark.parametrize("atomic", [False, True])
 async def test_a_batch_of_1000_transfers_in_its_variables_passes_the_edge_and_answers_each(
-    api: Api,
+    api: Api, atomic: bool
 ) -> None:
     a, b = await api.new_wallet("10.00"), await api.new_wallet()
     sent = [transfer(a, b, "0.01") for _ in range(1000)]
-    body = json.dumps({"query": TRANSFER_BATCH, "variables": {"input": {"transfers": sent}}})
+    given = {"transfers": sent, "atomic": atomic}
+    body = json.dumps({"query": TRANSFER_BATCH, "variables": {"input": given}})
     assert len(body.encode()) > 2 * SMALL_BODY, "the batch is far over other documents' limit"
 
-    response = await api.post(TRANSFER_BATCH, input={"transfers": sent})
+    response = await api.post(TRANSFER_BATCH, input=given)
 
     assert response.status_code == 200, response.text[:2000]
     answer = response.json()
