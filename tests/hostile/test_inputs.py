@@ -202,6 +202,85 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
         runner.run(connection.close())
 
 
+TRANSFER_BATCH = f"""
+mutation TransferBatch($input: TransferBatchInput!) {{
+  transferBatch(input: $input) {{
+    results {{ transaction {{ id status }} {ERRORS} }}
+    {ERRORS}
+  }}
+}}"""
+BATCH_FIELDS = [
+    "fromWalletId",
+    "toWalletId",
+    "amount",
+    "clientTransactionId",
+    "atomic",
+    "transfers",
+]
+
+
+def test_no_input_in_a_transfer_batch_is_an_internal_error_or_a_write_when_refused(
+    hostile_api: Process, database_url: str, runner: asyncio.Runner
+) -> None:
+    """A hostile value in the second transfer of an atomic batch of two, or in the batch's own
+    fields: any refusal, of the request, the batch or a transfer, records nothing."""
+    client = httpx.Client(timeout=30, headers=tokens.header())
+    connection = runner.run(asyncpg.connect(database_url))
+    sender, receiver = (_new_wallet(client, hostile_api.url) for _ in range(2))
+
+    @settings(
+        max_examples=80,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(field=st.sampled_from(BATCH_FIELDS), value=raw_json)
+    def check(field: str, value: str) -> None:
+        transfers: list[dict[str, Any]] = [
+            {
+                "fromWalletId": sender,
+                "toWalletId": receiver,
+                "amount": "0.01",
+                "clientTransactionId": str(uuid.uuid4()),
+            }
+            for _ in range(2)
+        ]
+        given_input: dict[str, Any] = {"transfers": transfers, "atomic": True}
+        if field in ("atomic", "transfers"):
+            given_input[field] = "\x00hostile"
+        else:
+            transfers[1][field] = "\x00hostile"
+        body = json.dumps({"query": TRANSFER_BATCH, "variables": {"input": given_input}})
+        assert HOSTILE in body
+        before = runner.run(_writes(connection))
+        response = client.post(
+            hostile_api.url,
+            content=body.replace(HOSTILE, value).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code < 500, response.text
+        assert "Internal error." not in response.text, response.text
+        refused = response.status_code >= 400
+        if not refused:
+            answer = response.json()
+            payload = (answer.get("data") or {}).get("transferBatch") or {}
+            results = payload.get("results") or []
+            refused = (
+                bool(answer.get("errors"))
+                or bool(payload.get("errors"))
+                or any(r["errors"] for r in results)
+            )
+        if refused:
+            writes = runner.run(_writes(connection))
+            assert writes == before, f"a refused batch wrote: {response.text}"
+
+    try:
+        check()
+    finally:
+        client.close()
+        runner.run(connection.close())
+
+
 @pytest.mark.parametrize(
     ("value", "code"),
     [
