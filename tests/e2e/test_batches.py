@@ -425,6 +425,28 @@ async def test_any_other_document_over_64_kb_is_refused_while_a_transfer_batch_a
     assert too_big.status_code == 413
 
 
+@pytest.mark.parametrize("size", [10, 1000])
+async def test_a_batch_s_allowance_per_transfer_does_not_pay_for_reading_histories(
+    api: Api, size: int
+) -> None:
+    """Each transfer adds room for its own result, not for each sender's history of 100."""
+    a, b = await api.new_wallet("10.00"), await api.new_wallet()
+    costly = """
+    mutation Costly($input: TransferBatchInput!) {
+      transferBatch(input: $input) {
+        results { transaction { id senderWallet { transactions(first: 100) {
+          edges { node { id amount status senderWallet { id balance } } } } } } }
+      }
+    }"""
+
+    errors = await api.graphql_errors(
+        costly, input={"transfers": [transfer(a, b, "0.01") for _ in range(size)]}
+    )
+
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    assert await balances(api, a, b) == ["10.00", "0.00"]
+
+
 # -- with a worker ---------------------------------------------------------------------------
 
 
