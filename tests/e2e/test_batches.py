@@ -51,6 +51,16 @@ async def send_batch(
     return payload
 
 
+async def post_named(api: Api, query: str, name: str, **variables: Any) -> httpx.Response:
+    """The raw response to the operation `name` of the document, as Api.post sends it."""
+    request = api.client.build_request(
+        "POST", api.url, json={"query": query, "operationName": name, "variables": variables}
+    )
+    request.headers.pop("Authorization", None)
+    request.headers.update(tokens.header(api.token))
+    return await api.client.send(request)
+
+
 def outcomes(payload: dict[str, Any]) -> list[tuple[str | None, str | None]]:
     """(status, failureCode) of each accepted transfer; (None, its codes) of each refused."""
     seen: list[tuple[str | None, str | None]] = []
@@ -406,6 +416,17 @@ async def test_any_other_document_over_64_kb_is_refused_while_a_transfer_batch_a
         ),
         "transferBatch with another mutation": await api.post(
             mixed, input={"transfers": [transfer(a, b, "1.00")]}, one=one, pad=padding
+        ),
+        "another operation of a document holding a transferBatch": await post_named(
+            api,
+            f"""
+            mutation B($input: TransferBatchInput!) {{
+              transferBatch(input: $input) {{ {ERRORS} }}
+            }}
+            mutation T($one: TransferInput!) {{ transfer(input: $one) {{ {ERRORS} }} }}""",
+            "T",
+            one=one,
+            pad=padding,
         ),
     }
     batch = (
