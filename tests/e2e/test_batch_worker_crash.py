@@ -123,7 +123,9 @@ async def test_a_worker_killed_mid_batch_applies_nothing_twice_and_loses_nothing
             counts = await status_counts(engine, ids)
             return None if "PENDING" in counts else counts
 
-        final = await eventually(all_final, f"{len(ids)} transfers final", 30, every=0.2)
+        final: dict[str, int] = await eventually(
+            all_final, f"{len(ids)} transfers final", 30, every=0.2
+        )
 
     assert sum(final.values()) == len(ids)
     rows = {
@@ -137,7 +139,7 @@ async def test_a_worker_killed_mid_batch_applies_nothing_twice_and_loses_nothing
         ]
         if statuses == {"FAILED"}:
             own = [rows[i]["failure_code"] for i in batch]
-            assert sorted(own).count("LINKED_TRANSFER_FAILED") == ATOMIC_SIZE - 1, own
+            assert own.count("LINKED_TRANSFER_FAILED") == ATOMIC_SIZE - 1, own
     balances = await assert_balances_explained(engine, wallets)
     assert sum(balances.values()) == WALLETS * START, "money neither made nor lost"
     print(f"killed at {at_kill}; finally {final}")

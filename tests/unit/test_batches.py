@@ -92,7 +92,7 @@ async def test_an_atomic_batch_is_recorded_whole_pending_and_linked(db: FakeData
     assert [t.amount.minor for t in recorded] == [1_00, 2_00, 3_00]
     (batch,) = {t.batch_id for t in stored(db, recorded)}
     assert batch is not None
-    assert sorted(k for _, k in db.stored.keys) == sorted(t.client_transaction_id for t in recorded)
+    assert {k for _, k in db.stored.keys} == {t.client_transaction_id for t in recorded}
 
 
 async def test_an_atomic_batch_with_one_refused_transfer_records_nothing_and_links_the_rest(
