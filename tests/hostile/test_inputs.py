@@ -19,16 +19,49 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import tokens
-from tests.client import CREATE_WALLET, DEPOSIT, TRANSFER, WITHDRAW
+from tests.client import CREATE_WALLET, DEPOSIT, ERRORS, TRANSFER, WITHDRAW
 from tests.processes import Process
 
 pytestmark = pytest.mark.timeout(120)
 
+HOLD = "id status amount walletId receiverWalletId expiresAt description"
+PLACE_HOLD = f"""
+mutation PlaceHold($input: PlaceHoldInput!) {{
+  placeHold(input: $input) {{ hold {{ {HOLD} }} {ERRORS} }}
+}}"""
+CAPTURE_HOLD = f"""
+mutation CaptureHold($input: CaptureHoldInput!) {{
+  captureHold(input: $input) {{ transaction {{ id status amount }} {ERRORS} }}
+}}"""
+VOID_HOLD = f"""
+mutation VoidHold($input: VoidHoldInput!) {{
+  voidHold(input: $input) {{ hold {{ {HOLD} }} {ERRORS} }}
+}}"""
 MUTATIONS = {
     "createWallet": CREATE_WALLET,
     "deposit": DEPOSIT,
     "withdraw": WITHDRAW,
     "transfer": TRANSFER,
+    "placeHold": PLACE_HOLD,
+    "captureHold": CAPTURE_HOLD,
+    "voidHold": VOID_HOLD,
+}
+# The fields each mutation's input is sent with.
+INPUTS = {
+    "createWallet": ("currency", "initialBalance", "clientTransactionId"),
+    "deposit": ("walletId", "amount", "clientTransactionId"),
+    "withdraw": ("walletId", "amount", "clientTransactionId"),
+    "transfer": ("fromWalletId", "toWalletId", "amount", "clientTransactionId"),
+    "placeHold": (
+        "walletId",
+        "receiverWalletId",
+        "amount",
+        "clientTransactionId",
+        "expiresInSeconds",
+        "description",
+    ),
+    "captureHold": ("holdId", "amount", "clientTransactionId"),
+    "voidHold": ("holdId", "clientTransactionId"),
 }
 # Every string and amount input of every mutation.
 FIELDS = [
@@ -45,6 +78,17 @@ FIELDS = [
     ("transfer", "toWalletId"),
     ("transfer", "amount"),
     ("transfer", "clientTransactionId"),
+    ("placeHold", "walletId"),
+    ("placeHold", "receiverWalletId"),
+    ("placeHold", "amount"),
+    ("placeHold", "clientTransactionId"),
+    ("placeHold", "expiresInSeconds"),
+    ("placeHold", "description"),
+    ("captureHold", "holdId"),
+    ("captureHold", "amount"),
+    ("captureHold", "clientTransactionId"),
+    ("voidHold", "holdId"),
+    ("voidHold", "clientTransactionId"),
 ]
 HOSTILE = '"\\u0000hostile"'  # where the generated JSON goes in the request body
 
@@ -69,7 +113,9 @@ raw_json = st.one_of(
 async def _writes(connection: asyncpg.Connection) -> tuple[int, ...]:
     row = await connection.fetchrow(
         "SELECT (SELECT count(*) FROM wallets), (SELECT count(*) FROM transactions),"
-        " (SELECT count(*) FROM ledger_entries), (SELECT count(*) FROM idempotency_keys)"
+        " (SELECT count(*) FROM ledger_entries), (SELECT count(*) FROM idempotency_keys),"
+        " (SELECT count(*) FROM holds), (SELECT count(*) FROM holds WHERE status = 'ACTIVE'),"
+        " (SELECT coalesce(sum(held), 0) FROM wallets)"
     )
     assert row is not None
     return tuple(row)
@@ -87,18 +133,36 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
 ) -> None:
     client = httpx.Client(timeout=30, headers=tokens.header())
     connection = runner.run(asyncpg.connect(database_url))
-    wallets = [_new_wallet(client, hostile_api.url) for _ in range(2)]
+    wallets = [_new_wallet(client, hostile_api.url) for _ in range(3)]
     valid: dict[str, Any] = {
         "currency": "USD",
         "initialBalance": "1.00",
         "walletId": wallets[0],
         "fromWalletId": wallets[0],
         "toWalletId": wallets[1],
+        "receiverWalletId": wallets[1],
         "amount": "0.01",
+        "expiresInSeconds": 3600,
+        "description": "a hold",
     }
 
+    def new_hold() -> str:
+        """An ACTIVE hold to capture or void, in a wallet of its own that nothing else
+        touches, so that it always has the money."""
+        given = {
+            "walletId": wallets[2],
+            "receiverWalletId": wallets[1],
+            "amount": "0.01",
+            "clientTransactionId": str(uuid.uuid4()),
+        }
+        answer = client.post(
+            hostile_api.url, json={"query": PLACE_HOLD, "variables": {"input": given}}
+        ).json()
+        assert answer["data"]["placeHold"]["errors"] == [], answer
+        return str(answer["data"]["placeHold"]["hold"]["id"])
+
     @settings(
-        max_examples=150,
+        max_examples=300,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -107,13 +171,9 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
     def check(field: tuple[str, str], value: str) -> None:
         mutation, name = field
         inputs = {**valid, "clientTransactionId": str(uuid.uuid4())}
-        fields = {
-            "createWallet": ("currency", "initialBalance", "clientTransactionId"),
-            "deposit": ("walletId", "amount", "clientTransactionId"),
-            "withdraw": ("walletId", "amount", "clientTransactionId"),
-            "transfer": ("fromWalletId", "toWalletId", "amount", "clientTransactionId"),
-        }[mutation]
-        given_input = {key: inputs[key] for key in fields} | {name: "\x00hostile"}
+        if "holdId" in INPUTS[mutation]:
+            inputs["holdId"] = new_hold()
+        given_input = {key: inputs[key] for key in INPUTS[mutation]} | {name: "\x00hostile"}
         body = json.dumps({"query": MUTATIONS[mutation], "variables": {"input": given_input}})
         assert HOSTILE in body
         before = runner.run(_writes(connection))
@@ -134,6 +194,85 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
         if refused:
             writes = runner.run(_writes(connection))
             assert writes == before, f"a refused request wrote: {response.text}"
+
+    try:
+        check()
+    finally:
+        client.close()
+        runner.run(connection.close())
+
+
+TRANSFER_BATCH = f"""
+mutation TransferBatch($input: TransferBatchInput!) {{
+  transferBatch(input: $input) {{
+    results {{ transaction {{ id status }} {ERRORS} }}
+    {ERRORS}
+  }}
+}}"""
+BATCH_FIELDS = [
+    "fromWalletId",
+    "toWalletId",
+    "amount",
+    "clientTransactionId",
+    "atomic",
+    "transfers",
+]
+
+
+def test_no_input_in_a_transfer_batch_is_an_internal_error_or_a_write_when_refused(
+    hostile_api: Process, database_url: str, runner: asyncio.Runner
+) -> None:
+    """A hostile value in the second transfer of an atomic batch of two, or in the batch's own
+    fields: any refusal, of the request, the batch or a transfer, records nothing."""
+    client = httpx.Client(timeout=30, headers=tokens.header())
+    connection = runner.run(asyncpg.connect(database_url))
+    sender, receiver = (_new_wallet(client, hostile_api.url) for _ in range(2))
+
+    @settings(
+        max_examples=80,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(field=st.sampled_from(BATCH_FIELDS), value=raw_json)
+    def check(field: str, value: str) -> None:
+        transfers: list[dict[str, Any]] = [
+            {
+                "fromWalletId": sender,
+                "toWalletId": receiver,
+                "amount": "0.01",
+                "clientTransactionId": str(uuid.uuid4()),
+            }
+            for _ in range(2)
+        ]
+        given_input: dict[str, Any] = {"transfers": transfers, "atomic": True}
+        if field in ("atomic", "transfers"):
+            given_input[field] = "\x00hostile"
+        else:
+            transfers[1][field] = "\x00hostile"
+        body = json.dumps({"query": TRANSFER_BATCH, "variables": {"input": given_input}})
+        assert HOSTILE in body
+        before = runner.run(_writes(connection))
+        response = client.post(
+            hostile_api.url,
+            content=body.replace(HOSTILE, value).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code < 500, response.text
+        assert "Internal error." not in response.text, response.text
+        refused = response.status_code >= 400
+        if not refused:
+            answer = response.json()
+            payload = (answer.get("data") or {}).get("transferBatch") or {}
+            results = payload.get("results") or []
+            refused = (
+                bool(answer.get("errors"))
+                or bool(payload.get("errors"))
+                or any(r["errors"] for r in results)
+            )
+        if refused:
+            writes = runner.run(_writes(connection))
+            assert writes == before, f"a refused batch wrote: {response.text}"
 
     try:
         check()

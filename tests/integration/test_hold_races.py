@@ -530,6 +530,55 @@ async def test_a_hold_on_a_wallet_kept_busy_still_expires_within_seconds(
     print(f"released {waited:.2f} s after its expiry")
 
 
+async def test_a_wallet_locked_elsewhere_keeps_no_other_wallet_s_holds_from_expiring(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine, database_url: str
+) -> None:
+    """Another connection holds one wallet's row lock and never lets go while the test looks:
+    its hold, the longest overdue of all, stays ACTIVE, and every other wallet's due hold is
+    released within seconds all the same; the stuck one goes once the lock is released."""
+    stuck = (await new_wallet(uow_factory, "10.00")).id
+    others = [(await new_wallet(uow_factory, "10.00")).id for _ in range(3)]
+    stuck_hold = await place_hold(uow_factory, stuck, "4.00")
+    other_holds = [await place_hold(uow_factory, wallet, "3.00") for wallet in others]
+    other_ids = {h.id for h in other_holds}
+    # Past EXPIRY_PATIENCE, so the expirer waits for its wallet first (up to EXPIRY_WAIT).
+    await _make_due(engine, [stuck_hold.id], 10.0)
+    await _make_due(engine, other_ids, 3.0)
+
+    locker = await asyncpg.connect(database_url)
+    locked = locker.transaction()
+    await locker.execute("SET lock_timeout = 0")
+    await locked.start()
+    try:
+        await locker.fetch("SELECT id FROM wallets WHERE id = $1 FOR NO KEY UPDATE", stuck)
+        rounds = []
+        for _ in range(2):
+            started = asyncio.get_running_loop().time()
+            expired = await asyncio.wait_for(expire_holds(uow_factory), 10)
+            rounds.append((asyncio.get_running_loop().time() - started, expired))
+        while_locked = await _holds(engine, [stuck_hold.id, *other_ids])
+        held_while_locked = (await _wallets(engine, [stuck]))[stuck].held
+    finally:
+        await locked.rollback()
+        await locker.close()
+
+    first_took, first = rounds[0]
+    assert other_ids <= {h.id for h in first}, "the other wallets' holds expired at once"
+    assert first_took < 2.0, f"the round took {first_took:.1f} s behind one locked wallet"
+    for took, expired in rounds:
+        assert stuck_hold.id not in {h.id for h in expired}
+        assert took < 2.0, f"a round took {took:.1f} s"
+    assert while_locked[stuck_hold.id].status is HoldStatus.ACTIVE
+    assert held_while_locked == 4_00
+    assert {while_locked[i].status for i in other_ids} == {HoldStatus.EXPIRED}
+    released = await _expire_until_none_active(uow_factory, engine, [stuck_hold.id])
+    assert released == Counter({stuck_hold.id: 1}), "released once its wallet was free"
+    rows = await _wallets(engine, [stuck, *others])
+    assert {(r.balance, r.held) for r in rows.values()} == {(10_00, 0)}
+    await assert_holds_explained(engine, [stuck, *others])
+    await assert_balances_explained(engine, [stuck, *others])
+
+
 @pytest.mark.parametrize("way", ["withdrawal", "transfer"])
 async def test_a_hold_then_a_debit_of_the_whole_balance_fails_with_insufficient_funds(
     uow_factory: UnitOfWorkFactory, engine: AsyncEngine, way: str

@@ -191,6 +191,10 @@ class _Transactions:
     ) -> list[Transaction]:
         working = self._uow.working.transactions
         found = [working[i] for i in dict.fromkeys(transaction_ids) if i in working]
+        # With the rest of each one's atomic batch, as PostgreSQL's PENDING statement finds.
+        batches = {t.batch_id for t in found if t.batch_id is not None}
+        asked = {t.id for t in found}
+        found += [t for t in working.values() if t.batch_id in batches and t.id not in asked]
         pending = [t for t in found if t.status is TransactionStatus.PENDING]
         # In the order they were recorded (the dict keeps insertion order).
         order = list(working)
