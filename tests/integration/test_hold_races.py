@@ -37,6 +37,7 @@ from wallet.domain.errors import ErrorCode, HoldNotActive, InsufficientFunds
 from wallet.domain.group_commit import run_alone
 from wallet.domain.model import Hold, HoldStatus, Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
+from wallet.domain.services import EXPIRY_WAIT
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.timeout(60)
@@ -562,12 +563,14 @@ async def test_a_wallet_locked_elsewhere_keeps_no_other_wallet_s_holds_from_expi
         await locked.rollback()
         await locker.close()
 
-    first_took, first = rounds[0]
+    _, first = rounds[0]
     assert other_ids <= {h.id for h in first}, "the other wallets' holds expired at once"
-    assert first_took < 2.0, f"the round took {first_took:.1f} s behind one locked wallet"
+    # A round waits for the stuck wallet at most EXPIRY_WAIT (1 s); the rest is slack for a
+    # busy machine. Without the bound it would wait for the lock as long as it is held.
+    bound = EXPIRY_WAIT.total_seconds() + 4
     for took, expired in rounds:
         assert stuck_hold.id not in {h.id for h in expired}
-        assert took < 2.0, f"a round took {took:.1f} s"
+        assert took < bound, f"a round took {took:.1f} s behind one locked wallet"
     assert while_locked[stuck_hold.id].status is HoldStatus.ACTIVE
     assert held_while_locked == 4_00
     assert {while_locked[i].status for i in other_ids} == {HoldStatus.EXPIRED}

@@ -159,21 +159,10 @@ class Transaction:
 
     @classmethod
     def transfer(
-        cls,
-        amount: Money,
-        *,
-        sender: UUID,
-        receiver: UUID,
-        key: str | None,
-        batch: UUID | None = None,
+        cls, amount: Money, *, sender: UUID, receiver: UUID, key: str | None
     ) -> Transaction:
-        """A new transfer from `sender` to `receiver`, PENDING until it is settled; with the
-        rest of its atomic `batch`, if it has one."""
-        transfer = cls._new(
-            TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key
-        )
-        transfer.batch_id = batch
-        return transfer
+        """A new transfer from `sender` to `receiver`, PENDING until it is settled."""
+        return cls._new(TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key)
 
     @classmethod
     def _new(

@@ -111,11 +111,22 @@ class Batch:
     digest: str
 
     @classmethod
-    def of(cls, transfers: Sequence[Transfer]) -> Batch:
-        asked = [
-            (t.client_transaction_id, t.from_wallet_id, t.to_wallet_id, t.amount) for t in transfers
-        ]
-        return cls(uuid4(), fingerprint("atomic batch", transfers=asked))
+    def of(cls, transfers: Sequence[Transaction]) -> Batch:
+        """The batch of these transfers, which it links (each names it from now on)."""
+        batch = cls(uuid4(), fingerprint("atomic batch", transfers=[_asked(t) for t in transfers]))
+        for transfer in transfers:
+            transfer.batch_id = batch.id
+        return batch
+
+
+def _asked(transfer: Transaction) -> tuple[object, ...]:
+    """What a transfer asks, normalized: "1.0" and "1.00", or an id's letter case, ask alike."""
+    return (
+        transfer.client_transaction_id,
+        transfer.sender_wallet_id,
+        transfer.receiver_wallet_id,
+        transfer.amount.minor,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +232,8 @@ async def transfer(caller: Caller, uow: UnitOfWork, command: Transfer) -> Transa
     async with uow:
         # A wallet's currency and owner never change, so nothing needs locking until settle().
         facts = await uow.wallets.facts(wallet_ids)
-        transfer, record = _transfer_of(caller, command, facts)
-        return await _submit(uow, transfer, record)
+        transfer = _transfer_of(caller, command, facts)
+        return await _submit(uow, transfer, _transfer_record(caller, transfer))
 
 
 async def transfer_atomically(
@@ -231,18 +242,17 @@ async def transfer_atomically(
     """Record every transfer of the batch PENDING, linked so that settle() applies all of them
     or none; or, when any one is refused, record nothing (TransfersRejected says why, each)."""
     check_batch(command)
-    batch = Batch.of(command.transfers)
     async with uow:
         wallet_ids = {i for t in command.transfers for i in _parsable_wallet_ids(t)}
         facts = await uow.wallets.facts(wallet_ids)
-        made = [_outcome(partial(_transfer_of, caller, t, facts, batch)) for t in command.transfers]
-        _reject_unless_all(made, _duplicate_keys(command.transfers))
-        accepted = [m for m in made if not isinstance(m, WalletError)]
-        records = [r for _, r in accepted if r is not None]
+        made = [_outcome(partial(_transfer_of, caller, t, facts)) for t in command.transfers]
+        transfers = _all_accepted(made, _duplicate_keys(command.transfers))
+        batch = Batch.of(transfers)
+        records = [r for t in transfers if (r := _transfer_record(caller, t, batch))]
         earlier = await uow.idempotency_keys.claim_many(records)
         if earlier:
-            return await _replayed_batch(uow, records, earlier, made)
-        recorded = await uow.write(recorded=[t for t, _ in accepted])
+            return await _replayed_batch(uow, records, earlier)
+        recorded = await uow.write(recorded=transfers)
         await uow.commit()
     return recorded
 
@@ -466,28 +476,35 @@ def _parsable_wallet_ids(command: Transfer) -> list[UUID]:
         return []  # refused on its own once the others' facts are known
 
 
-def _transfer_of(
-    caller: Caller, command: Transfer, facts: dict[UUID, WalletFacts], batch: Batch | None = None
-) -> tuple[Transaction, IdempotencyRecord | None]:
-    """The PENDING transfer the command asks for and the record its key is claimed with, once
-    its wallets' facts are known; or the refusal."""
+def _transfer_of(caller: Caller, command: Transfer, facts: dict[UUID, WalletFacts]) -> Transaction:
+    """The PENDING transfer the command asks for, once its wallets' facts are known; or the
+    refusal."""
     sender_id, receiver_id = _transfer_wallet_ids(command)
     key = check_key(command.client_transaction_id)
     sender = _owned(caller, facts, sender_id, field="from_wallet_id").currency
     receiver = _found(facts, receiver_id, field="to_wallet_id").currency
     _check_same_currency(sender_id, sender, receiver_id, receiver, "to_wallet_id")
     amount = parse_positive_amount(command.amount, sender)
-    transfer = Transaction.transfer(
-        amount,
-        sender=sender_id,
-        receiver=receiver_id,
-        key=key,
-        batch=batch.id if batch is not None else None,
-    )
-    # A transfer sent alone is fingerprinted as it always was: stored fingerprints stay valid.
+    return Transaction.transfer(amount, sender=sender_id, receiver=receiver_id, key=key)
+
+
+def _transfer_record(
+    caller: Caller, transfer: Transaction, batch: Batch | None = None
+) -> IdempotencyRecord | None:
+    """What the transfer's key is claimed with: its request, and the atomic batch's digest
+    when it is in one. A transfer sent alone is fingerprinted as it always was, so that
+    stored fingerprints stay valid."""
     linked = {} if batch is None else {"batch": batch.digest}
-    request = {"sender": sender_id, "receiver": receiver_id, "amount": amount.minor, **linked}
-    return transfer, _record(caller, key, Operation.TRANSFER, transfer, **request)
+    return _record(
+        caller,
+        transfer.client_transaction_id,
+        Operation.TRANSFER,
+        transfer,
+        sender=transfer.sender_wallet_id,
+        receiver=transfer.receiver_wallet_id,
+        amount=transfer.amount.minor,
+        **linked,
+    )
 
 
 def _outcome(make: Callable[[], T]) -> T | WalletError:
@@ -508,8 +525,10 @@ def _duplicate_keys(transfers: Sequence[Transfer]) -> set[int]:
     return again
 
 
-def _reject_unless_all(made: Sequence[object], duplicates: set[int]) -> None:
-    """Raise TransfersRejected when any transfer of an atomic batch was refused."""
+def _all_accepted(
+    made: Sequence[Transaction | WalletError], duplicates: set[int]
+) -> list[Transaction]:
+    """The transfers of an atomic batch, when none was refused; else TransfersRejected."""
     errors: list[WalletError | None] = [m if isinstance(m, WalletError) else None for m in made]
     for n in duplicates:
         errors[n] = errors[n] or IdempotencyKeyReused(
@@ -519,27 +538,31 @@ def _reject_unless_all(made: Sequence[object], duplicates: set[int]) -> None:
     if any(errors):
         linked = LinkedTransferFailed("another transfer of the batch was refused")
         raise TransfersRejected([e or linked for e in errors])
+    return [m for m in made if not isinstance(m, WalletError)]
 
 
 async def _replayed_batch(
     uow: UnitOfWork,
     records: list[IdempotencyRecord],
     earlier: dict[ScopedKey, IdempotencyRecord],
-    made: Sequence[object],
 ) -> list[Transaction]:
-    """The batch as first recorded, when every key replays it; else TransfersRejected."""
+    """The batch as first recorded, when every key replays it; else TransfersRejected, naming
+    each key used before for something else (a batch sent again with a transfer more, say)."""
     reused = {
         n
         for n, record in enumerate(records)
-        if record.scoped_key not in earlier or not earlier[record.scoped_key].is_replayed_by(record)
+        if record.scoped_key in earlier and not earlier[record.scoped_key].is_replayed_by(record)
     }
-    if reused:
+    if reused or len(earlier) < len(records):
         error = IdempotencyKeyReused(
             "client transaction id already used for a different request",
             field="client_transaction_id",
         )
         linked = LinkedTransferFailed("another transfer of the batch was refused")
-        raise TransfersRejected([error if n in reused else linked for n in range(len(made))])
+        # Every key replaying this very batch yet some not recorded cannot be: the batch is
+        # recorded whole. Were it so, the keys used before are named.
+        named = reused or {n for n, r in enumerate(records) if r.scoped_key in earlier}
+        raise TransfersRejected([error if n in named else linked for n in range(len(records))])
     return [await _recorded_transaction(uow, earlier[r.scoped_key]) for r in records]
 
 
