@@ -30,6 +30,11 @@ class Settlement:
     failures: dict[str, int] = field(default_factory=dict)
 
     @property
+    def recorded(self) -> int:
+        """Every transfer of the phase the API recorded, whatever became of it."""
+        return self.completed + self.failed + self.pending
+
+    @property
     def tps(self) -> float:
         return self.completed / self.seconds if self.seconds > 0 else 0.0
 
