@@ -128,7 +128,10 @@ class CpuMeter:
         return self
 
     def stop(self) -> dict[str, float]:
-        """Cores used on average by each group, the rest ("others") and the idle remainder."""
+        """Cores used on average by each group, the rest ("others") and the idle remainder.
+        A meter stops once: stopping it again answers the same figures."""
+        if self._stop.is_set():
+            return self.result
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -23,7 +23,7 @@ from bench.load import LoadRun, run_wrk
 from bench.pgbench import Baseline, run_baseline, scratch_name
 from bench.report import machine
 from bench.service_layer import measure as measure_service_layer
-from bench.settle_latency import Settlement, settlement, wait_settled
+from bench.settle_latency import Settlement, settled_since, wait_settled
 from bench.stack import BASE_URL, Stack, fresh_database, running
 from bench.stats import per_unit_ms, ratio
 
@@ -63,7 +63,12 @@ class Run:
 
     async def baseline(self) -> None:
         name = scratch_name()
-        meter = CpuMeter(Groups({"client": [os.getpid()]}, [name])).start()
+        meters: list[CpuMeter] = []
+
+        def meter() -> CpuMeter:
+            meters.append(CpuMeter(Groups({"client": [os.getpid()]}, [name])).start())
+            return meters[-1]
+
         result: Baseline = await run_baseline(
             BASE_URL,
             accounts=self.args.wallets,
@@ -73,14 +78,14 @@ class Run:
             mode=self.args.pgbench_protocol,
             scratch=self.scripts,
             name=name,
+            meter=meter,
         )
-        cores = self.stop(meter, "pgbench")
+        # Only pgbench's own run is metered: not the scratch database's setup, check or drop.
+        cores = self.stop(meters[0], "pgbench")
         if not result.consistent or result.failed:
             self.problems.append(f"pgbench: {result.failed} failed, consistent={result.consistent}")
         self.figures["pgbench_tps"] = result.tps
         self.figures["pgbench"] = {k: v for k, v in asdict(result).items() if k != "output"}
-        # The meter ran around the scratch database's setup and check as well as the load:
-        # a little more PostgreSQL CPU than the transactions alone, never less.
         self.figures["pgbench"]["postgres_cpu_ms_per_transfer"] = per_unit_ms(
             self.cpu["pgbench"].get("postgres"), result.transactions
         )
@@ -231,8 +236,9 @@ class Run:
             hot=self.wallets[0] if hot else None,
             budget=budget,
         )
-        settled: Settlement = await settlement(stack.database_url, prefix, self.args.drain_timeout)
-        cores = self.stop(meter, name)  # submission and drain together
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
+        cores = self.stop(meter, name)  # submission and drain together, not the reading below
+        settled: Settlement = await settled_since(stack.database_url, prefix, pending)
         if settled.failed or settled.pending:
             self.problems.append(
                 f"{name}: {settled.failed} FAILED {settled.failures}, "
@@ -308,8 +314,9 @@ class Run:
             budget=budget,
             connections=self.args.batch_connections,
         )
-        settled = await settlement(stack.database_url, prefix, self.args.drain_timeout)
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
         cores = self.stop(meter, name)
+        settled = await settled_since(stack.database_url, prefix, pending)
         if settled.failed or settled.pending:
             self.problems.append(
                 f"{name}: {settled.failed} FAILED {settled.failures}, "

@@ -222,3 +222,14 @@ def test_a_run_without_transfers_still_draws_its_chart(tmp_path: Path) -> None:
     drawn = chart.draw(tmp_path / "latency.png", http, {}, "reads only")
 
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cpu_meter_stopped_twice_answers_the_figures_of_its_first_stop() -> None:
+    from bench.cpu import CpuMeter, Groups
+
+    meter = CpuMeter(Groups(), interval=0.01).start()
+    first = meter.stop()
+    seconds = dict(meter.seconds)
+
+    assert meter.stop() == first
+    assert meter.seconds == seconds
