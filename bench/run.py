@@ -31,7 +31,8 @@ PHASES = ("pgbench", "service", "deposits", "transfers", "batches", "reads", "pa
 START_BALANCE = "1000000.00"
 # Transfers in each transferBatch request of the batch phases.
 BATCH_SIZE = 100
-# The page the pages phase reads holds this many transactions; wallets get at least as many.
+# The page the pages phase reads holds this many transactions (graphql.lua's PAGE asks for
+# `first: 20`); every wallet is first given at least as many.
 PAGE_SIZE = 20
 FILL = (
     "mutation($t: [TransferInput!]!) { transferBatch(input: {transfers: $t}) "
