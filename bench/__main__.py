@@ -1,7 +1,8 @@
 """The wallet's benchmark: the whole stack against PostgreSQL's own limit, in one run.
 
     python -m bench [--apis 2] [--workers 1] [--concurrency 256] [--connections 32]
-                    [--duration 10] [--quick] [--out bench/results] [--only PHASE,...]
+                    [--batch-connections 8] [--duration 10] [--quick] [--out bench/results]
+                    [--only PHASE,...]
 
 One run, against a fresh database on this machine's PostgreSQL and Redis:
   pgbench    the baseline: a pgbench script doing one minimal transfer per transaction
@@ -9,7 +10,19 @@ One run, against a fresh database on this machine's PostgreSQL and Redis:
   deposits   deposit mutations from wrk: throughput, p50/p99
   transfers  transfer mutations from wrk, then PostgreSQL's timestamps: COMPLETED per second
              and request-to-COMPLETED latency, uniform over the wallets and all touching one
+             (mutation_overhead: the API's CPU per transfer request over its CPU per
+             `{ __typename }` request in the reads phase; completion_p99_ms: the uniform
+             phase's request-to-COMPLETED p99; db_cost_ratio_single: PostgreSQL's CPU per
+             transfer over its CPU per pgbench transaction)
+  batches    transferBatch requests of 100 transfers, uniform over the wallets, plain then
+             atomic: transfers COMPLETED per second (batch_tps, atomic_batch_tps) and their
+             ratio to pgbench_tps; db_cost_ratio as above, for the plain batches
   reads      the cached `wallet { balance }` query against `{ __typename }`, from wrk
+  pages      `wallet { balance transactions(first: 20) {...} }` against `{ __typename }` on
+             the same connections (page_ratio); every wallet first gets 20 transactions
+db_capacity_tps, db_capacity_single_tps: the transfers per second one PostgreSQL on a machine
+like this one could carry with the API and workers elsewhere, = cores / PostgreSQL's
+CPU-seconds per transfer (batches, single transfers): CPU-bound, an upper bound.
 Prints a table, then one JSON line; writes results.json and latency.png to --out.
 The load comes from wrk (C); each phase reports the CPU wrk used, and where every core went.
 """
@@ -51,6 +64,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=32,
         help="wrk's open HTTP connections (requests in flight)",
+    )
+    parser.add_argument(
+        "--batch-connections",
+        type=int,
+        default=8,
+        help="wrk's connections in the batch phases (each request carries 100 transfers)",
     )
     parser.add_argument(
         "--duration", type=int, default=10, help="seconds of load in each measured phase"
@@ -111,7 +130,7 @@ def missing_tools(phases: list[str]) -> list[str]:
     missing = []
     if "pgbench" in phases and pgbench() is None:
         missing.append("pgbench (apt-get install -y postgresql-client)")
-    if set(phases) & {"deposits", "transfers", "reads"} and wrk() is None:
+    if set(phases) & {"deposits", "transfers", "batches", "reads", "pages"} and wrk() is None:
         missing.append("wrk (apt-get install -y wrk)")
     return missing
 

@@ -92,6 +92,9 @@ class CpuMeter:
         self._machine_start = (0.0, 0.0)
         self._wall_start = 0.0
         self.result: dict[str, float] = {}
+        # CPU seconds of each group over the phase, unrounded: the per-request costs use these.
+        self.seconds: dict[str, float] = {}
+        self.wall = 0.0
         self.busiest_others: list[str] = []
 
     def _sample(self, born_now: bool) -> None:
@@ -125,7 +128,10 @@ class CpuMeter:
         return self
 
     def stop(self) -> dict[str, float]:
-        """Cores used on average by each group, the rest ("others") and the idle remainder."""
+        """Cores used on average by each group, the rest ("others") and the idle remainder.
+        A meter stops once: stopping it again answers the same figures."""
+        if self._stop.is_set():
+            return self.result
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -135,11 +141,13 @@ class CpuMeter:
         busy = busy_end - self._machine_start[0]
         total = total_end - self._machine_start[1]
         cores = dict.fromkeys([*self.groups.trees, "postgres", "redis"], 0.0)
+        seconds = dict(cores)
         strangers: list[tuple[float, int]] = []
         for pid, group in self._group.items():
             used = (self._last[pid] - self._first[pid]) / wall
             if group and group != "others":
                 cores[group] += used
+                seconds[group] += self._last[pid] - self._first[pid]
             elif used >= 0.05:
                 strangers.append((used, pid))
         # Who else was busy, to tell a slow phase from a crowded machine.
@@ -152,6 +160,8 @@ class CpuMeter:
         cores["others"] = max(0.0, busy / wall - ours) if total else 0.0
         cores["idle"] = max(0.0, machine_cores - busy / wall)
         self.result = {name: round(value, 2) for name, value in cores.items()}
+        self.seconds = seconds
+        self.wall = wall
         return self.result
 
 

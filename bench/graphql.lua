@@ -1,12 +1,14 @@
 -- wrk script for the wallet's GraphQL endpoint. bench/load.py writes a prelude above this file
 -- that sets the table `bench`:
---   bench.mode     "deposit" | "transfer" | "hot" | "wallet" | "typename"
+--   bench.mode     "deposit" | "transfer" | "hot" | "wallet" | "typename" | "page"
+--                  | "batch" | "atomic_batch"
 --   bench.wallets  wallet ids to pick from (uniformly)
 --   bench.hot      the hot wallet's id (mode "hot")
 --   bench.prefix   prefix of every clientTransactionId, unique to this run and phase
 --   bench.budget   responses per thread after which the thread stops (0: run for -d)
+--   bench.batch    transfers in each transferBatch request (modes "batch", "atomic_batch")
 -- Every request carries `Authorization: Bearer $WALLET_BENCH_TOKEN` (bench/load.py sets it).
--- Each request gets its own clientTransactionId: "<prefix>-<thread>-<counter>". Every response
+-- Each transfer gets its own clientTransactionId: "<prefix>-<thread>-<counter>". Every response
 -- is checked (status, and GraphQL errors in the body); done() prints one line,
 -- "WRK_JSON {...}", with the counts and the latency percentiles.
 
@@ -29,6 +31,15 @@ local TRANSFER = '{"query":"mutation($i: TransferInput!) { transfer(input: $i) '
 local WALLET = '{"query":"query($id: ID!) { wallet(id: $id) { balance } }",'
   .. '"variables":{"id":"%s"}}'
 local TYPENAME = '{"query":"{ __typename }"}'
+local PAGE = '{"query":"query($id: ID!) { wallet(id: $id) { balance transactions(first: 20) '
+  .. '{ edges { node { id type status amount createdAt } } } } }","variables":{"id":"%s"}}'
+-- A transferBatch: the document once, then `bench.batch` TransferInputs built per request.
+local BATCH_HEAD = '{"query":"mutation($i: TransferBatchInput!) { transferBatch(input: $i) '
+  .. '{ results { transaction { id status } errors { code } } errors { code } } }",'
+  .. '"variables":{"i":{"atomic":%s,"transfers":['
+local BATCH_ITEM = '{"fromWalletId":"%s","toWalletId":"%s","amount":"0.01",'
+  .. '"clientTransactionId":"%s"}'
+local BATCH_TAIL = "]}}}"
 
 -- What a good answer contains, and what no good answer contains.
 local EXPECT = {
@@ -37,6 +48,10 @@ local EXPECT = {
   hot = '"errors":%s*%[%]',
   wallet = '"balance":%s*"',
   typename = '"__typename":%s*"Query"',
+  page = '"edges":%s*%[',
+  -- Any refused transfer, or the batch refused as a whole, carries a non-empty "errors".
+  batch = '"results":%s*%[%s*{',
+  atomic_batch = '"results":%s*%[%s*{',
 }
 local REFUSE = '"errors":%s*%[%s*{'
 
@@ -98,7 +113,23 @@ local builders = {
   wallet = function()
     return string.format(WALLET, pick())
   end,
+  page = function()
+    return string.format(PAGE, pick())
+  end,
 }
+
+local function batch_of(atomic)
+  return function()
+    local items = {}
+    for n = 1, bench.batch do
+      local from = pick()
+      items[n] = string.format(BATCH_ITEM, from, pick_other_than(from), key())
+    end
+    return string.format(BATCH_HEAD, atomic) .. table.concat(items, ",") .. BATCH_TAIL
+  end
+end
+builders.batch = batch_of("false")
+builders.atomic_batch = batch_of("true")
 
 if bench.mode ~= "typename" then
   local build = builders[bench.mode]

@@ -63,12 +63,19 @@ def _lua_string(text: str) -> str:
 
 
 def write_script(
-    path: Path, mode: str, wallets: list[str], hot: str | None, prefix: str, budget: int
+    path: Path,
+    mode: str,
+    wallets: list[str],
+    hot: str | None,
+    prefix: str,
+    budget: int,
+    batch: int = 100,
 ) -> Path:
     ids = ",\n  ".join(_lua_string(w) for w in wallets)
     prelude = (
         f"bench = {{\n mode = {_lua_string(mode)},\n prefix = {_lua_string(prefix)},\n"
-        f" budget = {budget},\n hot = {_lua_string(hot) if hot else 'nil'},\n"
+        f" budget = {budget},\n batch = {int(batch)},\n"
+        f" hot = {_lua_string(hot) if hot else 'nil'},\n"
         f" wallets = {{\n  {ids}\n }},\n}}\n\n"
     )
     path.write_text(prelude + LUA.read_text())
@@ -87,6 +94,7 @@ def run_wrk(
     prefix: str = "bench",
     hot: str | None = None,
     budget: int = 0,
+    batch: int = 100,
     token: str | None = None,
 ) -> LoadRun:
     """Run wrk for `seconds` (or until each thread got `budget` responses), sending `token`
@@ -94,7 +102,7 @@ def run_wrk(
     binary = wrk()
     if binary is None:
         raise RuntimeError("wrk is missing: apt-get install -y wrk")
-    script = write_script(scratch / f"wrk-{mode}.lua", mode, wallets, hot, prefix, budget)
+    script = write_script(scratch / f"wrk-{mode}.lua", mode, wallets, hot, prefix, budget, batch)
     threads = max(1, min(threads, connections))
     command = [
         binary,

@@ -14,12 +14,14 @@ import re
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bench.cpu import CpuMeter
 from wallet.persistence.database import create_database, drop_database
 
 SCHEMA = """
@@ -70,6 +72,10 @@ class Baseline:
     consistent: bool  # the ledger explains every balance and nothing was created or lost
     database: str
     output: str
+    # CPU by group while pgbench itself ran (not the scratch database's setup or check): the
+    # average cores, and the CPU seconds; empty without a meter.
+    cores: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def scratch_name() -> str:
@@ -90,7 +96,10 @@ async def run_baseline(
     mode: str,
     scratch: Path,
     name: str | None = None,
+    meter: Callable[[], CpuMeter] | None = None,
 ) -> Baseline:
+    """pgbench on a scratch database; `meter`, when given, starts a CpuMeter just before the
+    load and is stopped just after it."""
     binary = pgbench()
     if binary is None:
         raise RuntimeError("pgbench is missing: apt-get install -y postgresql-client")
@@ -131,9 +140,12 @@ async def run_baseline(
             name,
         ]
         env = {**os.environ, "PGPASSWORD": url.password or ""}
+        running = meter() if meter is not None else None
         done = await asyncio.to_thread(
             subprocess.run, command, capture_output=True, text=True, env=env, check=False
         )
+        cores = running.stop() if running is not None else {}
+        cpu_seconds = running.seconds if running is not None else {}
         output = done.stdout + done.stderr
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed ({done.returncode}):\n{output}")
@@ -159,6 +171,8 @@ async def run_baseline(
         consistent=total == START_BALANCE * accounts and explained == 0,
         database=name,
         output=output,
+        cores=cores,
+        cpu_seconds=cpu_seconds,
     )
 
 

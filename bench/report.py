@@ -26,6 +26,17 @@ KEYS = (
     "transfer_ratio",
     "hot_ratio",
     "read_ratio",
+    "batch_tps",
+    "batch_ratio",
+    "atomic_batch_tps",
+    "atomic_batch_ratio",
+    "mutation_overhead",
+    "completion_p99_ms",
+    "page_ratio",
+    "db_cost_ratio",
+    "db_cost_ratio_single",
+    "db_capacity_tps",
+    "db_capacity_single_tps",
 )
 # The last JSON line holds these too: what a script comparing runs needs.
 SUMMARY_KEYS = (
@@ -36,6 +47,13 @@ SUMMARY_KEYS = (
     "transfer_hot_p99_ms",
     "read_wallet_rps",
     "read_typename_rps",
+    "batch_p99_ms",
+    "atomic_batch_p99_ms",
+    "api_cpu_ms_per_transfer_request",
+    "api_cpu_ms_per_typename_request",
+    "page_rps",
+    "page_typename_rps",
+    "db_capacity_pgbench_tps",
     "service_deposit_ops",
     "service_submit_ops",
     "service_settle_ops",
@@ -47,6 +65,12 @@ TARGETS = {
     "hot_ratio": (">=", 0.8),
     "deposit_p99_ms": ("<=", 25.0),
     "read_ratio": (">=", 0.8),
+    "batch_ratio": (">=", 1.0),
+    "mutation_overhead": ("<=", 2.0),
+    "completion_p99_ms": ("<", 100.0),
+    "page_ratio": (">=", 0.4),
+    "db_cost_ratio": ("<=", 0.5),
+    "db_cost_ratio_single": ("<=", 0.8),
 }
 CPU_ORDER = ("api", "worker", "postgres", "redis", "client", "others", "idle")
 
@@ -90,7 +114,7 @@ def verdict(key: str, value: Any) -> str:
     if not target or not isinstance(value, float) or math.isnan(value):
         return ""
     op, bound = target
-    met = value >= bound if op == ">=" else value <= bound
+    met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
     return f"   target {op} {bound:g}: {'met' if met else 'NOT met'}"
 
 
@@ -107,11 +131,16 @@ def table(figures: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines.append("")
     for key in KEYS:
         value = figures.get(key, math.nan)
-        lines.append(f"{key:<18} {fmt(value):>10}{verdict(key, value)}")
+        lines.append(f"{key:<22} {fmt(value):>10}{verdict(key, value)}")
     if "wrk_cores_max" in figures:
         lines.append(
-            f"{'wrk_cores_max':<18} {fmt(figures['wrk_cores_max']):>10}"
+            f"{'wrk_cores_max':<22} {fmt(figures['wrk_cores_max']):>10}"
             "   (CPU the load generator used, in cores, in its busiest phase)"
+        )
+    if any(k in figures for k in ("db_capacity_tps", "db_capacity_single_tps")):
+        lines.append(
+            "(db_capacity*: this machine's cores / PostgreSQL's CPU-seconds per transfer, the"
+            " rate one PostgreSQL could carry with the API and workers elsewhere)"
         )
     m = figures["machine"]
     lines.append(

@@ -18,17 +18,26 @@ from sqlalchemy.engine import make_url
 from tests import tokens
 
 from bench.cpu import CpuMeter, Groups
-from bench.ledger import count_recorded, ledger_problem
+from bench.ledger import connection, count_recorded, ledger_problem
 from bench.load import LoadRun, run_wrk
 from bench.pgbench import Baseline, run_baseline, scratch_name
 from bench.report import machine
 from bench.service_layer import measure as measure_service_layer
-from bench.settle_latency import Settlement, settlement
+from bench.settle_latency import Settlement, settled_since, wait_settled
 from bench.stack import BASE_URL, Stack, fresh_database, running
-from bench.stats import ratio
+from bench.stats import per_unit_ms, ratio
 
-PHASES = ("pgbench", "service", "deposits", "transfers", "reads")
+PHASES = ("pgbench", "service", "deposits", "transfers", "batches", "reads", "pages")
 START_BALANCE = "1000000.00"
+# Transfers in each transferBatch request of the batch phases.
+BATCH_SIZE = 100
+# The page the pages phase reads holds this many transactions (graphql.lua's PAGE asks for
+# `first: 20`); every wallet is first given at least as many.
+PAGE_SIZE = 20
+FILL = (
+    "mutation($t: [TransferInput!]!) { transferBatch(input: {transfers: $t}) "
+    "{ results { errors { code } } errors { code } } }"
+)
 
 
 class Run:
@@ -46,6 +55,8 @@ class Run:
         self.settled: dict[str, list[float]] = {}
         self.wallets: list[str] = []
         self.problems: list[str] = []
+        # Per phase, the CPU seconds of each group (api, worker, postgres, ...), unrounded.
+        self.cpu: dict[str, dict[str, float]] = {}
         # Per phase, the busiest processes that were not ours (other users of the machine).
         self.crowd: dict[str, list[str]] = {}
 
@@ -53,7 +64,12 @@ class Run:
 
     async def baseline(self) -> None:
         name = scratch_name()
-        meter = CpuMeter(Groups({"client": [os.getpid()]}, [name])).start()
+        meters: list[CpuMeter] = []
+
+        def meter() -> CpuMeter:
+            meters.append(CpuMeter(Groups({"client": [os.getpid()]}, [name])).start())
+            return meters[-1]
+
         result: Baseline = await run_baseline(
             BASE_URL,
             accounts=self.args.wallets,
@@ -63,12 +79,17 @@ class Run:
             mode=self.args.pgbench_protocol,
             scratch=self.scripts,
             name=name,
+            meter=meter,
         )
-        cores = self.stop(meter, "pgbench")
+        # Only pgbench's own run is metered: not the scratch database's setup, check or drop.
+        cores = self.stop(meters[0], "pgbench")
         if not result.consistent or result.failed:
             self.problems.append(f"pgbench: {result.failed} failed, consistent={result.consistent}")
         self.figures["pgbench_tps"] = result.tps
         self.figures["pgbench"] = {k: v for k, v in asdict(result).items() if k != "output"}
+        self.figures["pgbench"]["postgres_cpu_ms_per_transfer"] = per_unit_ms(
+            self.cpu["pgbench"].get("postgres"), result.transactions
+        )
         self.rows.append(
             {
                 "phase": f"pgbench transfer ({result.clients} clients, {result.mode})",
@@ -148,7 +169,10 @@ class Run:
         prefix: str = "",
         hot: str | None = None,
         budget: int = 0,
+        label: str = "",
+        connections: int = 0,
     ) -> tuple[LoadRun, dict[str, float]]:
+        """wrk in `mode`; its CPU by group is kept under `label` (the mode when not given)."""
         meter = CpuMeter(self.groups(stack)).start()
         run = run_wrk(
             stack.url,
@@ -156,13 +180,14 @@ class Run:
             wallets=self.wallets,
             hot=hot,
             prefix=prefix or f"b{self.run_id}",
-            connections=self.args.connections,
+            connections=connections or self.args.connections,
             threads=self.args.wrk_threads,
             seconds=seconds,
             scratch=self.scripts,
             budget=budget,
+            batch=BATCH_SIZE,
         )
-        cores = self.stop(meter, mode)
+        cores = self.stop(meter, label or mode)
         if not run.clean:
             self.problems.append(
                 f"{mode}: {run.bad} bad responses ({run.non2xx} non-2xx), socket errors "
@@ -212,8 +237,9 @@ class Run:
             hot=self.wallets[0] if hot else None,
             budget=budget,
         )
-        settled: Settlement = await settlement(stack.database_url, prefix, self.args.drain_timeout)
-        cores = self.stop(meter, name)  # submission and drain together
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
+        cores = self.stop(meter, name)  # submission and drain together, not the reading below
+        settled: Settlement = await settled_since(stack.database_url, prefix, pending)
         if settled.failed or settled.pending:
             self.problems.append(
                 f"{name}: {settled.failed} FAILED {settled.failures}, "
@@ -228,6 +254,12 @@ class Run:
             "pending": settled.pending,
             "seconds": settled.seconds,
             "submit": self.describe(run, cores),
+            # Per request the API recorded: those still in flight when wrk stopped counting
+            # cost it CPU too.
+            "api_cpu_ms_per_request": per_unit_ms(self.cpu[name].get("api"), settled.recorded),
+            "postgres_cpu_ms_per_transfer": per_unit_ms(
+                self.cpu[name].get("postgres"), settled.completed
+            ),
         }
         self.http[f"{name} (submit)"] = run.percentiles
         self.settled["hot" if hot else "uniform"] = settled.latencies_ms
@@ -259,10 +291,145 @@ class Run:
         )
         self.figures["read_wallet"] = self.describe(wallet, wallet_cores)
         self.figures["read_typename"] = self.describe(typename, typename_cores)
+        self.figures["read_typename"]["api_cpu_ms_per_request"] = per_unit_ms(
+            self.cpu["typename"].get("api"), typename.responses
+        )
         self.http["wallet { balance }"] = wallet.percentiles
         self.http["{ __typename }"] = typename.percentiles
         self.rows.append(self.http_row("reads wallet { balance }", wallet, wallet_cores))
         self.rows.append(self.http_row("reads { __typename }", typename, typename_cores))
+
+    async def batches(self, stack: Stack, atomic: bool) -> None:
+        """transferBatch requests of BATCH_SIZE transfers each, uniform over the wallets; like
+        the transfer phase, measured from PostgreSQL's timestamps, backlog drained."""
+        name = "atomic_batch" if atomic else "batch"
+        prefix = f"{'a' if atomic else 'b'}{self.run_id}"
+        cap = self.args.transfers  # requests, as in the single-transfer phases
+        budget = math.ceil(cap / self.args.wrk_threads) if cap else 0
+        meter = CpuMeter(self.groups(stack)).start()
+        run, _ = self.load(
+            stack,
+            name,
+            seconds=self.args.duration,
+            prefix=prefix,
+            budget=budget,
+            connections=self.args.batch_connections,
+        )
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
+        cores = self.stop(meter, name)
+        settled = await settled_since(stack.database_url, prefix, pending)
+        if settled.failed or settled.pending:
+            self.problems.append(
+                f"{name}: {settled.failed} FAILED {settled.failures}, "
+                f"{settled.pending} still PENDING"
+            )
+        self.figures[f"{name}_tps"] = settled.tps
+        self.figures[f"{name}_p50_ms"] = settled.p50_ms
+        self.figures[f"{name}_p99_ms"] = settled.p99_ms
+        self.figures[name] = {
+            "completed": settled.completed,
+            "failed": settled.failed,
+            "pending": settled.pending,
+            "seconds": settled.seconds,
+            "per_request": BATCH_SIZE,
+            "submit": self.describe(run, cores),
+            "api_cpu_ms_per_transfer": per_unit_ms(self.cpu[name].get("api"), settled.recorded),
+            "worker_cpu_ms_per_transfer": per_unit_ms(
+                self.cpu[name].get("worker"), settled.completed
+            ),
+            "postgres_cpu_ms_per_transfer": per_unit_ms(
+                self.cpu[name].get("postgres"), settled.completed
+            ),
+        }
+        self.http[f"{name} (submit, {BATCH_SIZE} a request)"] = run.percentiles
+        self.settled[name.replace("_", " ")] = settled.latencies_ms
+        self.rows.append(
+            {
+                "phase": f"{'atomic ' if atomic else ''}batches of {BATCH_SIZE} "
+                f"({self.args.batch_connections} conn)",
+                "rate": f"{settled.tps:,.0f} tps",
+                "p50": f"{settled.p50_ms:.1f}",
+                "p99": f"{settled.p99_ms:.1f}",
+                "checked": f"{settled.completed:,} completed, {settled.failed} failed, "
+                f"{settled.pending} pending; {run.rps:,.1f} requests/s",
+                "cpu": cores,
+            }
+        )
+
+    async def pages(self, stack: Stack) -> None:
+        """A wallet's balance and its latest PAGE_SIZE transactions, against `{ __typename }`
+        on the same connections; every wallet first gets a full page of history."""
+        await self.fill_history(stack)
+        self.load(stack, "page", seconds=1, label="page (warm-up)")
+        self.load(stack, "typename", seconds=1, label="typename (warm-up)")
+        page, page_cores = self.load(stack, "page", seconds=self.args.duration)
+        typename, typename_cores = self.load(
+            stack, "typename", seconds=self.args.duration, label="typename (pages)"
+        )
+        self.figures.update(
+            page_rps=page.rps,
+            page_typename_rps=typename.rps,
+            page_ratio=ratio(page.rps, typename.rps),
+            page_p99_ms=page.percentile(99),
+        )
+        self.figures["page"] = self.describe(page, page_cores)
+        self.figures["page_typename"] = self.describe(typename, typename_cores)
+        self.http[f"wallet {{ balance transactions(first: {PAGE_SIZE}) }}"] = page.percentiles
+        self.rows.append(
+            self.http_row(f"pages: balance + {PAGE_SIZE} transactions", page, page_cores)
+        )
+        self.rows.append(self.http_row("pages: { __typename }", typename, typename_cores))
+
+    async def fill_history(self, stack: Stack) -> None:
+        """Setup, not measured: transfers (in batches) until every wallet has at least a page
+        of transactions, whatever phases ran before; then waits for them to settle."""
+        async with connection(stack.database_url) as conn:
+            fewest: int = await conn.fetchval(
+                "SELECT coalesce(min("
+                "(SELECT count(*) FROM transactions t WHERE t.sender_wallet_id = w.id)"
+                " + (SELECT count(*) FROM transactions t WHERE t.receiver_wallet_id = w.id)"
+                "), 0) FROM wallets w WHERE w.id = ANY($1::uuid[])",
+                self.wallets,
+            )
+        rounds = max(0, math.ceil((PAGE_SIZE - fewest) / 2))  # each round: 2 per wallet
+        if not rounds:
+            return
+        count = len(self.wallets)
+        prefix = f"p{self.run_id}"
+        transfers = [
+            {
+                "fromWalletId": self.wallets[i],
+                "toWalletId": self.wallets[(i + step) % count],
+                "amount": "0.01",
+                "clientTransactionId": f"{prefix}-{step}-{i}",
+            }
+            for step in range(1, rounds + 1)
+            for i in range(count)
+        ]
+        gate = asyncio.Semaphore(4)
+        async with httpx.AsyncClient(timeout=60, headers=tokens.header()) as client:
+
+            async def send(chunk: list[dict[str, str]]) -> None:
+                async with gate:
+                    response = await client.post(
+                        stack.url, json={"query": FILL, "variables": {"t": chunk}}
+                    )
+                response.raise_for_status()
+                body = response.json()
+                batch = body.get("data", {}).get("transferBatch") or {}
+                if (
+                    "errors" in body
+                    or batch["errors"]
+                    or any(r["errors"] for r in batch["results"])
+                ):
+                    raise RuntimeError(f"filling the history: {str(body)[:300]}")
+
+            await asyncio.gather(
+                *(send(transfers[n : n + BATCH_SIZE]) for n in range(0, len(transfers), BATCH_SIZE))
+            )
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
+        if pending:
+            self.problems.append(f"pages: {pending} history transfers still PENDING")
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -279,6 +446,7 @@ class Run:
     def stop(self, meter: CpuMeter, phase: str) -> dict[str, float]:
         cores = meter.stop()
         self.crowd[phase] = meter.busiest_others
+        self.cpu[phase] = meter.seconds
         return cores
 
     @staticmethod
@@ -340,8 +508,13 @@ class Run:
                         if "transfers" in args.only:
                             await self.transfers(stack, hot=False)
                             await self.transfers(stack, hot=True)
+                        if "batches" in args.only:
+                            await self.batches(stack, atomic=False)
+                            await self.batches(stack, atomic=True)
                         if "reads" in args.only:
                             await self.reads(stack)
+                        if "pages" in args.only:
+                            await self.pages(stack)
                     except Exception:
                         for process in [*stack.apis, *stack.workers]:
                             sys.stderr.write(f"--- {process.log}\n{process.output()[-3000:]}\n")
@@ -366,6 +539,33 @@ def derive(figures: dict[str, Any]) -> None:
     figures["transfer_ratio"] = ratio(figures.get("transfer_tps"), figures.get("pgbench_tps"))
     figures["hot_ratio"] = ratio(figures.get("transfer_hot_tps"), figures.get("transfer_tps"))
     figures.setdefault("read_ratio", math.nan)
+    figures.setdefault("page_ratio", math.nan)
+    figures["batch_ratio"] = ratio(figures.get("batch_tps"), figures.get("pgbench_tps"))
+    figures["atomic_batch_ratio"] = ratio(
+        figures.get("atomic_batch_tps"), figures.get("pgbench_tps")
+    )
+    figures["completion_p99_ms"] = figures.get("transfer_p99_ms", math.nan)
+
+    def phase(name: str, key: str) -> float | None:
+        value = figures.get(name, {}).get(key)
+        return value if isinstance(value, float | int) else None
+
+    figures["api_cpu_ms_per_transfer_request"] = phase("transfer", "api_cpu_ms_per_request")
+    figures["api_cpu_ms_per_typename_request"] = phase("read_typename", "api_cpu_ms_per_request")
+    figures["mutation_overhead"] = ratio(
+        figures["api_cpu_ms_per_transfer_request"], figures["api_cpu_ms_per_typename_request"]
+    )
+    # PostgreSQL's CPU per transfer against pgbench's per transaction; and the transfers per
+    # second one PostgreSQL on a machine like this one could carry with the API and the
+    # workers elsewhere: all its cores' CPU-seconds each second over the CPU-seconds one
+    # transfer costs it (an upper bound: it assumes PostgreSQL's CPU, not its disk, limits).
+    cores = figures.get("machine", {}).get("cores")
+    pgbench_ms = phase("pgbench", "postgres_cpu_ms_per_transfer")
+    for name, suffix in (("batch", ""), ("transfer", "_single")):
+        cost_ms = phase(name, "postgres_cpu_ms_per_transfer")
+        figures[f"db_cost_ratio{suffix}"] = ratio(cost_ms, pgbench_ms)
+        figures[f"db_capacity{suffix}_tps"] = ratio(cores * 1000 if cores else None, cost_ms)
+    figures["db_capacity_pgbench_tps"] = ratio(cores * 1000 if cores else None, pgbench_ms)
     loads = [v for v in figures.values() if isinstance(v, dict) and "wrk_cores" in v]
     loads += [v["submit"] for v in figures.values() if isinstance(v, dict) and "submit" in v]
     if loads:

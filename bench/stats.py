@@ -28,3 +28,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float:
     if numerator is None or denominator is None or not denominator or math.isnan(denominator):
         return math.nan
     return float(numerator) / float(denominator)
+
+
+def per_unit_ms(cpu_seconds: float | None, count: float | None) -> float:
+    """Milliseconds of CPU per unit (request, transfer, transaction); NaN for none counted."""
+    return ratio(None if cpu_seconds is None else cpu_seconds * 1000, count)

@@ -11,7 +11,7 @@ import pytest
 from bench.__main__ import parse
 from bench.report import KEYS, TARGETS, summary_line, table, verdict
 from bench.run import PHASES, derive
-from bench.stats import median, percentile, ratio
+from bench.stats import median, per_unit_ms, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE = {"cpu": "test cpu", "cores": 2, "load_before": (0.5, 0.25, 0.0), "commit": "abc"}
@@ -62,6 +62,41 @@ def test_derive_computes_the_ratios_the_targets_are_set_on() -> None:
     assert figures["wrk_cores_max"] == 0.25
 
 
+def test_per_unit_ms_is_milliseconds_of_cpu_per_unit_and_nan_for_none_counted() -> None:
+    assert per_unit_ms(1.5, 3000) == pytest.approx(0.5)
+    assert math.isnan(per_unit_ms(1.5, 0))
+    assert math.isnan(per_unit_ms(None, 10))
+
+
+def test_derive_computes_the_batch_cpu_and_database_figures() -> None:
+    figures: dict[str, object] = {
+        "machine": {**MACHINE, "cores": 2},
+        "pgbench_tps": 5000.0,
+        "pgbench": {"postgres_cpu_ms_per_transfer": 0.25},
+        "batch_tps": 6000.0,
+        "atomic_batch_tps": 4000.0,
+        "batch": {"postgres_cpu_ms_per_transfer": 0.1},
+        "transfer_p99_ms": 120.0,
+        "transfer": {"api_cpu_ms_per_request": 0.9, "postgres_cpu_ms_per_transfer": 0.2},
+        "read_typename": {"api_cpu_ms_per_request": 0.3},
+        "page_ratio": 0.2,
+    }
+
+    derive(figures)
+
+    assert figures["batch_ratio"] == pytest.approx(1.2)
+    assert figures["atomic_batch_ratio"] == pytest.approx(0.8)
+    assert figures["mutation_overhead"] == pytest.approx(3.0)
+    assert figures["completion_p99_ms"] == 120.0
+    assert figures["page_ratio"] == 0.2
+    assert figures["db_cost_ratio"] == pytest.approx(0.4)
+    assert figures["db_cost_ratio_single"] == pytest.approx(0.8)
+    # 2 cores = 2,000 ms of CPU a second, over the milliseconds one transfer costs.
+    assert figures["db_capacity_tps"] == pytest.approx(20_000)
+    assert figures["db_capacity_single_tps"] == pytest.approx(10_000)
+    assert figures["db_capacity_pgbench_tps"] == pytest.approx(8_000)
+
+
 def test_derive_leaves_ratios_of_phases_that_did_not_run_as_nan() -> None:
     figures: dict[str, object] = {"read_ratio": 0.7}
 
@@ -70,6 +105,18 @@ def test_derive_leaves_ratios_of_phases_that_did_not_run_as_nan() -> None:
     assert math.isnan(figures["transfer_ratio"])  # type: ignore[arg-type]
     assert math.isnan(figures["hot_ratio"])  # type: ignore[arg-type]
     assert figures["read_ratio"] == 0.7
+    for key in (
+        "batch_ratio",
+        "atomic_batch_ratio",
+        "mutation_overhead",
+        "completion_p99_ms",
+        "page_ratio",
+        "db_cost_ratio",
+        "db_cost_ratio_single",
+        "db_capacity_tps",
+        "db_capacity_single_tps",
+    ):
+        assert math.isnan(figures[key]), key  # type: ignore[arg-type]
     assert "wrk_cores_max" not in figures
 
 
@@ -80,6 +127,8 @@ def test_derive_leaves_ratios_of_phases_that_did_not_run_as_nan() -> None:
         ("transfer_ratio", 0.49, "target >= 0.5: NOT met"),
         ("deposit_p99_ms", 25.0, "target <= 25: met"),
         ("deposit_p99_ms", 25.1, "target <= 25: NOT met"),
+        ("completion_p99_ms", 99.9, "target < 100: met"),
+        ("completion_p99_ms", 100.0, "target < 100: NOT met"),
         ("deposit_rps", 1.0, ""),
         ("read_ratio", math.nan, ""),
     ],
@@ -146,7 +195,7 @@ def test_the_readme_states_the_targets_the_bench_checks() -> None:
         (op, float(bound))
         for row in speed.splitlines()
         if row.startswith("| ") and row.count("|") == 4
-        for op, bound in re.findall(r"(>=|<=) ([\d.]+)", row.split("|")[3])
+        for op, bound in re.findall(r"(>=|<=|<) ([\d.]+)", row.split("|")[3])
     )
 
     assert stated == sorted(TARGETS.values())
@@ -154,6 +203,7 @@ def test_the_readme_states_the_targets_the_bench_checks() -> None:
 
 def test_the_options_parse_to_the_phases_and_the_quick_limits() -> None:
     assert parse([]).only == list(PHASES)
+    assert {"batches", "pages"} <= set(PHASES)
     quick = parse(["--quick", "--only", "reads, deposits"])
     assert quick.only == ["reads", "deposits"]
     assert quick.duration == 3
@@ -172,3 +222,14 @@ def test_a_run_without_transfers_still_draws_its_chart(tmp_path: Path) -> None:
     drawn = chart.draw(tmp_path / "latency.png", http, {}, "reads only")
 
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cpu_meter_stopped_twice_answers_the_figures_of_its_first_stop() -> None:
+    from bench.cpu import CpuMeter, Groups
+
+    meter = CpuMeter(Groups(), interval=0.01).start()
+    first = meter.stop()
+    seconds = dict(meter.seconds)
+
+    assert meter.stop() == first
+    assert meter.seconds == seconds

@@ -33,6 +33,13 @@ MEASURED = (
     "read_wallet_rps",
     "read_typename_rps",
     "read_ratio",
+    "batch_tps",
+    "atomic_batch_tps",
+    "mutation_overhead",
+    "completion_p99_ms",
+    "page_ratio",
+    "db_capacity_tps",
+    "db_capacity_single_tps",
 )
 
 
@@ -43,7 +50,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "bench", "--only", "deposits,transfers,reads"),
+            *(sys.executable, "-m", "bench", "--only", "deposits,transfers,batches,reads,pages"),
             *("--duration", "1", "--apis", "1", "--wallets", "20", "--transfers", "200"),
             *("--connections", str(CONNECTIONS), "--out", str(out)),
         ],
@@ -75,6 +82,8 @@ def test_a_phase_that_did_not_run_is_null_not_zero(
     summary, _, _ = short_run
     assert summary["pgbench_tps"] is None
     assert summary["transfer_ratio"] is None  # its denominator is pgbench's
+    assert summary["batch_ratio"] is None
+    assert summary["db_cost_ratio"] is None
 
 
 def test_the_load_left_the_ledger_consistent_and_no_request_failed(
@@ -106,3 +115,8 @@ def test_the_results_file_holds_what_each_phase_counted(
     assert results["transfer"]["pending"] == 0
     assert results["transfer_hot"]["completed"] > 0
     assert results["read_wallet"]["good"] > 0
+    for batch in ("batch", "atomic_batch"):
+        assert results[batch]["completed"] > 0
+        assert results[batch]["failed"] == 0
+        assert results[batch]["pending"] == 0
+    assert results["page"]["good"] > 0
