@@ -59,7 +59,8 @@ class TransactionRepository(Protocol):
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
-        """Those of the transactions that are still PENDING, in the order they were recorded."""
+        """Those of the transactions that are still PENDING, with the PENDING rest of their
+        atomic batches, in the order they were recorded."""
         ...
 
 

@@ -131,9 +131,15 @@ class SqlTransactions:
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
-        query = sql.PENDING + " FOR UPDATE" if lock else sql.PENDING
+        suffix = " FOR UPDATE" if lock else ""
         connection = await (self._uow.begun() if lock else self._uow.reading())
-        rows = await connection.fetch(query, list(transaction_ids))
+        rows = await connection.fetch(sql.PENDING + suffix, list(transaction_ids))
+        batches = list({row["batch_id"] for row in rows if row["batch_id"] is not None})
+        if batches:
+            asked = {row["id"] for row in rows}
+            linked = await connection.fetch(sql.PENDING_IN_BATCHES + suffix, batches)
+            rows += [row for row in linked if row["id"] not in asked]
+            rows.sort(key=lambda row: (row["created_at"], row["id"]))
         return [transaction_from_row(row) for row in rows]
 
 

@@ -27,18 +27,17 @@ LOCK_FREE_WALLETS = LOCK_WALLETS + " SKIP LOCKED"
 # How long the next lock may be waited for (ms; 0 for ever), for the rest of the transaction.
 LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
-# With the rest of the atomic batch of each (by the transactions_by_batch index): they are
-# settled together or not at all. A subquery, not a UNION at the top, so that FOR UPDATE may
-# follow.
 PENDING = """
     SELECT * FROM transactions
-    WHERE status = 'PENDING' AND id IN (
-        SELECT id FROM transactions WHERE id = ANY($1::uuid[])
-        UNION ALL
-        SELECT linked.id FROM transactions AS asked
-        JOIN transactions AS linked ON linked.batch_id = asked.batch_id
-        WHERE asked.id = ANY($1::uuid[])
-    )
+    WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+    ORDER BY created_at, id
+"""
+# The rest of these atomic batches (by the transactions_by_batch index). Asked for apart, and
+# only when a batch is there: folded into PENDING, it made the planner walk every PENDING
+# transaction (13 ms instead of 2 for 256 with 60,000 PENDING).
+PENDING_IN_BATCHES = """
+    SELECT * FROM transactions
+    WHERE batch_id = ANY($1::uuid[]) AND status = 'PENDING'
     ORDER BY created_at, id
 """
 # ON CONFLICT waits for a concurrent holder of the key to commit or roll back, so a duplicate
