@@ -233,6 +233,14 @@ def apply_all_or_none(
     """Apply the transactions to the locked wallets in order, every one or none: when one is
     refused it fails with its own error, the others with LINKED_TRANSFER_FAILED, and the
     wallets are left as they were. One transaction alone is applied or fails on its own."""
+    if len(transactions) == 1:
+        # Alone, it is its own trial: apply() changes nothing before all is checked.
+        (transaction,) = transactions
+        try:
+            return transaction.apply(wallets)
+        except WalletError as refusal:
+            transaction.fail(refusal.code, refusal.message)
+            return []
     trial = {i: replace(wallets[i]) for t in transactions for i in t.wallet_ids}
     entries: list[LedgerEntry] = []
     for transaction in transactions:
