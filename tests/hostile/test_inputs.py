@@ -92,6 +92,33 @@ FIELDS = [
 ]
 HOSTILE = '"\\u0000hostile"'  # where the generated JSON goes in the request body
 
+
+def _sent_hostile(
+    client: httpx.Client, url: str, body: str, value: str, mutation: str
+) -> tuple[httpx.Response, bool]:
+    """Post the body with `value` where HOSTILE stands; the answer, which must never be a
+    500 or "Internal error.", and whether it refused the request: a 4xx (a body GraphQL
+    cannot read), or errors at the top, in the payload or in any of a batch's results."""
+    response = client.post(
+        url,
+        content=body.replace(HOSTILE, value).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code < 500, response.text
+    assert "Internal error." not in response.text, response.text
+    if response.status_code >= 400:
+        return response, True
+    answer = response.json()
+    payload = (answer.get("data") or {}).get(mutation) or {}
+    results = payload.get("results") or []
+    refused = (
+        bool(answer.get("errors"))
+        or bool(payload.get("errors"))
+        or any(r["errors"] for r in results)
+    )
+    return response, refused
+
+
 any_text = st.text(st.characters(exclude_categories=()), max_size=30)
 tricky_text = st.sampled_from(["\x00", "\ud800", "a\udfffb", "12.50\x00", " 1", "", "-0"])
 number_text = st.one_of(
@@ -177,20 +204,7 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
         body = json.dumps({"query": MUTATIONS[mutation], "variables": {"input": given_input}})
         assert HOSTILE in body
         before = runner.run(_writes(connection))
-        response = client.post(
-            hostile_api.url,
-            content=body.replace(HOSTILE, value).encode(),
-            headers={"content-type": "application/json"},
-        )
-        assert response.status_code < 500, response.text
-        assert "Internal error." not in response.text, response.text
-        # A 4xx (a body GraphQL cannot read) is a refusal; so are errors, top-level or in
-        # the payload.
-        refused = response.status_code >= 400
-        if not refused:
-            answer = response.json()
-            payload = (answer.get("data") or {}).get(mutation) or {}
-            refused = bool(answer.get("errors")) or bool(payload.get("errors"))
+        response, refused = _sent_hostile(client, hostile_api.url, body, value, mutation)
         if refused:
             writes = runner.run(_writes(connection))
             assert writes == before, f"a refused request wrote: {response.text}"
@@ -253,23 +267,7 @@ def test_no_input_in_a_transfer_batch_is_an_internal_error_or_a_write_when_refus
         body = json.dumps({"query": TRANSFER_BATCH, "variables": {"input": given_input}})
         assert HOSTILE in body
         before = runner.run(_writes(connection))
-        response = client.post(
-            hostile_api.url,
-            content=body.replace(HOSTILE, value).encode(),
-            headers={"content-type": "application/json"},
-        )
-        assert response.status_code < 500, response.text
-        assert "Internal error." not in response.text, response.text
-        refused = response.status_code >= 400
-        if not refused:
-            answer = response.json()
-            payload = (answer.get("data") or {}).get("transferBatch") or {}
-            results = payload.get("results") or []
-            refused = (
-                bool(answer.get("errors"))
-                or bool(payload.get("errors"))
-                or any(r["errors"] for r in results)
-            )
+        response, refused = _sent_hostile(client, hostile_api.url, body, value, "transferBatch")
         if refused:
             writes = runner.run(_writes(connection))
             assert writes == before, f"a refused batch wrote: {response.text}"
