@@ -223,6 +223,33 @@ class Run:
         self.http["deposit"] = run.percentiles
         self.rows.append(self.http_row(f"deposits ({self.args.connections} conn)", run, cores))
 
+    async def drained(
+        self, stack: Stack, name: str, prefix: str, meter: CpuMeter
+    ) -> tuple[Settlement, dict[str, float]]:
+        """Wait for the phase's backlog to settle, then read how it settled; its CPU covers
+        submission and drain together, not the reading."""
+        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
+        cores = self.stop(meter, name)
+        settled: Settlement = await settled_since(stack.database_url, prefix, pending)
+        if settled.failed or settled.pending:
+            self.problems.append(
+                f"{name}: {settled.failed} FAILED {settled.failures}, "
+                f"{settled.pending} still PENDING"
+            )
+        return settled, cores
+
+    def settlement_figures(self, name: str, settled: Settlement) -> dict[str, Any]:
+        """The settled phase's headline figures (recorded), and its counts (returned)."""
+        self.figures[f"{name}_tps"] = settled.tps
+        self.figures[f"{name}_p50_ms"] = settled.p50_ms
+        self.figures[f"{name}_p99_ms"] = settled.p99_ms
+        return {
+            "completed": settled.completed,
+            "failed": settled.failed,
+            "pending": settled.pending,
+            "seconds": settled.seconds,
+        }
+
     async def transfers(self, stack: Stack, hot: bool) -> None:
         name = "transfer_hot" if hot else "transfer"
         prefix = f"{'h' if hot else 't'}{self.run_id}"
@@ -237,22 +264,9 @@ class Run:
             hot=self.wallets[0] if hot else None,
             budget=budget,
         )
-        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
-        cores = self.stop(meter, name)  # submission and drain together, not the reading below
-        settled: Settlement = await settled_since(stack.database_url, prefix, pending)
-        if settled.failed or settled.pending:
-            self.problems.append(
-                f"{name}: {settled.failed} FAILED {settled.failures}, "
-                f"{settled.pending} still PENDING"
-            )
-        self.figures[f"{name}_tps"] = settled.tps
-        self.figures[f"{name}_p50_ms"] = settled.p50_ms
-        self.figures[f"{name}_p99_ms"] = settled.p99_ms
+        settled, cores = await self.drained(stack, name, prefix, meter)
         self.figures[name] = {
-            "completed": settled.completed,
-            "failed": settled.failed,
-            "pending": settled.pending,
-            "seconds": settled.seconds,
+            **self.settlement_figures(name, settled),
             "submit": self.describe(run, cores),
             # Per request the API recorded: those still in flight when wrk stopped counting
             # cost it CPU too.
@@ -315,22 +329,9 @@ class Run:
             budget=budget,
             connections=self.args.batch_connections,
         )
-        pending = await wait_settled(stack.database_url, prefix, self.args.drain_timeout)
-        cores = self.stop(meter, name)
-        settled = await settled_since(stack.database_url, prefix, pending)
-        if settled.failed or settled.pending:
-            self.problems.append(
-                f"{name}: {settled.failed} FAILED {settled.failures}, "
-                f"{settled.pending} still PENDING"
-            )
-        self.figures[f"{name}_tps"] = settled.tps
-        self.figures[f"{name}_p50_ms"] = settled.p50_ms
-        self.figures[f"{name}_p99_ms"] = settled.p99_ms
+        settled, cores = await self.drained(stack, name, prefix, meter)
         self.figures[name] = {
-            "completed": settled.completed,
-            "failed": settled.failed,
-            "pending": settled.pending,
-            "seconds": settled.seconds,
+            **self.settlement_figures(name, settled),
             "per_request": BATCH_SIZE,
             "submit": self.describe(run, cores),
             "api_cpu_ms_per_transfer": per_unit_ms(self.cpu[name].get("api"), settled.recorded),
