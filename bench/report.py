@@ -60,8 +60,10 @@ SUMMARY_KEYS = (
     "wrk_cores_max",
     "ledger_consistent",
 )
+# Issue 17's targets: the single-transfer ratio moved from 0.5 to 0.3 once batches became
+# the way past PostgreSQL's own rate.
 TARGETS = {
-    "transfer_ratio": (">=", 0.5),
+    "transfer_ratio": (">=", 0.3),
     "hot_ratio": (">=", 0.8),
     "deposit_p99_ms": ("<=", 25.0),
     "read_ratio": (">=", 0.8),
