@@ -195,9 +195,10 @@ class WalletGraphQL(GraphQL[Context, None]):
             value = json.loads(data)
         except json.JSONDecodeError:
             raise
-        except ValueError as error:
-            # Not UTF-8, or an integer of 4,300 digits or more (Python's limit on converting
-            # digit strings): Strawberry answers 400 only for a JSONDecodeError.
+        except (ValueError, RecursionError) as error:
+            # Not UTF-8, an integer of 4,300 digits or more (Python's limit on converting digit
+            # strings), or arrays nested thousands deep (`[[[…]]]`, which json reads by
+            # recursing): Strawberry answers 400 only for a JSONDecodeError.
             raise json.JSONDecodeError(f"the body is not JSON we read: {error}", "", 0) from error
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(item, dict) for item in items):

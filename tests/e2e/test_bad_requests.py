@@ -34,6 +34,13 @@ REQUESTS: dict[str, Any] = {
         None,
     ),
     "an empty body": ("POST", {"content-type": "application/json"}, b"", None),
+    # json reads nested arrays by recursing: this deep, it runs out of stack.
+    "arrays nested 30,000 deep": (
+        "POST",
+        {"content-type": "application/json"},
+        b"[" * 30_000 + b"]" * 30_000,
+        None,
+    ),
     "an empty object": ("POST", {"content-type": "application/json"}, b"{}", None),
     "a non-string query": ("POST", {"content-type": "application/json"}, b'{"query": 5}', None),
     "variables that are not an object": (

@@ -439,9 +439,9 @@ async def test_any_other_document_over_64_kb_is_refused_while_a_transfer_batch_a
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["data"]["transferBatch"]["errors"] == [], accepted.text
     assert await balances(api, a, b) == ["9.00", "1.00"]
-    # Over the batch limit (256 KB), even a batch is refused.
+    # Over the batch limit (512 KB), even a batch is refused.
     too_big = await api.post(
-        batch, input={"transfers": [transfer(a, b, "1.00")]}, pad="x" * (300 * 1024)
+        batch, input={"transfers": [transfer(a, b, "1.00")]}, pad="x" * (600 * 1024)
     )
     assert too_big.status_code == 413
 
@@ -511,3 +511,37 @@ async def test_a_batch_goes_to_the_worker_as_one_job_and_an_atomic_one_fails_who
                 assert await balances(api, a, b) == ["10.00", "0.00"]
     finally:
         await redis.aclose()
+
+
+async def test_one_operation_runs_one_batch(api: Api) -> None:
+    """A second batch in the operation would spend the first one's allowance, and run again."""
+    a, b = await api.new_wallet("10.00"), await api.new_wallet()
+    twice = """
+    mutation Twice($input: TransferBatchInput!) {
+      one: transferBatch(input: $input) { errors { code } }
+      two: transferBatch(input: $input) { errors { code } }
+    }"""
+
+    errors = await api.graphql_errors(twice, input={"transfers": [transfer(a, b, "0.01")]})
+
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    assert await balances(api, a, b) == ["10.00", "0.00"]
+
+
+async def test_a_batch_sent_as_one_object_is_costed_as_a_whole_batch(api: Api) -> None:
+    """GraphQL reads one object where a list is expected as a list of one: the cost does not
+    depend on how the transfers were sent, so a deep selection is refused either way."""
+    a, b = await api.new_wallet("10.00"), await api.new_wallet()
+    costly = """
+    mutation Costly($input: TransferBatchInput!) {
+      transferBatch(input: $input) {
+        results { transaction { senderWallet { transactions(first: 100) {
+          edges { node { id amount senderWallet { transactions(first: 100) {
+            edges { node { id } } } } } } } } } }
+      }
+    }"""
+
+    errors = await api.graphql_errors(costly, input={"transfers": transfer(a, b, "0.01")})
+
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    assert await balances(api, a, b) == ["10.00", "0.00"]

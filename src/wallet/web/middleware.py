@@ -63,7 +63,7 @@ TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 def _mutations_in(body: bytes, max_tokens: int) -> int:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[…]]]
         return 0
     requests = payload if isinstance(payload, list) else [payload]
     return sum(
@@ -77,7 +77,7 @@ def _batches_only(body: bytes, max_tokens: int) -> bool:
     """Whether the body is one request running transferBatch mutations and nothing else."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[…]]]
         return False
     if not isinstance(payload, dict) or not isinstance(query := payload.get("query"), str):
         return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
 
 from graphql import (
     GraphQLError,
@@ -17,7 +16,7 @@ from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.types import ExecutionContext
 
 from wallet.web.codes import INVALID_INPUT, QUERY_TOO_COSTLY
-from wallet.web.documents.cost import Cost, query_cost
+from wallet.web.documents.cost import BATCH_LIMIT, ONE_BATCH, Cost, query_cost
 from wallet.web.documents.operation import SEVERAL_UNNAMED, chosen_operation, operations
 from wallet.web.documents.text import INVALID_TEXT, clean_text, strings
 
@@ -36,16 +35,6 @@ def _is_int(type_node: TypeNode) -> bool:
     return isinstance(type_node, NamedTypeNode) and type_node.name.value == "Int"
 
 
-def _list_lengths(sent: dict[str, Any]) -> tuple[int, ...]:
-    """The lengths of the lists in the variables as sent, and in their objects: a batch's
-    cost depends on them (documents/cost.py)."""
-    lengths = []
-    for value in sent.values():
-        inner = value.values() if isinstance(value, dict) else [value]
-        lengths += [len(v) for v in inner if isinstance(v, list)]
-    return tuple(lengths)
-
-
 def admission(max_cost: int) -> Admit:
     """What admits a request, before anything runs: the operation is chosen unambiguously,
     no variable holds unstorable text, the cost is within the limit."""
@@ -53,7 +42,7 @@ def admission(max_cost: int) -> Admit:
     # A cost depends on the document, the operation and the integers among the coerced
     # variables (`first: $n`, defaults included); the same few documents come again and
     # again, so costs are remembered, keyed by a digest of the text rather than the text.
-    known: dict[tuple[bytes, str | None, tuple[tuple[str, int], ...], tuple[int, ...]], Cost] = {}
+    known: dict[tuple[bytes, str | None, tuple[tuple[str, int], ...]], Cost] = {}
 
     def cost_of(context: ExecutionContext, operation: OperationDefinitionNode) -> Cost | None:
         assert context.graphql_document is not None
@@ -73,13 +62,10 @@ def admission(max_cost: int) -> Admit:
         numbers = tuple(sorted((k, v) for k, v in variables.coerced.items() if type(v) is int))
         text = (context.query or "").encode(errors="surrogatepass")
         digest = hashlib.blake2b(text, digest_size=16).digest()
-        sent = context.variables or {}
-        key = (digest, context.operation_name, numbers, _list_lengths(sent))
+        key = (digest, context.operation_name, numbers)
         cost = known.get(key) if context.query else None
         if cost is None:
-            cost = query_cost(
-                schema, context.graphql_document, operation, variables, sent, max_cost
-            )
+            cost = query_cost(schema, context.graphql_document, operation, variables, max_cost)
             if len(known) >= _REMEMBERED_COSTS:
                 known.clear()
             known[key] = cost
@@ -96,7 +82,13 @@ def admission(max_cost: int) -> Admit:
         if operation is None:
             return None
         cost = cost_of(context, operation)
-        if cost is not None and cost.requested > cost.limit:
+        if cost is None:
+            return None
+        if cost.batches > 1:
+            raise GraphQLError(ONE_BATCH, extensions={"code": QUERY_TOO_COSTLY})
+        # A batch's results are held to their allowance and the rest to the usual limit:
+        # neither may spend the other's.
+        if cost.batched > BATCH_LIMIT or cost.requested - cost.batched > max_cost:
             raise GraphQLError(
                 f"the query may return {cost.requested} fields; the limit is {cost.limit}",
                 extensions={"code": QUERY_TOO_COSTLY, "cost": cost.requested},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,8 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
-    ListValueNode,
-    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValueNode,
-    VariableNode,
     get_named_type,
     get_nullable_type,
     is_list_type,
@@ -32,21 +27,28 @@ from wallet.web.documents.operation import fragments
 
 # How long a list is taken to be when no page argument bounds it (a payload's `errors`).
 UNPAGED_LIST = 20
-# Fields answering once for each item of a list in their `input`: the list's name in it. A
-# batch's answer grows with the batch; so does what it may cost (see Cost.limit).
-_ANSWERS_EACH = {"transferBatch": "transfers"}
-# What each item of a batch may add to the limit: a result with its transaction's fields and
-# its errors (a list of 20, worst case) fits; one that reads wallets and their histories not.
-BATCH_ITEM_ALLOWANCE = 100
+# Fields answering once for each transfer of their batch: each is taken to hold the most a
+# batch may (MAX_BATCH_TRANSFERS), whatever it was sent with, and one operation may run one.
+BATCH_FIELDS = frozenset({"transferBatch"})
+# What each result of a batch may cost: one with every field of its transaction, both its
+# wallets' balances and its errors (a list of 20, worst case) fits, about 102; one that reads
+# a wallet's history does not. A batch is held to this per result, apart from the
+# operation's own limit, which the rest of the operation still keeps to.
+BATCH_ITEM_ALLOWANCE = 120
+BATCH_LIMIT = BATCH_ITEM_ALLOWANCE * MAX_BATCH_TRANSFERS
+ONE_BATCH = "an operation may run one transferBatch"
 
 
 @dataclass(frozen=True, slots=True)
 class Cost:
     """The most fields an operation can return, and the limit it is held to: the configured
-    one, plus an allowance for each item of the batches it sends."""
+    one, plus, for an operation with a batch, what the batch's results may cost. `batches`
+    and `batched` (the batch's own fields) let admission hold each part to its own limit."""
 
     requested: int
     limit: int
+    batches: int = 0
+    batched: int = 0
 
 
 class _Costs:
@@ -60,17 +62,12 @@ class _Costs:
     """
 
     def __init__(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        variables: VariableValues,
-        sent: Mapping[str, Any],
+        self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues
     ) -> None:
         self.schema = schema
         self.fragments = fragments(document)
         self.variables = variables
-        # The variables as sent: only the length of a batch's list is read from them.
-        self.sent = sent
+        self.batches = 0
         self.batched = 0
         self.measured: dict[tuple[str, int], int] = {}
         self.open: set[str] = set()
@@ -114,9 +111,8 @@ class _Costs:
         if node.selection_set is None:
             return 1
         size = self._page_size(node, definition)
-        if size is None and name in _ANSWERS_EACH:
-            size = self._items(node, _ANSWERS_EACH[name])
-            self.batched += size
+        if size is None and name in BATCH_FIELDS:
+            size = MAX_BATCH_TRANSFERS
         if size is not None:
             count, page = 1, size
         elif is_list_type(get_nullable_type(definition.type)):
@@ -125,28 +121,11 @@ class _Costs:
         else:
             count = 1
         inner = self.of(node.selection_set, get_named_type(definition.type), page)
-        return count * (1 + inner)
-
-    def _items(self, node: FieldNode, name: str) -> int:
-        """How many items the list `name` of the field's `input` holds, as a batch the
-        resolvers take (a bigger one is refused whole, answering nothing)."""
-        given: Any = None
-        for argument in node.arguments or ():
-            if argument.name.value == "input":
-                given = self._value(argument.value)
-        items = given.get(name) if isinstance(given, dict) else None
-        count = len(items) if isinstance(items, list) else 0
-        return count if count <= MAX_BATCH_TRANSFERS else 0
-
-    def _value(self, node: ValueNode) -> Any:
-        """What a literal holds as far as lists and objects go, variables read as sent."""
-        if isinstance(node, VariableNode):
-            return self.sent.get(node.name.value)
-        if isinstance(node, ObjectValueNode):
-            return {f.name.value: self._value(f.value) for f in node.fields}
-        if isinstance(node, ListValueNode):
-            return list(node.values)
-        return None
+        cost = count * (1 + inner)
+        if name in BATCH_FIELDS:
+            self.batches += 1
+            self.batched += cost
+        return cost
 
     def _page_size(self, node: FieldNode, definition: GraphQLField) -> int | None:
         if "first" not in definition.args and "last" not in definition.args:
@@ -167,15 +146,15 @@ def query_cost(
     document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: VariableValues,
-    sent: Mapping[str, Any],
     max_cost: int,
 ) -> Cost:
     """The most fields the operation can return, for variables already coerced (its page
-    sizes) and as sent (its batches), and the limit it is held to."""
+    sizes), and the limit it is held to."""
     root = schema.get_root_type(operation.operation)
-    costs = _Costs(schema, document, variables, sent)
+    costs = _Costs(schema, document, variables)
     try:
         requested = costs.of(operation.selection_set, root, UNPAGED_LIST)
     except RecursionError:
         return Cost(2**63, max_cost)  # validation has refused a document this deep already
-    return Cost(requested, max_cost + BATCH_ITEM_ALLOWANCE * costs.batched)
+    limit = max_cost + (BATCH_LIMIT if costs.batches else 0)
+    return Cost(requested, limit, costs.batches, costs.batched)
