@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import strawberry
 from strawberry.types import Info
 
 from wallet.domain import services
+from wallet.domain.callers import Caller
 from wallet.domain.errors import WalletError
 from wallet.domain.group_commit import Request, run_alone, run_transfer_batch
+from wallet.domain.model import Hold as DomainHold
 from wallet.domain.model import Transaction as DomainTransaction
+from wallet.domain.ports import UnitOfWork
 from wallet.schema.context import Context
 from wallet.schema.types import (
     CaptureHoldInput,
@@ -27,6 +33,8 @@ from wallet.schema.types import (
     WithdrawInput,
 )
 
+C = TypeVar("C")
+
 
 def _accepted(info: Info[Context, None], transaction: DomainTransaction) -> TransactionPayload:
     info.context.forget(transaction.wallet_ids)
@@ -35,6 +43,21 @@ def _accepted(info: Info[Context, None], transaction: DomainTransaction) -> Tran
 
 def _rejected(error: WalletError, at: tuple[str, ...] = ("input",)) -> TransactionPayload:
     return TransactionPayload(transaction=None, errors=[UserError.from_domain(error, at)])
+
+
+async def _hold_payload(
+    info: Info[Context, None],
+    use_case: Callable[[Caller, UnitOfWork, C], Awaitable[DomainHold]],
+    command: C,
+) -> HoldPayload:
+    """Run a use case that places or ends a hold, alone, and answer with the hold."""
+    context = info.context
+    try:
+        hold = await run_alone(context.uow_factory, use_case, context.caller, command)
+    except WalletError as error:
+        return HoldPayload(hold=None, errors=[UserError.from_domain(error)])
+    context.forget((hold.wallet_id,))
+    return HoldPayload(hold=Hold.from_domain(hold), errors=[])
 
 
 @strawberry.type
@@ -128,14 +151,7 @@ class Mutation:
             expires_in_seconds=input.expires_in_seconds,
             description=input.description,
         )
-        try:
-            hold = await run_alone(
-                info.context.uow_factory, services.place_hold, info.context.caller, command
-            )
-        except WalletError as error:
-            return HoldPayload(hold=None, errors=[UserError.from_domain(error)])
-        info.context.forget((hold.wallet_id,))
-        return HoldPayload(hold=Hold.from_domain(hold), errors=[])
+        return await _hold_payload(info, services.place_hold, command)
 
     @strawberry.mutation
     async def capture_hold(
@@ -153,11 +169,4 @@ class Mutation:
     @strawberry.mutation
     async def void_hold(self, info: Info[Context, None], input: VoidHoldInput) -> HoldPayload:
         command = services.VoidHold(input.hold_id, input.client_transaction_id)
-        try:
-            hold = await run_alone(
-                info.context.uow_factory, services.void_hold, info.context.caller, command
-            )
-        except WalletError as error:
-            return HoldPayload(hold=None, errors=[UserError.from_domain(error)])
-        info.context.forget((hold.wallet_id,))
-        return HoldPayload(hold=Hold.from_domain(hold), errors=[])
+        return await _hold_payload(info, services.void_hold, command)
