@@ -200,10 +200,9 @@ async def deposit(caller: Caller, uow: UnitOfWork, command: Deposit) -> Transact
         record = _record(
             caller, key, Operation.DEPOSIT, deposit, wallet=wallet_id, amount=amount.minor
         )
-        if record is not None:
-            earlier = await claim(uow, record)
-            if earlier is not None:
-                return await _recorded_transaction(uow, earlier)
+        earlier = await claim(uow, record)
+        if earlier is not None:
+            return await _recorded_transaction(uow, earlier)
         entries = deposit.apply({wallet_id: wallet})
         (deposit,) = await uow.write(recorded=[deposit], balances=[wallet], entries=entries)
         await uow.commit()
@@ -347,10 +346,9 @@ async def place_hold(caller: Caller, uow: UnitOfWork, command: PlaceHold) -> Hol
             seconds=seconds,
             description=description,
         )
-        if record is not None:
-            earlier = await claim(uow, record)
-            if earlier is not None:
-                return await _recorded_hold(uow, earlier)
+        earlier = await claim(uow, record)
+        if earlier is not None:
+            return await _recorded_hold(uow, earlier)
         wallet.reserve(amount)
         await uow.write(balances=[wallet])
         hold = await uow.holds.add(hold)
@@ -373,10 +371,9 @@ async def capture_hold(caller: Caller, uow: UnitOfWork, command: CaptureHold) ->
         record = _record(
             caller, key, Operation.CAPTURE_HOLD, capture, hold=hold_id, amount=amount.minor
         )
-        if record is not None:
-            earlier = await claim(uow, record)
-            if earlier is not None:
-                return await _recorded_transaction(uow, earlier)
+        earlier = await claim(uow, record)
+        if earlier is not None:
+            return await _recorded_transaction(uow, earlier)
         hold = await _locked_hold(uow, hold_id)
         entries = hold.capture(capture, wallets, now())
         balances = [wallets[i] for i in hold.wallet_ids]
@@ -394,10 +391,9 @@ async def void_hold(caller: Caller, uow: UnitOfWork, command: VoidHold) -> Hold:
         hold = await _seen_hold(caller, uow, hold_id)
         wallet = (await uow.wallets.lock([hold.wallet_id]))[hold.wallet_id]
         record = _record(caller, key, Operation.VOID_HOLD, hold, hold=hold_id)
-        if record is not None:
-            earlier = await claim(uow, record)
-            if earlier is not None:
-                return await _recorded_hold(uow, earlier)
+        earlier = await claim(uow, record)
+        if earlier is not None:
+            return await _recorded_hold(uow, earlier)
         hold = await _locked_hold(uow, hold_id)
         hold.void(wallet, now())
         await uow.write(balances=[wallet])
@@ -644,8 +640,11 @@ def _record(
     return IdempotencyRecord.of(caller.id, key, operation, request, transaction_id=result.id)
 
 
-async def claim(uow: UnitOfWork, record: IdempotencyRecord) -> IdempotencyRecord | None:
-    """Claim the key for this request; return the earlier record when this is a replay."""
+async def claim(uow: UnitOfWork, record: IdempotencyRecord | None) -> IdempotencyRecord | None:
+    """Claim the key for this request, if it has one; return the earlier record when this
+    is a replay."""
+    if record is None:
+        return None
     earlier = await uow.idempotency_keys.claim(record)
     return None if earlier is None else _replayed(earlier, record)
 
