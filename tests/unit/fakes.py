@@ -14,6 +14,10 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
+from tests.callers import ADMIN, ALICE
+from wallet.domain import services
+from wallet.domain.callers import Caller
+from wallet.domain.group_commit import run_alone
 from wallet.domain.model import (
     Hold,
     HoldStatus,
@@ -64,6 +68,14 @@ class FakeDatabase:
             for h in self.stored.holds.values()
             if h.wallet_id == wallet_id and h.is_active
         )
+
+
+async def new_wallet(
+    db: FakeDatabase, balance: str = "0", *, owner: Caller = ALICE, currency: str = "USD"
+) -> UUID:
+    """A wallet of `owner`, opened by an admin (who may fund it)."""
+    command = services.CreateWallet(currency=currency, initial_balance=balance, owner_id=owner.id)
+    return (await run_alone(db.unit_of_work, services.create_wallet, ADMIN, command)).id
 
 
 class FakeUnitOfWork:

@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from tests.callers import ADMIN, ALICE, BOB
-from tests.unit.fakes import FakeDatabase
+from tests.callers import ALICE, BOB
+from tests.unit.fakes import FakeDatabase, new_wallet
 from wallet.domain import services
 from wallet.domain.callers import Caller
 from wallet.domain.errors import (
@@ -35,13 +35,6 @@ LINKED = ErrorCode.LINKED_TRANSFER_FAILED
 @pytest.fixture
 def db() -> FakeDatabase:
     return FakeDatabase()
-
-
-async def new_wallet(
-    db: FakeDatabase, balance: str = "0", *, owner: Caller = ALICE, currency: str = "USD"
-) -> UUID:
-    command = services.CreateWallet(currency=currency, initial_balance=balance, owner_id=owner.id)
-    return (await run_alone(db.unit_of_work, services.create_wallet, ADMIN, command)).id
 
 
 def move(sender: UUID | str, receiver: UUID | str, amount: str, key: str = "") -> services.Transfer:

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from tests.callers import ADMIN, ALICE, BOB, FUNDER
-from tests.unit.fakes import FakeDatabase
+from tests.unit.fakes import FakeDatabase, new_wallet
 from wallet.domain import services
 from wallet.domain.callers import Caller
 from wallet.domain.errors import (
@@ -39,13 +39,6 @@ from wallet.domain.money import MAX_BALANCE_MINOR
 @pytest.fixture
 def db() -> FakeDatabase:
     return FakeDatabase()
-
-
-async def new_wallet(
-    db: FakeDatabase, balance: str = "0", *, owner: Caller = ALICE, currency: str = "USD"
-) -> UUID:
-    command = services.CreateWallet(currency=currency, initial_balance=balance, owner_id=owner.id)
-    return (await run_alone(db.unit_of_work, services.create_wallet, ADMIN, command)).id
 
 
 async def place(
