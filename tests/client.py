@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -220,28 +220,11 @@ class Api:
         self, wallet_id: str, page_size: int, **arguments: Any
     ) -> list[dict[str, Any]]:
         """Every transaction of the wallet, newest first, read page by page with cursors."""
-        nodes: list[dict[str, Any]] = []
-        after = None
-        cursors: set[str] = set()
-        while True:
-            page = await self.history_page(wallet_id, first=page_size, after=after, **arguments)
-            edges = page["edges"]
-            info = page["pageInfo"]
-            assert len(edges) <= page_size
-            assert info["hasPreviousPage"] is (after is not None)
-            if edges:
-                assert info["startCursor"] == edges[0]["cursor"]
-                assert info["endCursor"] == edges[-1]["cursor"]
-            new = [edge["node"] for edge in edges]
-            # A page that repeats an earlier one may page forever: fail here, naming why.
-            assert not {n["id"] for n in new} & {n["id"] for n in nodes}, "a page came again"
-            nodes += new
-            if not info["hasNextPage"]:
-                return nodes
-            assert len(edges) == page_size, "a page short of `first` is the last one"
-            after = info["endCursor"]
-            assert after not in cursors, f"the cursor {after!r} came back"
-            cursors.add(after)
+
+        async def page(after: str | None) -> dict[str, Any]:
+            return await self.history_page(wallet_id, first=page_size, after=after, **arguments)
+
+        return await every_page(page, page_size)
 
 
 class Subscriber:
@@ -288,3 +271,32 @@ class Subscriber:
             if message["type"] in ("ka", "ping", "pong"):
                 continue
             raise AssertionError(message)
+
+
+async def every_page(
+    page: Callable[[str | None], Awaitable[dict[str, Any]]], page_size: int
+) -> list[dict[str, Any]]:
+    """Every node of a connection, read forward page by page (`page(after)` reads one), each
+    page checked against its pageInfo."""
+    nodes: list[dict[str, Any]] = []
+    after = None
+    cursors: set[str] = set()
+    while True:
+        found = await page(after)
+        edges = found["edges"]
+        info = found["pageInfo"]
+        assert len(edges) <= page_size
+        assert info["hasPreviousPage"] is (after is not None)
+        if edges:
+            assert info["startCursor"] == edges[0]["cursor"]
+            assert info["endCursor"] == edges[-1]["cursor"]
+        new = [edge["node"] for edge in edges]
+        # A page that repeats an earlier one may page forever: fail here, naming why.
+        assert not {n["id"] for n in new} & {n["id"] for n in nodes}, "a page came again"
+        nodes += new
+        if not info["hasNextPage"]:
+            return nodes
+        assert len(edges) == page_size, "a page short of `first` is the last one"
+        after = info["endCursor"]
+        assert after not in cursors, f"the cursor {after!r} came back"
+        cursors.add(after)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests import tokens
-from tests.client import ERRORS, TRANSACTION, Api, Subscriber, key
+from tests.client import ERRORS, TRANSACTION, Api, Subscriber, every_page, key
 from tests.processes import api_server, worker
 from tests.waits import eventually
 
@@ -156,24 +156,11 @@ class Holds:
         self, wallet: str, page_size: int, statuses: list[str] | None = None
     ) -> list[dict[str, Any]]:
         """Every hold of the wallet, read page by page with cursors."""
-        nodes: list[dict[str, Any]] = []
-        after = None
-        while True:
-            page = await self.page(wallet, first=page_size, after=after, statuses=statuses)
-            edges, info = page["edges"], page["pageInfo"]
-            assert len(edges) <= page_size
-            if after is None:
-                assert info["hasPreviousPage"] is False, info
-            if edges:
-                assert info["startCursor"] == edges[0]["cursor"]
-                assert info["endCursor"] == edges[-1]["cursor"]
-            new = [edge["node"] for edge in edges]
-            assert not {n["id"] for n in new} & {n["id"] for n in nodes}, "a page came again"
-            nodes += new
-            if not info["hasNextPage"]:
-                return nodes
-            assert len(edges) == page_size, "a page short of `first` is the last one"
-            after = info["endCursor"]
+
+        async def page(after: str | None) -> dict[str, Any]:
+            return await self.page(wallet, first=page_size, after=after, statuses=statuses)
+
+        return await every_page(page, page_size)
 
 
 @pytest.fixture
