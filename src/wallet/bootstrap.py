@@ -69,7 +69,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     feed = RedisTransactionFeed(redis, settings.redis_prefix)
     cache = ReadCache(
         redis,
-        _key(settings, "cache", "v4"),
+        _key(settings, "cache", "v5"),
         ttl=settings.cache_ttl,
         timeout=settings.redis_timeout,
     )

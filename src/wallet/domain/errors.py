@@ -13,6 +13,9 @@
     ├── HoldNotActive             HOLD_NOT_ACTIVE
     ├── CaptureExceedsHold        CAPTURE_EXCEEDS_HOLD
     ├── LinkedTransferFailed      LINKED_TRANSFER_FAILED (another transfer of its atomic batch)
+    ├── TransactionNotFound       TRANSACTION_NOT_FOUND
+    ├── ReversalExceedsOriginal   REVERSAL_EXCEEDS_ORIGINAL
+    ├── NotReversible             NOT_REVERSIBLE
     ├── Forbidden                 FORBIDDEN (the caller lacks the scope the request needs)
     └── InternalFailure           INTERNAL (a transaction that could not be settled)
 
@@ -43,6 +46,9 @@ class ErrorCode(StrEnum):
     HOLD_NOT_ACTIVE = "HOLD_NOT_ACTIVE"
     CAPTURE_EXCEEDS_HOLD = "CAPTURE_EXCEEDS_HOLD"
     LINKED_TRANSFER_FAILED = "LINKED_TRANSFER_FAILED"
+    TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
+    REVERSAL_EXCEEDS_ORIGINAL = "REVERSAL_EXCEEDS_ORIGINAL"
+    NOT_REVERSIBLE = "NOT_REVERSIBLE"
 
 
 class WalletError(Exception):
@@ -102,6 +108,18 @@ class CaptureExceedsHold(WalletError):
 
 class LinkedTransferFailed(WalletError):
     code = ErrorCode.LINKED_TRANSFER_FAILED
+
+
+class TransactionNotFound(WalletError):
+    code = ErrorCode.TRANSACTION_NOT_FOUND
+
+
+class ReversalExceedsOriginal(WalletError):
+    code = ErrorCode.REVERSAL_EXCEEDS_ORIGINAL
+
+
+class NotReversible(WalletError):
+    code = ErrorCode.NOT_REVERSIBLE
 
 
 class Forbidden(WalletError):

@@ -18,6 +18,8 @@ from wallet.domain.errors import (
     InsufficientFunds,
     InvalidAmount,
     LinkedTransferFailed,
+    NotReversible,
+    ReversalExceedsOriginal,
     WalletError,
 )
 from wallet.domain.money import MAX_BALANCE_MINOR, Currency, Money
@@ -27,6 +29,13 @@ class TransactionType(StrEnum):
     DEPOSIT = "DEPOSIT"
     WITHDRAWAL = "WITHDRAWAL"
     TRANSFER = "TRANSFER"
+    REVERSAL = "REVERSAL"
+
+
+# What a reversal may return money of.
+REVERSIBLE_TYPES = frozenset(
+    {TransactionType.DEPOSIT, TransactionType.WITHDRAWAL, TransactionType.TRANSFER}
+)
 
 
 class TransactionStatus(StrEnum):
@@ -146,33 +155,56 @@ class Transaction:
     hold_id: UUID | None = None
     # The atomic batch it was sent in: settled together with the rest of it, all or none.
     batch_id: UUID | None = None
+    description: str | None = None
+    # For a REVERSAL: the transaction whose money it returns.
+    reversal_of: UUID | None = None
+    # What its reversals take of it, in minor units: those PENDING or COMPLETED. A FAILED one
+    # gives its share back, so this never exceeds the amount.
+    reversal_claimed: int = 0
 
     @classmethod
-    def deposit(cls, amount: Money, *, receiver: UUID, key: str | None) -> Transaction:
+    def deposit(
+        cls, amount: Money, *, receiver: UUID, key: str | None, description: str | None = None
+    ) -> Transaction:
         """A new deposit into `receiver`, PENDING until it is applied."""
-        return cls._new(TransactionType.DEPOSIT, amount, sender=None, receiver=receiver, key=key)
+        return cls._new(
+            TransactionType.DEPOSIT, amount, None, receiver, key=key, description=description
+        )
 
     @classmethod
-    def withdrawal(cls, amount: Money, *, sender: UUID, key: str | None) -> Transaction:
+    def withdrawal(
+        cls, amount: Money, *, sender: UUID, key: str | None, description: str | None = None
+    ) -> Transaction:
         """A new withdrawal from `sender`, PENDING until it is settled."""
-        return cls._new(TransactionType.WITHDRAWAL, amount, sender=sender, receiver=None, key=key)
+        return cls._new(
+            TransactionType.WITHDRAWAL, amount, sender, None, key=key, description=description
+        )
 
     @classmethod
     def transfer(
-        cls, amount: Money, *, sender: UUID, receiver: UUID, key: str | None
+        cls,
+        amount: Money,
+        *,
+        sender: UUID,
+        receiver: UUID,
+        key: str | None,
+        description: str | None = None,
     ) -> Transaction:
         """A new transfer from `sender` to `receiver`, PENDING until it is settled."""
-        return cls._new(TransactionType.TRANSFER, amount, sender=sender, receiver=receiver, key=key)
+        return cls._new(
+            TransactionType.TRANSFER, amount, sender, receiver, key=key, description=description
+        )
 
     @classmethod
     def _new(
         cls,
         type: TransactionType,
         amount: Money,
-        *,
         sender: UUID | None,
         receiver: UUID | None,
+        *,
         key: str | None,
+        description: str | None,
     ) -> Transaction:
         return cls(
             id=uuid4(),
@@ -182,7 +214,56 @@ class Transaction:
             sender_wallet_id=sender,
             receiver_wallet_id=receiver,
             client_transaction_id=key,
+            description=description,
         )
+
+    @property
+    def reversible(self) -> Money:
+        """What is left to reverse of it: its amount less what its reversals take."""
+        return Money(self.amount.minor - self.reversal_claimed, self.amount.currency)
+
+    def reverse(
+        self, amount: Money | None, *, key: str | None, description: str | None = None
+    ) -> Transaction:
+        """A new REVERSAL of `amount` of this (all that is left when None), PENDING until it
+        is settled: a transfer's money goes back from its receiver to its sender, a deposit's
+        leaves its wallet, a withdrawal's comes back. Its share is taken at once, so two
+        reversals asked for together can never return more than this moved."""
+        if self.type not in REVERSIBLE_TYPES or self.status is not TransactionStatus.COMPLETED:
+            raise NotReversible(
+                f"transaction {self.id} is a {self.status.value} {self.type.value}: only a "
+                "COMPLETED deposit, withdrawal or transfer can be reversed",
+                field="transaction_id",
+            )
+        left = self.reversible
+        amount = amount if amount is not None else left
+        if amount.currency != left.currency:
+            raise CurrencyMismatch(
+                f"transaction {self.id} moved {left.currency.code}, not {amount.currency.code}",
+                field="amount",
+            )
+        if amount.minor > left.minor or left.minor == 0:
+            raise ReversalExceedsOriginal(
+                f"{left} {left.currency.code} of transaction {self.id} is left to reverse",
+                field="amount",
+            )
+        self.reversal_claimed += amount.minor
+        reversal = Transaction._new(
+            TransactionType.REVERSAL,
+            amount,
+            self.receiver_wallet_id,
+            self.sender_wallet_id,
+            key=key,
+            description=description,
+        )
+        reversal.reversal_of = self.id
+        return reversal
+
+    def give_back(self, reversal: Transaction) -> None:
+        """Return the share a reversal of this took, once it FAILED and moved nothing."""
+        assert reversal.reversal_of == self.id
+        assert reversal.status is TransactionStatus.FAILED
+        self.reversal_claimed -= reversal.amount.minor
 
     @property
     def wallet_ids(self) -> tuple[UUID, ...]:
@@ -403,6 +484,7 @@ class Operation(StrEnum):
     PLACE_HOLD = "placeHold"
     CAPTURE_HOLD = "captureHold"
     VOID_HOLD = "voidHold"
+    REVERSE_TRANSACTION = "reverseTransaction"
 
 
 # A client transaction id with the caller id it belongs to: (caller_id, key).

@@ -4,7 +4,7 @@ that keeps them in Redis (the read cache's entries, the pub/sub change feed).
 By name, not by position: a field added or moved cannot shift the others. The names are the
 columns' (tables.py), which are the records' fields, except that a Money is two: `amount` or
 `balance` in minor units, and `currency`. A change of format needs a new cache key version
-(`key("cache", "v4")` where the cache is built): entries of the old format are never read.
+(`key("cache", "v5")` where the cache is built): entries of the old format are never read.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ def transaction_data(t: Transaction) -> dict[str, Any]:
         "completed_at": when_text(t.completed_at),
         "hold_id": str(t.hold_id) if t.hold_id else None,
         "batch_id": str(t.batch_id) if t.batch_id else None,
+        "description": t.description,
+        "reversal_of": str(t.reversal_of) if t.reversal_of else None,
+        "reversal_claimed": t.reversal_claimed,
     }
 
 
@@ -98,9 +101,12 @@ def transaction_of(data: dict[str, Any]) -> Transaction:
         error_message=data["error_message"],
         created_at=datetime_of(data["created_at"]),
         completed_at=datetime_of(data["completed_at"]),
-        # .get: the change feed's messages of a process not yet upgraded have neither.
+        # .get: the change feed's messages of a process not yet upgraded lack the later ones.
         hold_id=UUID(hold) if (hold := data.get("hold_id")) is not None else None,
         batch_id=UUID(batch) if (batch := data.get("batch_id")) is not None else None,
+        description=data.get("description"),
+        reversal_of=UUID(of) if (of := data.get("reversal_of")) is not None else None,
+        reversal_claimed=data.get("reversal_claimed", 0),
     )
 
 

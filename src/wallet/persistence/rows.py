@@ -60,6 +60,9 @@ def transaction_from_row(row: Row) -> Transaction:
         completed_at=row["completed_at"],
         hold_id=row["hold_id"],
         batch_id=row["batch_id"],
+        description=row["description"],
+        reversal_of=row["reversal_of"],
+        reversal_claimed=row["reversal_claimed"],
     )
 
 
@@ -114,6 +117,9 @@ TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
     "error_message": attrgetter("error_message"),
     "hold_id": attrgetter("hold_id"),
     "batch_id": attrgetter("batch_id"),
+    "description": attrgetter("description"),
+    "reversal_of": attrgetter("reversal_of"),
+    "reversal_claimed": attrgetter("reversal_claimed"),
 }
 HOLD_COLUMNS: Mapping[str, Callable[[Hold], Any]] = {
     "id": attrgetter("id"),

@@ -58,7 +58,8 @@ class TransactionRow(SQLModel, table=True):
     __tablename__ = "transactions"
     __table_args__ = (
         CheckConstraint(
-            "type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER')", name="transactions_type_check"
+            "type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER', 'REVERSAL')",
+            name="transactions_type_check",
         ),
         CheckConstraint(
             "status IN ('PENDING', 'COMPLETED', 'FAILED')", name="transactions_status_check"
@@ -72,6 +73,10 @@ class TransactionRow(SQLModel, table=True):
                 WHEN 'TRANSFER' THEN sender_wallet_id IS NOT NULL
                     AND receiver_wallet_id IS NOT NULL
                     AND sender_wallet_id <> receiver_wallet_id
+                WHEN 'REVERSAL' THEN (
+                    sender_wallet_id IS NOT NULL OR receiver_wallet_id IS NOT NULL
+                )
+                    AND sender_wallet_id IS DISTINCT FROM receiver_wallet_id
             END
             """,
             name="wallets_fit_type",
@@ -104,6 +109,22 @@ class TransactionRow(SQLModel, table=True):
         CheckConstraint("hold_id IS NULL OR type <> 'DEPOSIT'", name="only_movements_out_capture"),
         # settle(): the rest of an atomic batch.
         Index("transactions_by_batch", "batch_id", postgresql_where=text("batch_id IS NOT NULL")),
+        CheckConstraint("char_length(description) <= 280", name="description_length"),
+        CheckConstraint(
+            "reversal_claimed >= 0 AND reversal_claimed <= amount",
+            name="reversals_within_original",
+        ),
+        CheckConstraint(
+            "(type = 'REVERSAL') = (reversal_of IS NOT NULL)", name="reversal_names_its_original"
+        ),
+        # Transaction.reversals and reversedAmount, oldest first.
+        Index(
+            "reversals_by_original",
+            "reversal_of",
+            "created_at",
+            "id",
+            postgresql_where=text("reversal_of IS NOT NULL"),
+        ),
         # A hold is captured once: no two transactions name it.
         Index(
             "one_capture_per_hold",
@@ -137,6 +158,11 @@ class TransactionRow(SQLModel, table=True):
     hold_id: UUID | None = Field(default=None, foreign_key="holds.id")
     # The atomic batch it was sent in, when it was: settled with the rest of it, all or none.
     batch_id: UUID | None = Field(default=None)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    # For a REVERSAL: the transaction it reverses.
+    reversal_of: UUID | None = Field(default=None, foreign_key="transactions.id")
+    # What its reversals take of it, PENDING or COMPLETED: never more than its amount.
+    reversal_claimed: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 class HoldRow(SQLModel, table=True):
@@ -200,6 +226,8 @@ class LedgerEntryRow(SQLModel, table=True):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         Index("ledger_entries_by_wallet", "wallet_id", "id"),
+        # balanceAt, statements and Wallet.entries: one lookup or one range scan by time.
+        Index("ledger_entries_by_wallet_time", "wallet_id", "created_at", "id"),
         UniqueConstraint(
             "transaction_id", "wallet_id", name="one_entry_per_wallet_and_transaction"
         ),
