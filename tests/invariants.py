@@ -98,7 +98,10 @@ async def assert_balances_explained(
                     GROUP BY t.id
                     HAVING count(e.id) <> CASE
                         WHEN t.status <> 'COMPLETED' THEN 0
-                        WHEN t.type = 'TRANSFER' THEN 2 ELSE 1 END
+                        -- A transfer touches two wallets, a deposit or withdrawal one, and
+                        -- a reversal as many as the transaction it reverses.
+                        ELSE (t.sender_wallet_id IS NOT NULL)::int
+                            + (t.receiver_wallet_id IS NOT NULL)::int END
                     """
                 )
             )
@@ -212,8 +215,9 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
     """The money rules over a whole database of a test's own, once it is quiet (no request
     in flight, the workers caught up), read straight from the tables.
 
-    Money is conserved: what the wallets hold is what COMPLETED deposits brought in less what
-    COMPLETED withdrawals took out. Every balance is explained by its entries (see
+    Money is conserved: what the wallets hold is what COMPLETED deposits (and reversals of
+    withdrawals) brought in less what COMPLETED withdrawals (and reversals of deposits) took
+    out. Every balance is explained by its entries (see
     assert_balances_explained, which the other suites use on their own wallets), and every
     wallet's held total by its ACTIVE holds (assert_holds_explained). No client key belongs
     to two transactions, every key recorded names a transaction, wallet or hold that exists,
@@ -226,8 +230,10 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
                 text(
                     """
                     SELECT (SELECT coalesce(sum(balance), 0) FROM wallets),
-                      coalesce(sum(amount) FILTER (WHERE type = 'DEPOSIT'), 0),
-                      coalesce(sum(amount) FILTER (WHERE type = 'WITHDRAWAL'), 0)
+                      -- Money from outside: deposits, and reversals of withdrawals; money
+                      -- leaving: withdrawals, and reversals of deposits.
+                      coalesce(sum(amount) FILTER (WHERE sender_wallet_id IS NULL), 0),
+                      coalesce(sum(amount) FILTER (WHERE receiver_wallet_id IS NULL), 0)
                     FROM transactions WHERE status = 'COMPLETED'
                     """
                 )
@@ -302,3 +308,63 @@ async def status_counts(
             {"ids": [str(i) for i in transaction_ids]},
         )
         return {str(status): int(count) for status, count in rows.all()}
+
+
+@dataclass(frozen=True)
+class Reversed:
+    amount: int
+    # What its PENDING and COMPLETED reversals take, as kept on its row.
+    claimed: int
+    # What its COMPLETED reversals returned.
+    returned: int
+
+
+async def assert_reversals_explained(
+    engine: AsyncEngine, original_ids: Iterable[UUID | str]
+) -> dict[str, Reversed]:
+    """Each original's reversal_claimed is what its PENDING and COMPLETED reversals take,
+    within its amount (a FAILED one gave its share back); every reversal of it is in its
+    currency, with its wallets swapped (a transfer's money goes back from its receiver to
+    its sender, a deposit's leaves its wallet, a withdrawal's comes back); only deposits,
+    withdrawals and transfers are reversed. Returns each original's figures."""
+    ids = [str(i) for i in original_ids]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT o.id::text, o.amount, o.reversal_claimed,
+                      coalesce(sum(r.amount) FILTER (WHERE r.status <> 'FAILED'), 0),
+                      coalesce(sum(r.amount) FILTER (WHERE r.status = 'COMPLETED'), 0)
+                    FROM transactions o LEFT JOIN transactions r ON r.reversal_of = o.id
+                    WHERE o.id = ANY(CAST(:ids AS uuid[]))
+                    GROUP BY o.id
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
+        misfits = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT r.id, r.type, o.type, o.status FROM transactions r
+                    JOIN transactions o ON o.id = r.reversal_of
+                    WHERE o.id = ANY(CAST(:ids AS uuid[]))
+                      AND (r.type <> 'REVERSAL' OR o.type = 'REVERSAL'
+                           OR o.status <> 'COMPLETED' OR r.currency <> o.currency
+                           OR r.sender_wallet_id IS DISTINCT FROM o.receiver_wallet_id
+                           OR r.receiver_wallet_id IS DISTINCT FROM o.sender_wallet_id)
+                    LIMIT 10
+                    """
+                ),
+                {"ids": ids},
+            )
+        ).all()
+    found = {row[0]: (int(row[1]), int(row[2]), int(row[3]), int(row[4])) for row in rows}
+    assert sorted(found) == sorted(ids), "every original asked for exists"
+    for original_id, (amount, claimed, live, returned) in found.items():
+        assert claimed == live, ("claimed is what its live reversals take", original_id, claimed)
+        assert 0 <= returned <= claimed <= amount, (original_id, amount, claimed, returned)
+    assert misfits == [], "a reversal reverses a COMPLETED movement, its wallets swapped"
+    return {i: Reversed(a, c, r) for i, (a, c, _, r) in found.items()}
