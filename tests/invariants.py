@@ -96,9 +96,9 @@ async def assert_balances_explained(
                     SELECT t.id, t.type, t.status, count(e.id)
                     FROM transactions t LEFT JOIN ledger_entries e ON e.transaction_id = t.id
                     GROUP BY t.id
-                    HAVING count(e.id) <> CASE
-                        WHEN t.status <> 'COMPLETED' THEN 0
-                        WHEN t.type = 'TRANSFER' THEN 2 ELSE 1 END
+                    HAVING count(e.id) <> CASE WHEN t.status <> 'COMPLETED' THEN 0
+                        ELSE (t.sender_wallet_id IS NOT NULL)::int
+                            + (t.receiver_wallet_id IS NOT NULL)::int END
                     """
                 )
             )
