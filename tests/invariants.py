@@ -96,10 +96,7 @@ async def assert_balances_explained(
                     SELECT t.id, t.type, t.status, count(e.id)
                     FROM transactions t LEFT JOIN ledger_entries e ON e.transaction_id = t.id
                     GROUP BY t.id
-                    HAVING count(e.id) <> CASE
-                        WHEN t.status <> 'COMPLETED' THEN 0
-                        -- A transfer touches two wallets, a deposit or withdrawal one, and
-                        -- a reversal as many as the transaction it reverses.
+                    HAVING count(e.id) <> CASE WHEN t.status <> 'COMPLETED' THEN 0
                         ELSE (t.sender_wallet_id IS NOT NULL)::int
                             + (t.receiver_wallet_id IS NOT NULL)::int END
                     """

@@ -37,6 +37,10 @@ VOID_HOLD = f"""
 mutation VoidHold($input: VoidHoldInput!) {{
   voidHold(input: $input) {{ hold {{ {HOLD} }} {ERRORS} }}
 }}"""
+REVERSE = f"""
+mutation Reverse($input: ReverseTransactionInput!) {{
+  reverseTransaction(input: $input) {{ transaction {{ id status amount }} {ERRORS} }}
+}}"""
 MUTATIONS = {
     "createWallet": CREATE_WALLET,
     "deposit": DEPOSIT,
@@ -45,13 +49,14 @@ MUTATIONS = {
     "placeHold": PLACE_HOLD,
     "captureHold": CAPTURE_HOLD,
     "voidHold": VOID_HOLD,
+    "reverseTransaction": REVERSE,
 }
 # The fields each mutation's input is sent with.
 INPUTS = {
     "createWallet": ("currency", "initialBalance", "clientTransactionId"),
-    "deposit": ("walletId", "amount", "clientTransactionId"),
-    "withdraw": ("walletId", "amount", "clientTransactionId"),
-    "transfer": ("fromWalletId", "toWalletId", "amount", "clientTransactionId"),
+    "deposit": ("walletId", "amount", "clientTransactionId", "description"),
+    "withdraw": ("walletId", "amount", "clientTransactionId", "description"),
+    "transfer": ("fromWalletId", "toWalletId", "amount", "clientTransactionId", "description"),
     "placeHold": (
         "walletId",
         "receiverWalletId",
@@ -62,6 +67,7 @@ INPUTS = {
     ),
     "captureHold": ("holdId", "amount", "clientTransactionId"),
     "voidHold": ("holdId", "clientTransactionId"),
+    "reverseTransaction": ("transactionId", "amount", "clientTransactionId", "description"),
 }
 # Every string and amount input of every mutation.
 FIELDS = [
@@ -71,13 +77,16 @@ FIELDS = [
     ("deposit", "walletId"),
     ("deposit", "amount"),
     ("deposit", "clientTransactionId"),
+    ("deposit", "description"),
     ("withdraw", "walletId"),
     ("withdraw", "amount"),
     ("withdraw", "clientTransactionId"),
+    ("withdraw", "description"),
     ("transfer", "fromWalletId"),
     ("transfer", "toWalletId"),
     ("transfer", "amount"),
     ("transfer", "clientTransactionId"),
+    ("transfer", "description"),
     ("placeHold", "walletId"),
     ("placeHold", "receiverWalletId"),
     ("placeHold", "amount"),
@@ -89,6 +98,10 @@ FIELDS = [
     ("captureHold", "clientTransactionId"),
     ("voidHold", "holdId"),
     ("voidHold", "clientTransactionId"),
+    ("reverseTransaction", "transactionId"),
+    ("reverseTransaction", "amount"),
+    ("reverseTransaction", "clientTransactionId"),
+    ("reverseTransaction", "description"),
 ]
 HOSTILE = '"\\u0000hostile"'  # where the generated JSON goes in the request body
 
@@ -188,6 +201,21 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
         assert answer["data"]["placeHold"]["errors"] == [], answer
         return str(answer["data"]["placeHold"]["hold"]["id"])
 
+    def new_transfer() -> str:
+        """A COMPLETED transfer to reverse (settled in the request), between the caller's own
+        wallets, so the caller is its receiver's owner and may refund it."""
+        given = {
+            "fromWalletId": wallets[0],
+            "toWalletId": wallets[2],
+            "amount": "0.01",
+            "clientTransactionId": str(uuid.uuid4()),
+        }
+        answer = client.post(
+            hostile_api.url, json={"query": TRANSFER, "variables": {"input": given}}
+        ).json()
+        assert answer["data"]["transfer"]["transaction"]["status"] == "COMPLETED", answer
+        return str(answer["data"]["transfer"]["transaction"]["id"])
+
     @settings(
         max_examples=300,
         deadline=None,
@@ -200,6 +228,8 @@ def test_no_input_a_client_sends_is_an_internal_error_or_a_write_when_refused(
         inputs = {**valid, "clientTransactionId": str(uuid.uuid4())}
         if "holdId" in INPUTS[mutation]:
             inputs["holdId"] = new_hold()
+        if "transactionId" in INPUTS[mutation]:
+            inputs["transactionId"] = new_transfer()
         given_input = {key: inputs[key] for key in INPUTS[mutation]} | {name: "\x00hostile"}
         body = json.dumps({"query": MUTATIONS[mutation], "variables": {"input": given_input}})
         assert HOSTILE in body

@@ -112,6 +112,7 @@ class FakeUnitOfWork:
         decided: Sequence[Transaction] = (),
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
+        originals: Sequence[Transaction] = (),
     ) -> list[Transaction]:
         assert not self._committed, "nothing is written after the commit"
         failure = self._database.batch_failure
@@ -130,6 +131,11 @@ class FakeUnitOfWork:
             assert 0 <= wallet.held <= wallet.balance.minor, "and a hold past the balance"
             self._working.wallets[wallet.id] = replace(wallet, version=wallet.version + 1)
         self._working.entries += entries
+        for original in originals:
+            stored = self._working.transactions[original.id]
+            claimed = original.reversal_claimed
+            assert 0 <= claimed <= stored.amount.minor, "the database keeps reversals within it"
+            stored.reversal_claimed = claimed
         return [replace(self._working.transactions[t.id]) for t in (*recorded, *decided)]
 
     async def submit_and_commit(
@@ -197,6 +203,10 @@ class _Transactions:
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None:
         transaction = self._uow.working.transactions.get(transaction_id)
         return None if transaction is None else replace(transaction)
+
+    async def lock(self, transaction_ids: Iterable[UUID]) -> dict[UUID, Transaction]:
+        working = self._uow.working.transactions
+        return {i: replace(working[i]) for i in sorted(transaction_ids) if i in working}
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False

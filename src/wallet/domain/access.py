@@ -9,6 +9,9 @@ seen by the owners of its wallets and by admins.
 A hold is placed by whoever may move money out of its wallet. It is seen, captured and
 voided by its wallet's owner, its receiver wallet's owner and admins; to anyone else it
 does not exist.
+
+A transfer is reversed (a refund) by its receiver's owner; deposits and withdrawals, which
+move money in from or out to the world, only by admins.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from uuid import UUID
 
 from wallet.domain.callers import Caller
 from wallet.domain.errors import Forbidden
-from wallet.domain.model import Hold, Transaction, Wallet, WalletFacts
+from wallet.domain.model import (
+    REVERSIBLE_TYPES,
+    Hold,
+    Transaction,
+    TransactionType,
+    Wallet,
+    WalletFacts,
+)
 
 
 def may_see(caller: Caller, wallet: Wallet | WalletFacts) -> bool:
@@ -45,6 +55,21 @@ def may_see_transaction(
     if caller.is_admin:
         return True
     return any(owners.get(i) == caller.id for i in transaction.wallet_ids)
+
+
+def check_reversal(caller: Caller, transaction: Transaction, owners: Mapping[UUID, str]) -> None:
+    """Refuses a caller who sees the transaction but may not reverse it."""
+    if caller.is_admin or transaction.type not in REVERSIBLE_TYPES:
+        return  # what is not reversible at all is refused as such, whoever asks
+    receiver = transaction.receiver_wallet_id
+    transfer = transaction.type is TransactionType.TRANSFER
+    if transfer and receiver is not None and owners.get(receiver) == caller.id:
+        return
+    raise Forbidden(
+        "only the receiver's owner reverses a transfer, and only admins reverse deposits and "
+        "withdrawals",
+        field="transaction_id",
+    )
 
 
 def check_deposit(caller: Caller) -> None:

@@ -223,7 +223,12 @@ class Transaction:
         return Money(self.amount.minor - self.reversal_claimed, self.amount.currency)
 
     def reverse(
-        self, amount: Money | None, *, key: str | None, description: str | None = None
+        self,
+        amount: Money | None,
+        *,
+        key: str | None,
+        description: str | None = None,
+        id: UUID | None = None,
     ) -> Transaction:
         """A new REVERSAL of `amount` of this (all that is left when None), PENDING until it
         is settled: a transfer's money goes back from its receiver to its sender, a deposit's
@@ -257,6 +262,8 @@ class Transaction:
             description=description,
         )
         reversal.reversal_of = self.id
+        if id is not None:
+            reversal.id = id
         return reversal
 
     def give_back(self, reversal: Transaction) -> None:

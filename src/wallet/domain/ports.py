@@ -56,6 +56,11 @@ class WalletRepository(Protocol):
 class TransactionRepository(Protocol):
     async def get(self, transaction_id: UUID, *, lock: bool = False) -> Transaction | None: ...
 
+    async def lock(self, transaction_ids: Iterable[UUID]) -> dict[UUID, Transaction]:
+        """Lock the transactions that exist until the unit of work ends, in id order: the
+        originals of reversals, after their reversals' wallets and keys."""
+        ...
+
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
@@ -140,9 +145,11 @@ class UnitOfWork(Protocol):
         decided: Sequence[Transaction] = (),
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
+        originals: Sequence[Transaction] = (),
     ) -> list[Transaction]:
         """Write one step's changes together: new transactions, the outcomes of existing
-        ones, the new balances of locked wallets, and their ledger entries.
+        ones, the new balances of locked wallets, their ledger entries, and what reversals
+        take of locked originals.
 
         Returns the transactions as stored (recorded first, then decided).
         """

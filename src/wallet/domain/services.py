@@ -1,5 +1,5 @@
-"""The use cases: create a wallet, deposit, withdraw, transfer, and settle what was submitted;
-place a hold, capture or void it, and expire those that are due.
+"""The use cases: create a wallet, deposit, withdraw, transfer, reverse a transaction, and
+settle what was submitted; place a hold, capture or void it, and expire those that are due.
 
 Each runs in the unit of work it is given and commits explicitly; leaving without a commit
 rolls everything back. Each is written as if it ran alone: `group_commit.py` runs many of
@@ -7,8 +7,8 @@ them in one unit of work, and a retry policy (`retries.py`) runs them again when
 aborts one to break a conflict. Neither happens in here.
 
 Lock order is always the same: wallet rows in ascending id order, then the idempotency key,
-then the transaction or hold row, so two units of work can wait for each other but never in
-a cycle.
+then the transaction or hold row (a PENDING transaction before the original it reverses), so
+two units of work can wait for each other but never in a cycle.
 Field names in errors are the commands' own; the edge maps them to its input paths.
 
 Every request's use case is told its caller first, and asks access.py what that caller may
@@ -33,6 +33,7 @@ from wallet.domain.errors import (
     InvalidInput,
     LinkedTransferFailed,
     SameWallet,
+    TransactionNotFound,
     TransfersRejected,
     WalletError,
     WalletNotFound,
@@ -49,6 +50,7 @@ from wallet.domain.model import (
     Operation,
     ScopedKey,
     Transaction,
+    TransactionStatus,
     Wallet,
     WalletFacts,
     apply_all_or_none,
@@ -77,6 +79,7 @@ class Deposit:
     wallet_id: str
     amount: str
     client_transaction_id: str
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class Withdraw:
     wallet_id: str
     amount: str
     client_transaction_id: str
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class Transfer:
     to_wallet_id: str
     amount: str
     client_transaction_id: str
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +126,14 @@ class Batch:
 
 def _asked(transfer: Transaction) -> tuple[object, ...]:
     """What a transfer asks, normalized: "1.0" and "1.00", or an id's letter case, ask alike."""
-    return (
+    asked = (
         transfer.client_transaction_id,
         transfer.sender_wallet_id,
         transfer.receiver_wallet_id,
         transfer.amount.minor,
     )
+    # Only when there is one: batches sent before descriptions existed keep their digest.
+    return asked if transfer.description is None else (*asked, transfer.description)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +160,21 @@ class VoidHold:
     client_transaction_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReverseTransaction:
+    transaction_id: str
+    client_transaction_id: str
+    # All that is left to reverse when None.
+    amount: str | None = None
+    description: str | None = None
+
+
 # Holds expired by one unit of work, at most.
 EXPIRY_BATCH = 500
 # A hold due this long is worth waiting for its wallet's lock (up to EXPIRY_WAIT); until
 # then, wallets another worker (or a request) holds are left for the next round.
 EXPIRY_PATIENCE = timedelta(seconds=2)
+FAILED = TransactionStatus.FAILED
 EXPIRY_WAIT = timedelta(seconds=1)
 
 
@@ -192,13 +209,20 @@ async def deposit(caller: Caller, uow: UnitOfWork, command: Deposit) -> Transact
     deposit may deposit into any wallet."""
     wallet_id = parse_wallet_id(command.wallet_id, field="wallet_id")
     key = check_key(command.client_transaction_id)
+    description = check_description(command.description)
     access.check_deposit(caller)
     async with uow:
         wallet = _found(await uow.wallets.lock([wallet_id]), wallet_id, field="wallet_id")
         amount = parse_positive_amount(command.amount, wallet.currency)
-        deposit = Transaction.deposit(amount, receiver=wallet_id, key=key)
+        deposit = Transaction.deposit(amount, receiver=wallet_id, key=key, description=description)
         record = _record(
-            caller, key, Operation.DEPOSIT, deposit, wallet=wallet_id, amount=amount.minor
+            caller,
+            key,
+            Operation.DEPOSIT,
+            deposit,
+            wallet=wallet_id,
+            amount=amount.minor,
+            **_described(description),
         )
         earlier = await claim(uow, record)
         if earlier is not None:
@@ -213,13 +237,22 @@ async def withdraw(caller: Caller, uow: UnitOfWork, command: Withdraw) -> Transa
     """Record a PENDING withdrawal; settle() decides it under the wallet's lock."""
     wallet_id = parse_wallet_id(command.wallet_id, field="wallet_id")
     key = check_key(command.client_transaction_id)
+    description = check_description(command.description)
     async with uow:
         facts = await uow.wallets.facts([wallet_id])
         wallet = _owned(caller, facts, wallet_id, field="wallet_id")
         amount = parse_positive_amount(command.amount, wallet.currency)
-        withdrawal = Transaction.withdrawal(amount, sender=wallet_id, key=key)
+        withdrawal = Transaction.withdrawal(
+            amount, sender=wallet_id, key=key, description=description
+        )
         record = _record(
-            caller, key, Operation.WITHDRAW, withdrawal, wallet=wallet_id, amount=amount.minor
+            caller,
+            key,
+            Operation.WITHDRAW,
+            withdrawal,
+            wallet=wallet_id,
+            amount=amount.minor,
+            **_described(description),
         )
         return await _submit(uow, withdrawal, record)
 
@@ -284,7 +317,10 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
         for linked in _linked(pending):
             entries += apply_all_or_none(linked, wallets)
         balances = [wallets[i] for i in sorted({e.wallet_id for e in entries})]
-        settled = await uow.write(decided=pending, balances=balances, entries=entries)
+        originals = await _given_back(uow, pending)
+        settled = await uow.write(
+            decided=pending, balances=balances, entries=entries, originals=originals
+        )
         await uow.commit()
     return settled
 
@@ -303,7 +339,8 @@ async def fail_pending(
         for transaction in pending:
             failure = error if transaction.id == transaction_id else linked
             transaction.fail(failure.code, failure.message)
-        decided = await uow.write(decided=pending)
+        originals = await _given_back(uow, pending)
+        decided = await uow.write(decided=pending, originals=originals)
         await uow.commit()
     return next((t for t in decided if t.id == transaction_id), None)
 
@@ -402,6 +439,43 @@ async def void_hold(caller: Caller, uow: UnitOfWork, command: VoidHold) -> Hold:
     return hold
 
 
+async def reverse_transaction(
+    caller: Caller, uow: UnitOfWork, command: ReverseTransaction
+) -> Transaction:
+    """Record a PENDING reversal of a COMPLETED deposit, withdrawal or transfer; settle()
+    moves the money back, or fails it. Its share of the original is taken at once, under
+    the original's lock, so reversals asked for together never return more than it moved."""
+    original_id = _parse_id(command.transaction_id, "transaction", "transaction_id")
+    key = check_key(command.client_transaction_id)
+    description = check_description(command.description)
+    async with uow:
+        currency = (await _to_reverse(caller, uow, original_id)).amount.currency
+        amount = None
+        if command.amount is not None:
+            amount = parse_positive_amount(command.amount, currency)
+        # The key points at the reversal, which is made only once the original is locked.
+        reversal_id = uuid4()
+        record = None
+        if key is not None:
+            asked = amount.minor if amount is not None else None
+            request = {"original": original_id, "amount": asked}
+            record = IdempotencyRecord.of(
+                caller.id,
+                key,
+                Operation.REVERSE_TRANSACTION,
+                {**request, **_described(description)},
+                transaction_id=reversal_id,
+            )
+        earlier = await claim(uow, record)
+        if earlier is not None:
+            return await _recorded_transaction(uow, earlier)
+        original = (await uow.transactions.lock([original_id]))[original_id]
+        reversal = original.reverse(amount, key=key, description=description, id=reversal_id)
+        (reversal,) = await uow.write(recorded=[reversal], originals=[original])
+        await uow.commit()
+    return reversal
+
+
 async def expire_holds(uow: UnitOfWork, limit: int = EXPIRY_BATCH) -> list[Hold]:
     """Release up to `limit` holds past their expiry, the longest due first (the worker's,
     for nobody in particular).
@@ -481,7 +555,10 @@ def _transfer_of(caller: Caller, command: Transfer, facts: dict[UUID, WalletFact
     receiver = _found(facts, receiver_id, field="to_wallet_id").currency
     _check_same_currency(sender_id, sender, receiver_id, receiver, "to_wallet_id")
     amount = parse_positive_amount(command.amount, sender)
-    return Transaction.transfer(amount, sender=sender_id, receiver=receiver_id, key=key)
+    description = check_description(command.description)
+    return Transaction.transfer(
+        amount, sender=sender_id, receiver=receiver_id, key=key, description=description
+    )
 
 
 def _transfer_record(
@@ -499,6 +576,7 @@ def _transfer_record(
         sender=transfer.sender_wallet_id,
         receiver=transfer.receiver_wallet_id,
         amount=transfer.amount.minor,
+        **_described(transfer.description),
         **linked,
     )
 
@@ -599,6 +677,12 @@ def check_description(text: str | None) -> str | None:
     return text
 
 
+def _described(description: str | None) -> dict[str, str]:
+    """A request's description, as its fingerprint takes it: only when there is one, so that
+    requests made before descriptions existed keep their stored fingerprints."""
+    return {} if description is None else {"description": description}
+
+
 def _check_same_currency(
     sender_id: UUID, sender: Currency, receiver_id: UUID, receiver: Currency, field: str
 ) -> None:
@@ -690,6 +774,32 @@ async def _recorded_transaction(uow: UnitOfWork, record: IdempotencyRecord) -> T
     transaction = await uow.transactions.get(record.transaction_id)
     assert transaction is not None, "an idempotency key points at its transaction"
     return transaction
+
+
+async def _to_reverse(caller: Caller, uow: UnitOfWork, transaction_id: UUID) -> Transaction:
+    """The transaction, read without locking, once the caller may reverse it. One the caller
+    may not see is refused exactly as an unknown one."""
+    transaction = await uow.transactions.get(transaction_id)
+    if transaction is not None:
+        facts = await uow.wallets.facts(transaction.wallet_ids)
+        owners = {i: f.owner_id for i, f in facts.items()}
+        if access.may_see_transaction(caller, transaction, owners):
+            access.check_reversal(caller, transaction, owners)
+            return transaction
+    raise TransactionNotFound(f"there is no transaction {transaction_id}", field="transaction_id")
+
+
+async def _given_back(uow: UnitOfWork, decided: Sequence[Transaction]) -> list[Transaction]:
+    """The originals of the FAILED reversals among `decided`, locked, each given back the
+    share its reversals took: what they did not move may be reversed again."""
+    failed = [t for t in decided if t.reversal_of is not None and t.status is FAILED]
+    if not failed:
+        return []
+    originals = await uow.transactions.lock({t.reversal_of for t in failed if t.reversal_of})
+    for reversal in failed:
+        assert reversal.reversal_of is not None
+        originals[reversal.reversal_of].give_back(reversal)
+    return list(originals.values())
 
 
 async def _seen_hold(caller: Caller, uow: UnitOfWork, hold_id: UUID) -> Hold:

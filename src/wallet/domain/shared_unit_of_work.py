@@ -72,6 +72,7 @@ class _Write:
     decided: Sequence[Transaction]
     balances: Sequence[Wallet]
     entries: Sequence[LedgerEntry]
+    originals: Sequence[Transaction]
 
 
 # What a member is resumed with: its call's answer, or the exception its call raised.
@@ -212,6 +213,7 @@ class SharedUnitOfWork:
             decided=[t for w in writes for t in w.decided],
             balances=list({w.id: w for write in writes for w in write.balances}.values()),
             entries=entries,
+            originals=[t for w in writes for t in w.originals],
         )
         # Stored as asked: every member's recorded ones, then every member's decided ones.
         recorded, decided = iter(stored), iter(stored[sum(len(w.recorded) for w in writes) :])
@@ -295,9 +297,10 @@ class _Member:
         decided: Sequence[Transaction] = (),
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
+        originals: Sequence[Transaction] = (),
     ) -> list[Transaction]:
         stored: list[Transaction] = await self.ask(
-            _Kind.WRITE, _Write(recorded, decided, balances, entries)
+            _Kind.WRITE, _Write(recorded, decided, balances, entries, originals)
         )
         return stored
 
@@ -359,6 +362,13 @@ class _Transactions:
             lambda u: u.transactions.get(transaction_id, lock=lock)
         )
         return found
+
+    async def lock(self, transaction_ids: Iterable[UUID]) -> dict[UUID, Transaction]:
+        ids = list(transaction_ids)
+        locked: dict[UUID, Transaction] = await self._member.call(
+            lambda u: u.transactions.lock(ids), writes=True
+        )
+        return locked
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False

@@ -128,6 +128,11 @@ class SqlTransactions:
         row = await connection.fetchrow(query, transaction_id)
         return transaction_from_row(row) if row is not None else None
 
+    async def lock(self, transaction_ids: Iterable[UUID]) -> dict[UUID, Transaction]:
+        connection = await self._uow.begun()
+        rows = await connection.fetch(sql.LOCK_TRANSACTIONS, list(transaction_ids))
+        return {row["id"]: transaction_from_row(row) for row in rows}
+
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:

@@ -27,6 +27,12 @@ LOCK_FREE_WALLETS = LOCK_WALLETS + " SKIP LOCKED"
 # How long the next lock may be waited for (ms; 0 for ever), for the rest of the transaction.
 LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 GET_TRANSACTION = "SELECT * FROM transactions WHERE id = $1"
+# Originals of reversals, in id order. FOR NO KEY UPDATE, as for wallets: recording a
+# reversal takes a KEY SHARE lock on its original (the foreign key), which must not wait.
+LOCK_TRANSACTIONS = """
+    SELECT * FROM transactions WHERE id = ANY($1::uuid[])
+    ORDER BY id FOR NO KEY UPDATE
+"""
 PENDING = """
     SELECT * FROM transactions
     WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
@@ -101,19 +107,21 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
             ("error_message", "text"),
             ("hold_id", "uuid"),
             ("batch_id", "uuid"),
+            ("description", "text"),
+            ("reversal_of", "uuid"),
         ),
         """
         INSERT INTO transactions (
             id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
-            client_transaction_id, failure_code, error_message, hold_id, batch_id, created_at,
-            completed_at
+            client_transaction_id, failure_code, error_message, hold_id, batch_id, description,
+            reversal_of, created_at, completed_at
         )
         SELECT v.id, v.type, v.status, v.amount, v.currency, v.sender, v.receiver, v.key,
-               v.code, v.message, v.hold, v.batch, at.at,
+               v.code, v.message, v.hold, v.batch, v.description, v.reversal_of, at.at,
                CASE WHEN v.status <> 'PENDING' THEN at.at END
         FROM now, unnest({}) WITH ORDINALITY
             AS v(id, type, status, amount, currency, sender, receiver, key, code, message,
-                 hold, batch, n),
+                 hold, batch, description, reversal_of, n),
             LATERAL (SELECT now.at + (v.n - 1) * interval '1 microsecond' AS at) AS at
         ORDER BY v.n
         RETURNING *
@@ -150,6 +158,15 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
         INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
         SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
         FROM now, unnest({}) AS v(transaction_id, wallet_id, delta, balance_after)
+        """,
+    ),
+    # What the reversals of these (locked) originals take of them.
+    "originals": (
+        (("id", "uuid"), ("reversal_claimed", "bigint")),
+        """
+        UPDATE transactions AS t SET reversal_claimed = v.claimed
+        FROM unnest({}) AS v(id, claimed)
+        WHERE t.id = v.id
         """,
     ),
 }
@@ -197,10 +214,10 @@ SUBMIT = """
     v AS (
         SELECT * FROM unnest(
             $1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]
         ) WITH ORDINALITY AS v(
-            id, type, amount, currency, sender, receiver, reference, caller_id, key,
-            operation, fingerprint, n
+            id, type, amount, currency, sender, receiver, reference, description, caller_id,
+            key, operation, fingerprint, n
         )
     ),
     claimed AS (
@@ -212,10 +229,10 @@ SUBMIT = """
     )
     INSERT INTO transactions (
         id, type, status, amount, currency, sender_wallet_id, receiver_wallet_id,
-        client_transaction_id, created_at
+        client_transaction_id, description, created_at
     )
     SELECT v.id, v.type, 'PENDING', v.amount, v.currency, v.sender, v.receiver, v.reference,
-           now.at + (v.n - 1) * interval '1 microsecond'
+           v.description, now.at + (v.n - 1) * interval '1 microsecond'
     FROM now, v
     WHERE v.key IS NULL OR v.id IN (SELECT transaction_id FROM claimed)
     ORDER BY v.n
@@ -230,6 +247,7 @@ SUBMITTED = (
     "sender_wallet_id",
     "receiver_wallet_id",
     "client_transaction_id",
+    "description",
 )
 SUBMITTED_KEYS = ("caller_id", "key", "operation", "fingerprint")
 

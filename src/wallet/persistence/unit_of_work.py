@@ -155,6 +155,7 @@ class SqlUnitOfWork:
         decided: Sequence[Transaction] = (),
         balances: Sequence[Wallet] = (),
         entries: Sequence[LedgerEntry] = (),
+        originals: Sequence[Transaction] = (),
     ) -> list[Transaction]:
         arrays: dict[str, list[list[Any]]] = {}
         if recorded:
@@ -165,6 +166,9 @@ class SqlUnitOfWork:
             arrays["balances"] = column_arrays(balances, WALLET_COLUMNS, sql.names("balances"))
         if entries:
             arrays["entries"] = column_arrays(entries, LEDGER_ENTRY_COLUMNS, sql.names("entries"))
+        if originals:
+            names = sql.names("originals")
+            arrays["originals"] = column_arrays(originals, TRANSACTION_COLUMNS, names)
         if not arrays:
             return []
         statement = sql.write_statement(tuple(arrays))

@@ -22,6 +22,7 @@ from wallet.schema.types import (
     Hold,
     HoldPayload,
     PlaceHoldInput,
+    ReverseTransactionInput,
     Transaction,
     TransactionPayload,
     TransferBatchInput,
@@ -82,7 +83,9 @@ class Mutation:
 
     @strawberry.mutation
     async def deposit(self, info: Info[Context, None], input: DepositInput) -> TransactionPayload:
-        command = services.Deposit(input.wallet_id, input.amount, input.client_transaction_id)
+        command = services.Deposit(
+            input.wallet_id, input.amount, input.client_transaction_id, input.description
+        )
         try:
             transaction = await info.context.deposit(Request(info.context.caller, command))
         except WalletError as error:
@@ -91,7 +94,9 @@ class Mutation:
 
     @strawberry.mutation
     async def withdraw(self, info: Info[Context, None], input: WithdrawInput) -> TransactionPayload:
-        command = services.Withdraw(input.wallet_id, input.amount, input.client_transaction_id)
+        command = services.Withdraw(
+            input.wallet_id, input.amount, input.client_transaction_id, input.description
+        )
         try:
             transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
@@ -102,7 +107,11 @@ class Mutation:
     @strawberry.mutation
     async def transfer(self, info: Info[Context, None], input: TransferInput) -> TransactionPayload:
         command = services.Transfer(
-            input.from_wallet_id, input.to_wallet_id, input.amount, input.client_transaction_id
+            input.from_wallet_id,
+            input.to_wallet_id,
+            input.amount,
+            input.client_transaction_id,
+            input.description,
         )
         try:
             transaction = await info.context.submit(Request(info.context.caller, command))
@@ -118,7 +127,11 @@ class Mutation:
         batch = services.TransferBatch(
             [
                 services.Transfer(
-                    t.from_wallet_id, t.to_wallet_id, t.amount, t.client_transaction_id
+                    t.from_wallet_id,
+                    t.to_wallet_id,
+                    t.amount,
+                    t.client_transaction_id,
+                    t.description,
                 )
                 for t in input.transfers
             ],
@@ -170,3 +183,23 @@ class Mutation:
     async def void_hold(self, info: Info[Context, None], input: VoidHoldInput) -> HoldPayload:
         command = services.VoidHold(input.hold_id, input.client_transaction_id)
         return await _hold_payload(info, services.void_hold, command)
+
+    @strawberry.mutation(
+        description="Return money of a COMPLETED deposit, withdrawal or transfer, as a "
+        "REVERSAL: PENDING at first, like a transfer."
+    )
+    async def reverse_transaction(
+        self, info: Info[Context, None], input: ReverseTransactionInput
+    ) -> TransactionPayload:
+        command = services.ReverseTransaction(
+            input.transaction_id, input.client_transaction_id, input.amount, input.description
+        )
+        context = info.context
+        try:
+            reversal = await run_alone(
+                context.uow_factory, services.reverse_transaction, context.caller, command
+            )
+        except WalletError as error:
+            return _rejected(error)
+        (reversal,) = await context.dispatch([reversal])
+        return _accepted(info, reversal)

@@ -508,10 +508,25 @@ class VoidHoldInput:
 
 
 @strawberry.input
+class ReverseTransactionInput:
+    transaction_id: strawberry.ID
+    amount: DecimalText | None = strawberry.field(
+        default=None, description="At most what is left to reverse; all of it when omitted."
+    )
+    client_transaction_id: str
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
+
+
+@strawberry.input
 class DepositInput:
     wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
 
 
 @strawberry.input
@@ -519,6 +534,9 @@ class WithdrawInput:
     wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
 
 
 @strawberry.input
@@ -527,6 +545,9 @@ class TransferInput:
     to_wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
 
 
 @strawberry.type
