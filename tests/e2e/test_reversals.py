@@ -632,8 +632,10 @@ async def test_a_reversal_key_sent_again_with_anything_changed_is_refused(
 async def test_a_reversal_key_used_for_another_transaction_or_mutation_is_refused(
     api: Api, ledger: Ledger
 ) -> None:
-    _, shop, shop_wallet, paid = await _paid(ledger, api)
-    _, _, _, other = await _paid(ledger, api)
+    sender, shop, shop_wallet, paid = await _paid(ledger, api)
+    other = (
+        await ledger.moved("transfer", fromWalletId=sender, toWalletId=shop_wallet, amount="1.00")
+    )["id"]
     client_key = key()
     await shop.reversed(paid, "1.00", client_key=client_key)
 
@@ -645,7 +647,7 @@ async def test_a_reversal_key_used_for_another_transaction_or_mutation_is_refuse
     assert _codes(reused) == ["IDEMPOTENCY_KEY_REUSED"]
     assert _codes(as_withdrawal) == ["IDEMPOTENCY_KEY_REUSED"]
     assert (await ledger.get(other))["reversals"] == []
-    assert await shop.balance(shop_wallet) == "3.00"
+    assert await shop.balance(shop_wallet) == "4.00"
 
 
 # -- descriptions --------------------------------------------------------------------------
@@ -763,6 +765,90 @@ async def test_ten_reversals_of_30_percent_at_once_return_exactly_three_of_them(
     assert sorted(r["id"] for r in original["reversals"]) == sorted(t["id"] for t in accepted)
     assert _codes(await shop.reverse(paid, "1.01")) == ["REVERSAL_EXCEEDS_ORIGINAL"]
     assert (await shop.reversed(paid))["amount"] == "1.00"
+
+
+# -- other shapes of the same movements ----------------------------------------------------
+
+PLACE_HOLD = f"""
+mutation PlaceHold($input: PlaceHoldInput!) {{
+  placeHold(input: $input) {{ hold {{ id status }} {ERRORS} }}
+}}"""
+CAPTURE_HOLD = f"""
+mutation CaptureHold($input: CaptureHoldInput!) {{
+  captureHold(input: $input) {{ transaction {{ id type status amount }} {ERRORS} }}
+}}"""
+
+
+async def test_a_captured_hold_s_transfer_is_refunded_by_its_receiver_like_any_transfer(
+    api: Api, ledger: Ledger
+) -> None:
+    sender = await api.new_wallet("10.00")
+    shop, shop_wallet = await _shop(api)
+    placed = (
+        await api.data(
+            PLACE_HOLD,
+            input={
+                "walletId": sender,
+                "amount": "5.00",
+                "receiverWalletId": shop_wallet,
+                "clientTransactionId": key(),
+            },
+        )
+    )["placeHold"]
+    assert placed["errors"] == [], placed
+    captured = (
+        await shop.api.data(
+            CAPTURE_HOLD,
+            input={"holdId": placed["hold"]["id"], "amount": "4.00", "clientTransactionId": key()},
+        )
+    )["captureHold"]
+    assert captured["errors"] == [], captured
+    capture = captured["transaction"]
+    assert (capture["type"], capture["status"]) == ("TRANSFER", "COMPLETED")
+
+    refund = await shop.reversed(capture["id"], "3.00")
+
+    assert (refund["status"], refund["senderWalletId"], refund["receiverWalletId"]) == (
+        "COMPLETED",
+        shop_wallet,
+        sender,
+    )
+    assert await ledger.balance(sender) == "9.00"
+    assert await shop.balance(shop_wallet) == "1.00"
+    assert (await ledger.get(capture["id"]))["reversedAmount"] == "3.00"
+    assert _codes(await ledger.reverse(capture["id"], "1.00")) == ["FORBIDDEN"]
+
+
+async def test_reversals_in_yen_count_in_whole_yen(api: Api, ledger: Ledger) -> None:
+    sender = await api.new_wallet("1000", "JPY")
+    shop = Ledger(api.as_caller(tokens.caller("shop"), ()))
+    shop_wallet = await shop.api.new_wallet(currency="JPY")
+    paid = await ledger.moved("transfer", fromWalletId=sender, toWalletId=shop_wallet, amount="300")
+
+    fraction = await shop.reverse(paid["id"], "0.5")
+    part = await shop.reversed(paid["id"], "120")
+    rest = await shop.reversed(paid["id"])
+
+    assert _errors(fraction) == [("INVALID_AMOUNT", ["input", "amount"])]
+    assert [(r["amount"], r["currency"]) for r in (part, rest)] == [("120", "JPY"), ("180", "JPY")]
+    assert await ledger.balance(sender) == "1000"
+    assert await shop.balance(shop_wallet) == "0"
+    assert (await ledger.get(paid["id"]))["reversedAmount"] == "300"
+
+
+async def test_two_callers_reversing_with_one_key_never_meet(
+    api: Api, ledger: Ledger, admin: Ledger
+) -> None:
+    sender, shop, shop_wallet, paid = await _paid(ledger, api)
+    client_key = key()
+
+    by_shop = await shop.reversed(paid, "1.00", client_key=client_key)
+    by_admin = await admin.reversed(paid, "2.00", client_key=client_key)
+
+    assert by_shop["id"] != by_admin["id"]
+    assert (by_shop["amount"], by_admin["amount"]) == ("1.00", "2.00")
+    assert await ledger.balance(sender) == "9.00"
+    assert await shop.balance(shop_wallet) == "1.00"
 
 
 # -- history -------------------------------------------------------------------------------

@@ -33,12 +33,13 @@ from wallet.domain.errors import (
     ErrorCode,
     Forbidden,
     IdempotencyKeyReused,
+    InternalFailure,
     InvalidInput,
     NotReversible,
     ReversalExceedsOriginal,
     TransactionNotFound,
 )
-from wallet.domain.group_commit import run_alone
+from wallet.domain.group_commit import run_alone, run_unattended
 from wallet.domain.model import Transaction, TransactionStatus, TransactionType
 from wallet.domain.ports import UnitOfWorkFactory
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -388,6 +389,93 @@ async def test_reversals_racing_transfers_out_of_the_receiver_never_take_more_th
         assert figures[str(original)].returned == 10_00
         await assert_balances_explained(engine, [sender, receiver, elsewhere])
     print(f"reversals against transfers, 5 rounds: {dict(outcomes)}")
+
+
+async def test_failing_reversals_racing_new_ones_of_the_same_original_keep_its_claim_exact(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """Five PENDING reversals of 2.00 claim all of a 10.00 transfer whose receiver kept only
+    4.00: settled at once, two COMPLETE and three FAIL, giving their shares back, while ten
+    new reversals of 1.00 race for what comes back. The claim stays exactly what the live
+    ones take, and no more than the transfer ever comes back."""
+    for _ in range(3):
+        sender, receiver, original = await _paid(uow_factory)
+        elsewhere = (await new_wallet(uow_factory)).id
+        claims = [await reverse(uow_factory, original, "2.00") for _ in range(5)]
+        spent = await transfer(uow_factory, receiver, elsewhere, "6.00")
+        assert spent.status is TransactionStatus.COMPLETED
+
+        settled, *asked = await asyncio.gather(
+            asyncio.gather(*(settle(uow_factory, c.id) for c in claims)),
+            *(reverse(uow_factory, original, "1.00") for _ in range(10)),
+            return_exceptions=True,
+        )
+
+        assert isinstance(settled, list), settled
+        completed = [t for t in settled if t.status is TransactionStatus.COMPLETED]
+        failed = [t for t in settled if t.status is TransactionStatus.FAILED]
+        assert (len(completed), len(failed)) == (2, 3), "the receiver had 4.00 to give back"
+        new = [r for r in asked if isinstance(r, Transaction)]
+        assert all(
+            isinstance(r, ReversalExceedsOriginal) for r in asked if not isinstance(r, Transaction)
+        ), asked
+        assert len(new) <= 6, "only what the failed ones gave back can be claimed again"
+        assert await _claimed(engine, original) == 4_00 + 1_00 * len(new)
+        await assert_reversals_explained(engine, [original])
+
+        await deposit(uow_factory, receiver, "10.00")
+        again = await asyncio.gather(*(settle(uow_factory, r.id) for r in new))
+        assert {t.status for t in again} <= {TransactionStatus.COMPLETED}
+        assert await _balances(engine, sender, receiver) == [
+            10_00 + 4_00 + 1_00 * len(new),
+            10_00 - 1_00 * len(new),
+        ]
+        figures = await assert_reversals_explained(engine, [original])
+        assert figures[str(original)].returned == 4_00 + 1_00 * len(new) <= 10_00
+        await assert_balances_explained(engine, [sender, receiver, elsewhere])
+
+
+async def test_reversals_of_one_original_failing_in_one_settlement_each_give_their_share_back(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    sender, receiver, original = await _paid(uow_factory)
+    claims = [await reverse(uow_factory, original, amount) for amount in ("3.00", "2.00", "4.00")]
+    await transfer(uow_factory, receiver, sender, "9.00")  # 1.00 left to give back
+
+    await run_unattended(uow_factory, services.settle, [c.id for c in claims])
+
+    statuses = await _reversals(engine, original)
+    assert sorted(statuses.values()) == [("FAILED", 2_00), ("FAILED", 3_00), ("FAILED", 4_00)]
+    assert await _claimed(engine, original) == 0
+    assert await _balances(engine, sender, receiver) == [19_00, 1_00]
+    assert (await reversed_now(uow_factory, original, "1.00")).status is (
+        TransactionStatus.COMPLETED
+    )
+    figures = await assert_reversals_explained(engine, [original])
+    assert (figures[str(original)].claimed, figures[str(original)].returned) == (1_00, 1_00)
+    await assert_balances_explained(engine, [sender, receiver])
+
+
+async def test_a_reversal_the_worker_gives_up_on_fails_and_gives_its_share_back(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    sender, receiver, original = await _paid(uow_factory)
+    pending = await reverse(uow_factory, original, "6.00")
+
+    given_up = await services.fail_pending(
+        uow_factory(), pending.id, InternalFailure("could not be settled")
+    )
+
+    assert given_up is not None
+    assert (given_up.status, given_up.failure_code) == (
+        TransactionStatus.FAILED,
+        ErrorCode.INTERNAL,
+    )
+    assert await _claimed(engine, original) == 0
+    assert await _balances(engine, sender, receiver) == [10_00, 10_00]
+    assert (await reversed_now(uow_factory, original)).amount.minor == 10_00
+    await assert_reversals_explained(engine, [original])
+    await assert_balances_explained(engine, [sender, receiver])
 
 
 # -- what cannot be reversed, and by whom --------------------------------------------------
