@@ -13,7 +13,17 @@ from tests.faults.load import Load, Request, minor_units, post
 from tests.invariants import LedgerFigures, assert_ledger_holds
 from tests.waits import eventually
 
-_TYPES = {"deposit": "DEPOSIT", "withdraw": "WITHDRAWAL", "transfer": "TRANSFER"}
+_TYPES = {
+    "deposit": "DEPOSIT",
+    "withdraw": "WITHDRAWAL",
+    "transfer": "TRANSFER",
+    "reverse": "REVERSAL",
+}
+# What may refuse a request, besides a lack of money: a refund of a transfer not yet settled,
+# or of more than is left of it.
+_REFUSALS = {
+    "reverse": {"INSUFFICIENT_FUNDS", "NOT_REVERSIBLE", "REVERSAL_EXCEEDS_ORIGINAL"},
+}
 # Aliases per read, under the API's alias limit.
 _PER_READ = 25
 _PENDING = text("SELECT count(*) FROM transactions WHERE status = 'PENDING'")
@@ -47,7 +57,7 @@ async def assert_requests_kept(engine: AsyncEngine, requests: list[Request]) -> 
                     """
                     SELECT client_transaction_id, id::text, type, amount,
                            sender_wallet_id::text, receiver_wallet_id::text, status,
-                           failure_code
+                           failure_code, reversal_of::text
                     FROM transactions
                     """
                 )
@@ -65,14 +75,16 @@ async def assert_requests_kept(engine: AsyncEngine, requests: list[Request]) -> 
         if request.refusals:
             assert not request.transaction_ids, f"both refused and accepted: {request}"
             assert found == [], f"a refused request recorded something: {request} {found}"
-            assert set(request.refusals) <= {"INSUFFICIENT_FUNDS"}, request
+            allowed = _REFUSALS.get(request.operation, {"INSUFFICIENT_FUNDS"})
+            assert set(request.refusals) <= allowed, request
             continue
         assert len(set(request.transaction_ids)) == 1, f"a re-send got another id: {request}"
         assert len(found) == 1, f"recorded {len(found)} times: {request}"
-        (transaction_id, kind, amount, sender, receiver, status, failure_code) = found[0]
+        (transaction_id, kind, amount, sender, receiver, status, failure_code, original) = found[0]
         assert transaction_id == request.transaction_ids[0], request
         assert kind == _TYPES[request.operation], request
         assert amount == request.minor_units, request
+        assert original == request.original, request
         if request.operation == "deposit":
             assert (sender, receiver) == (None, request.wallet), request
         elif request.operation == "withdraw":

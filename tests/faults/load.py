@@ -1,7 +1,9 @@
 """The load the faults land in: many clients moving money the way real ones do.
 
 Each client sends deposits, withdrawals and transfers in both directions between a set of
-wallets, and now and then sends an earlier request again under its key. A request whose answer
+wallets, refunds part of a transfer it sent a while ago (a reversal: the tester owns every
+wallet, so it is every transfer's receiver's owner), and now and then sends an earlier request
+again under its key. A request whose answer
 never came (a refused connection, a reset, a timeout, a 5xx, a GraphQL error instead of a
 payload) is sent again with the same key and the same parameters until it is answered, as a
 client that must not lose a payment does. Everything sent and answered is kept, for the checks.
@@ -27,13 +29,26 @@ MUTATIONS = {
     "deposit": f"mutation($input: DepositInput!) {{ deposit(input: $input) {{ {_PAYLOAD} }} }}",
     "withdraw": f"mutation($input: WithdrawInput!) {{ withdraw(input: $input) {{ {_PAYLOAD} }} }}",
     "transfer": f"mutation($input: TransferInput!) {{ transfer(input: $input) {{ {_PAYLOAD} }} }}",
+    "reverse": (
+        "mutation($input: ReverseTransactionInput!) "
+        f"{{ reverseTransaction(input: $input) {{ {_PAYLOAD} }} }}"
+    ),
+}
+# The payload of each operation, by its mutation's name.
+FIELDS = {
+    "deposit": "deposit",
+    "withdraw": "withdraw",
+    "transfer": "transfer",
+    "reverse": "reverseTransaction",
 }
 _CREATE_WALLET = """
 mutation($input: CreateWalletInput!) {
   createWallet(input: $input) { wallet { id } errors { code } }
 }"""
 # Of every hundred requests a client sends: the rest are transfers.
-_DEPOSITS, _WITHDRAWALS, _RESENDS = 25, 15, 15
+_DEPOSITS, _WITHDRAWALS, _RESENDS, _REVERSALS = 25, 15, 15, 5
+# A reversal refunds a transfer at least this many requests older, most likely settled by then.
+_REVERSAL_AGE = 5
 # A client that cannot get an answer for this long has met a service that did not recover.
 GIVE_UP_SECONDS = 90.0
 
@@ -49,9 +64,11 @@ class Request:
     operation: str
     key: str
     amount: str
-    # The wallet the money leaves (withdraw, transfer) or enters (deposit).
+    # The wallet the money leaves (withdraw, transfer, reverse) or enters (deposit).
     wallet: str
     receiver: str | None = None
+    # For a reversal: the transaction it reverses.
+    original: str | None = None
     # The transaction id of each answer that carried one: all the same, if keys work.
     transaction_ids: list[str] = field(default_factory=list)
     # The transaction's status in each of those answers: once final, never another.
@@ -63,6 +80,12 @@ class Request:
 
     @property
     def input(self) -> dict[str, str]:
+        if self.operation == "reverse":
+            return {
+                "transactionId": str(self.original),
+                "amount": self.amount,
+                "clientTransactionId": self.key,
+            }
         if self.operation == "transfer":
             return {
                 "fromWalletId": self.wallet,
@@ -193,7 +216,12 @@ class Load:
                 self.resends += 1
                 await self._send(rng.choice(answered))
                 continue
-            request = self._new(rng, roll)
+            transfers = [r for r in mine[:-_REVERSAL_AGE] if r.operation == "transfer"]
+            sent = [r for r in transfers if r.transaction_ids]
+            if roll >= 100 - _REVERSALS and sent:
+                request = self._reversal(rng, rng.choice(sent))
+            else:
+                request = self._new(rng, roll)
             mine.append(request)
             self.requests.append(request)
             await self._send(request)
@@ -207,6 +235,18 @@ class Load:
             return Request("withdraw", key, amount, rng.choice(self.wallets))
         sender, receiver = rng.sample(self.wallets, 2)
         return Request("transfer", key, amount, sender, receiver)
+
+    def _reversal(self, rng: random.Random, transfer: Request) -> Request:
+        """A refund of part of `transfer`: from its receiver back to its sender."""
+        cents = rng.randint(1, transfer.minor_units)
+        return Request(
+            "reverse",
+            f"faults-{uuid.uuid4()}",
+            f"{cents / 100:.2f}",
+            str(transfer.receiver),
+            transfer.wallet,
+            original=transfer.transaction_ids[0],
+        )
 
     async def _send(self, request: Request) -> None:
         give_up = time.monotonic() + GIVE_UP_SECONDS
@@ -228,7 +268,7 @@ class Load:
                 pause = min(pause * 2, 1.0)
                 continue
             self.answered_at.append(time.monotonic())
-            payload = data[request.operation]
+            payload = data[FIELDS[request.operation]]
             if payload["transaction"] is not None:
                 request.transaction_ids.append(payload["transaction"]["id"])
                 request.statuses.append(payload["transaction"]["status"])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 class ReportLine:
     scenario: str
     requests: int
+    # Of those, refunds of earlier transfers (reverseTransaction) that were accepted.
+    reversals: int
     attempts: int
     failed_attempts: int
     resends: int
@@ -26,7 +28,8 @@ class ReportLine:
 
     def __str__(self) -> str:
         return (
-            f"{self.scenario:<34} {self.requests:>5} requests {self.attempts:>5} attempts "
+            f"{self.scenario:<34} {self.requests:>5} requests ({self.reversals:>3} refunds) "
+            f"{self.attempts:>5} attempts "
             f"{self.failed_attempts:>4} failed {self.resends:>4} re-sent | "
             f"recovered in {self.recovery_seconds:5.2f} s, slowest settlement "
             f"{self.slowest_settlement_seconds:5.2f} s | fault at "

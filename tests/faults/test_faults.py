@@ -94,6 +94,9 @@ async def under_load(stack: Stack, scenario: str) -> AsyncIterator[Fault]:
             ReportLine(
                 scenario=scenario,
                 requests=len(load.requests),
+                reversals=sum(
+                    1 for r in load.requests if r.operation == "reverse" and r.transaction_ids
+                ),
                 attempts=sum(r.attempts for r in load.requests),
                 failed_attempts=len(load.failed_at),
                 resends=load.resends,
