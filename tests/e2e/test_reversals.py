@@ -740,6 +740,53 @@ async def test_a_movement_key_sent_again_with_another_description_is_refused(
     assert await ledger.balance(wallet) == expected
 
 
+TRANSFER_BATCH = f"""
+mutation TransferBatch($input: TransferBatchInput!) {{
+  transferBatch(input: $input) {{
+    results {{ transaction {{ id status description }} {ERRORS} }}
+    {ERRORS}
+  }}
+}}"""
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["one by one", "atomic"])
+async def test_a_batch_s_transfers_keep_their_descriptions_and_281_characters_are_refused(
+    api: Api, ledger: Ledger, atomic: bool
+) -> None:
+    sender = await api.new_wallet("10.00")
+    receiver = await api.new_wallet()
+    descriptions = ["rent", None, "x" * 281]
+    transfers = [
+        {
+            "fromWalletId": sender,
+            "toWalletId": receiver,
+            "amount": "1.00",
+            "clientTransactionId": key(),
+            **({"description": d} if d is not None else {}),
+        }
+        for d in descriptions
+    ]
+
+    payload = (await api.data(TRANSFER_BATCH, input={"transfers": transfers, "atomic": atomic}))[
+        "transferBatch"
+    ]
+
+    results = payload["results"]
+    assert payload["errors"] == []
+    assert _errors(results[2]) == [("INVALID_INPUT", ["input", "transfers", "2", "description"])]
+    assert results[2]["transaction"] is None
+    if atomic:
+        assert [_codes(r) for r in results[:2]] == [["LINKED_TRANSFER_FAILED"]] * 2
+        assert await ledger.balance(sender) == "10.00"
+        return
+    kept = [await ledger.final(r["transaction"]["id"]) for r in results[:2]]
+    assert [(t["status"], t["description"]) for t in kept] == [
+        ("COMPLETED", "rent"),
+        ("COMPLETED", None),
+    ]
+    assert await ledger.balance(sender) == "8.00"
+
+
 # -- at once -------------------------------------------------------------------------------
 
 
