@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from tests import tokens
 from tests.client import (
@@ -979,3 +980,44 @@ async def test_a_pending_transfer_is_not_reversible_and_a_pending_reversal_waits
             assert await ledger.balance(sender) == "7.50"
             assert await shop.balance(shop_wallet) == "2.50"
             assert (await ledger.get(paid))["reversedAmount"] == "1.50"
+
+
+@pytest.mark.slow
+async def test_a_reversal_whose_job_was_lost_is_swept_back_onto_the_queue_and_settled(
+    env: dict[str, str],
+) -> None:
+    """Redis loses the reversal's job before any worker takes it: the worker's sweeper finds
+    the PENDING reversal, as it finds a PENDING transfer, and settles it once."""
+    env = {**env, "WALLET_SWEEP_AFTER_SECONDS": "1"}
+    queue = f"{env['WALLET_REDIS_PREFIX']}:settlements"
+    with api_server(env) as server:
+        async with httpx.AsyncClient(timeout=30, headers=tokens.header()) as client:
+            api = Api(client, server.url)
+            ledger = Ledger(api)
+            sender = await api.new_wallet("10.00")
+            shop, shop_wallet = await _shop(api)
+            payload = await ledger.move(
+                "transfer", fromWalletId=sender, toWalletId=shop_wallet, amount="4.00"
+            )
+            with worker(env):
+                assert (await ledger.final(payload["transaction"]["id"]))["status"] == "COMPLETED"
+            paid = payload["transaction"]["id"]
+            answered = await shop.reverse(paid, "2.50")
+            assert answered["errors"] == []
+            reversal = answered["transaction"]
+            assert reversal["status"] == "PENDING"
+            redis = Redis.from_url(env["REDIS_URL"])
+            try:
+                assert await redis.delete(queue) == 1, "the job waited on the queue"
+            finally:
+                await redis.aclose()
+
+            with worker(env):
+                done = await shop.final(reversal["id"])
+
+            assert done["status"] == "COMPLETED"
+            assert await ledger.balance(sender) == "8.50"
+            assert await shop.balance(shop_wallet) == "1.50"
+            original = await ledger.get(paid)
+            assert original["reversedAmount"] == "2.50"
+            assert [r["id"] for r in original["reversals"]] == [reversal["id"]]
