@@ -741,6 +741,45 @@ async def test_a_movement_key_sent_again_with_another_description_is_refused(
     assert await ledger.balance(wallet) == expected
 
 
+@pytest.mark.parametrize("name", ["deposit", "transfer"])
+async def test_movements_sent_at_once_with_one_key_and_two_descriptions_move_money_once(
+    api: Api, ledger: Ledger, name: str
+) -> None:
+    """Requests arriving in the same turn share a unit of work: a key repeated there must
+    still tell a replay from another request by its description."""
+    wallet = await api.new_wallet("10.00")
+    other = await api.new_wallet()
+    fields = (
+        {"fromWalletId": wallet, "toWalletId": other}
+        if name == "transfer"
+        else {"walletId": wallet}
+    )
+    client_key = key()
+    asked = ["first", "second"] * 4
+
+    payloads = await asyncio.gather(
+        *(
+            ledger.move(
+                name, amount="1.00", clientTransactionId=client_key, description=d, **fields
+            )
+            for d in asked
+        )
+    )
+
+    accepted = {d for d, p in zip(asked, payloads, strict=True) if p["errors"] == []}
+    assert len(accepted) == 1, payloads
+    (kept,) = accepted
+    ids = {p["transaction"]["id"] for p in payloads if p["errors"] == []}
+    assert len(ids) == 1
+    for d, p in zip(asked, payloads, strict=True):
+        if d != kept:
+            assert p["transaction"] is None
+            assert _codes(p) == ["IDEMPOTENCY_KEY_REUSED"]
+    done = await ledger.final(ids.pop())
+    assert (done["status"], done["description"]) == ("COMPLETED", kept)
+    assert await ledger.balance(wallet) == ("11.00" if name == "deposit" else "9.00")
+
+
 TRANSFER_BATCH = f"""
 mutation TransferBatch($input: TransferBatchInput!) {{
   transferBatch(input: $input) {{
