@@ -110,7 +110,8 @@ async def test_balances_at_instants_are_one_index_lookup_each_with_limit_one(
     assert (lookup["Node Type"], lookup["Index Name"]) == ("Index Scan", ENTRIES_BY_TIME)
     assert lookup["Scan Direction"] == "Backward"
     # The wallet and the instant bound the scan itself: no entry is read to be thrown away.
-    assert "wallet_id" in lookup["Index Cond"] and "created_at" in lookup["Index Cond"]
+    assert "wallet_id" in lookup["Index Cond"]
+    assert "created_at" in lookup["Index Cond"]
     assert "Filter" not in lookup, explained(found)
     # Stopped at the first entry found, the newest at or before the instant.
     limits = [n for n in nodes(found) if n["Node Type"] == "Limit"]
@@ -126,9 +127,7 @@ async def test_a_statement_is_one_lookup_and_one_range_scan_of_the_period(
     async with filled.connect() as connection:
         wallet_ids = await busy_wallets(connection, asked)
         requests = [
-            StatementRequest(
-                w, START + timedelta(hours=5), START + timedelta(hours=6, seconds=i)
-            )
+            StatementRequest(w, START + timedelta(hours=5), START + timedelta(hours=6, seconds=i))
             for i, w in enumerate(wallet_ids)
         ]
         found = await plan(connection, statements_statement(requests))
@@ -146,7 +145,8 @@ async def test_a_statement_is_one_lookup_and_one_range_scan_of_the_period(
     # The opening balance is the newest entry before it, not a sum of those before.
     assert opening["Scan Direction"] == "Backward", explained(found)
     aggregates = [n for n in nodes(found) if n["Node Type"] == "Aggregate"]
-    assert len(aggregates) == 1 and period in list(nodes(aggregates[0])), explained(found)
+    assert len(aggregates) == 1, explained(found)
+    assert period in list(nodes(aggregates[0])), explained(found)
 
 
 @pytest.mark.timeout(120)
