@@ -71,11 +71,16 @@ def contract() -> GraphQLSchema:
 
 
 def test_the_contract_is_extended_by_every_extension_taken(contract: GraphQLSchema) -> None:
-    assert [p.name for p in EXTENSIONS] == ["auth.graphql", "batches.graphql", "holds.graphql"]
+    assert [p.name for p in EXTENSIONS] == [
+        "auth.graphql",
+        "batches.graphql",
+        "holds.graphql",
+        "ledger.graphql",
+    ]
     assert contract.query_type is not None
     assert {"viewer", "hold"} <= contract.query_type.fields.keys()
     assert contract.mutation_type is not None
-    assert "transferBatch" in contract.mutation_type.fields
+    assert {"transferBatch", "reverseTransaction"} <= contract.mutation_type.fields.keys()
 
 
 @pytest.fixture(scope="module")
