@@ -7,18 +7,16 @@ ANALYZEd, so the planner chooses as it would in production: nothing is forced.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Select, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tests.integration.plans import filled_database, nodes, plan, scans
 from wallet.domain.model import HistoryRequest, TransactionStatus, TransactionType
-from wallet.persistence.database import create_engine, drop_database, migrate
 from wallet.persistence.queries import history_statement
 from wallet.persistence.tables import transactions, wallets
 
@@ -42,48 +40,8 @@ FILL = [
 
 @pytest.fixture(scope="module")
 async def filled(database_url: str) -> AsyncIterator[AsyncEngine]:
-    name = f"{make_url(database_url).database}_plans"
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    await migrate(url)
-    engine = create_engine(url, pool_size=2)
-    try:
-        async with engine.connect() as connection:
-            for statement in FILL:
-                await connection.execute(text(statement))
-            await connection.commit()
+    async with filled_database(database_url, "plans", FILL) as engine:
         yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
-
-
-async def plan(connection: AsyncConnection, statement: Select[Any]) -> dict[str, Any]:
-    compiled = statement.compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    assert compiled.positiontup is not None
-    parameters = tuple(compiled.params[name] for name in compiled.positiontup)
-    result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", parameters)
-    document = result.scalar_one()
-    found: dict[str, Any] = (json.loads(document) if isinstance(document, str) else document)[0][
-        "Plan"
-    ]
-    return found
-
-
-def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from nodes(child)
-
-
-def scans(node: dict[str, Any]) -> set[tuple[str, str]]:
-    """(node type, index or table) of every scan in the plan."""
-    return {
-        (n["Node Type"], n.get("Index Name") or n.get("Relation Name", ""))
-        for n in nodes(node)
-        if "Scan" in n["Node Type"]
-    }
 
 
 async def busy_wallet(connection: AsyncConnection) -> tuple[UUID, tuple[datetime, UUID]]:

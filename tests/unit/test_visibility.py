@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +19,14 @@ from wallet.app import build_schema
 from wallet.domain import services
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import run_alone
+from wallet.domain.ledger import (
+    BalanceRequest,
+    EntriesRequest,
+    EntryPage,
+    PostedEntry,
+    Statement,
+    StatementRequest,
+)
 from wallet.domain.model import (
     HistoryRequest,
     Hold,
@@ -25,8 +34,11 @@ from wallet.domain.model import (
     HoldsRequest,
     Page,
     Transaction,
+    TransactionStatus,
+    TransactionType,
     Wallet,
 )
+from wallet.domain.money import Money
 from wallet.schema.context import Context, Identity
 
 EXTENSION_INSTANCES = "ignore:Passing an extension instance:DeprecationWarning"
@@ -55,6 +67,47 @@ class FakeReads:
             t for t in self._db.stored.transactions.values() if request.wallet_id in t.wallet_ids
         ]
         return Page(transactions=touching[::-1][: request.limit])
+
+    def _posted(self, wallet_id: UUID) -> list[PostedEntry]:
+        """The wallet's entries, oldest first, each dated when its transaction ended."""
+        posted = []
+        for n, entry in enumerate(self._db.stored.entries, 1):
+            ended = self._db.stored.transactions[entry.transaction_id].completed_at
+            if entry.wallet_id == wallet_id and ended is not None:
+                posted.append(
+                    PostedEntry(
+                        n, entry.transaction_id, wallet_id, entry.delta, entry.balance_after, ended
+                    )
+                )
+        return posted
+
+    async def entries(self, request: EntriesRequest) -> EntryPage:
+        return EntryPage(entries=self._posted(request.wallet_id)[::-1][: request.limit])
+
+    async def balances_at(self, requests: Sequence[BalanceRequest]) -> list[int]:
+        def at(request: BalanceRequest) -> int:
+            posted = [e for e in self._posted(request.wallet_id) if e.created_at <= request.at]
+            return posted[-1].balance_after if posted else 0
+
+        return [at(r) for r in requests]
+
+    async def statements(self, requests: Sequence[StatementRequest]) -> list[Statement]:
+        def of(r: StatementRequest) -> Statement:
+            posted = self._posted(r.wallet_id)
+            before = [e.balance_after for e in posted if e.created_at < r.since]
+            inside = [e.delta for e in posted if r.since <= e.created_at < r.until]
+            credits, debits = sum(d for d in inside if d > 0), -sum(d for d in inside if d < 0)
+            opening = before[-1] if before else 0
+            return Statement(r.wallet_id, r.since, r.until, opening, credits, debits, len(inside))
+
+        return [of(r) for r in requests]
+
+    async def reversals(self, transaction_ids: Sequence[UUID]) -> list[list[Transaction]]:
+        stored = sorted(
+            (t for t in self._db.stored.transactions.values() if t.reversal_of is not None),
+            key=lambda t: (t.created_at, t.id),
+        )
+        return [[t for t in stored if t.reversal_of == i] for i in transaction_ids]
 
 
 class QuietFeed:
@@ -207,3 +260,76 @@ async def test_subscriptions_end_with_an_error_for_a_caller_who_may_not_see_them
     shown = await first_answer(db, BOB, updates)
     assert shown.errors is None
     assert shown.data == {"transactionUpdated": {"id": ids["kept"]}}
+
+
+async def test_a_wallet_s_entries_and_statement_are_shown_with_it_and_only_with_it(
+    world: tuple[FakeDatabase, dict[str, str]],
+) -> None:
+    db, ids = world
+    document = (
+        f'{{ wallet(id: "{ids["bob"]}") {{ '
+        "entries { edges { node { amount balanceAfter transaction { type } } } } "
+        'statement(since: "2000-01-01T00:00:00+00:00", until: "2999-01-01T00:00:00+00:00") '
+        "{ openingBalance closingBalance entryCount } } }"
+    )
+
+    shown = (await ask(db, BOB, document))["wallet"]
+
+    assert shown["entries"]["edges"][-1]["node"] == {
+        "amount": "10.00",
+        "balanceAfter": "10.00",
+        "transaction": {"type": "DEPOSIT"},
+    }
+    assert shown["statement"]["openingBalance"] == "0.00"
+    assert shown["statement"]["entryCount"] == len(shown["entries"]["edges"])
+    assert await ask(db, ALICE, document) == {"wallet": None}
+    assert await ask(db, ADMIN, document) == {"wallet": shown}
+
+
+async def test_reversals_and_what_they_returned_are_shown_to_whoever_sees_the_original(
+    world: tuple[FakeDatabase, dict[str, str]],
+) -> None:
+    db, ids = world
+    (funding,) = [
+        t
+        for t in db.stored.transactions.values()
+        if t.type is TransactionType.DEPOSIT and t.receiver_wallet_id == UUID(ids["bob"])
+    ]
+    start = datetime.now(UTC)
+    made = []
+    # Recorded out of order: they come back oldest first.
+    for seconds, amount, status in [
+        (2, "0.10", TransactionStatus.PENDING),
+        (0, "0.30", TransactionStatus.COMPLETED),
+        (1, "0.20", TransactionStatus.FAILED),
+    ]:
+        reversal = funding.reverse(Money.parse(amount, funding.amount.currency), key=None)
+        reversal.status = status
+        reversal.created_at = start + timedelta(seconds=seconds)
+        db.stored.transactions[reversal.id] = reversal
+        made.append(str(reversal.id))
+    of_original = (
+        f'{{ transaction(id: "{funding.id}") {{ reversedAmount reversalOf {{ id }} '
+        "reversals { id reversalOf { id } } } }"
+    )
+    of_reversal = f'{{ transaction(id: "{made[0]}") {{ reversalOf {{ id }} }} }}'
+
+    shown = await ask(db, BOB, of_original)
+
+    assert shown == {
+        "transaction": {
+            # Only the COMPLETED one returned money.
+            "reversedAmount": "0.30",
+            "reversalOf": None,
+            "reversals": [
+                {"id": i, "reversalOf": {"id": str(funding.id)}}
+                for i in (made[1], made[2], made[0])
+            ],
+        }
+    }
+    assert await ask(db, ADMIN, of_original) == shown
+    assert await ask(db, BOB, of_reversal) == {
+        "transaction": {"reversalOf": {"id": str(funding.id)}}
+    }
+    assert await ask(db, ALICE, of_original) == {"transaction": None}
+    assert await ask(db, ALICE, of_reversal) == {"transaction": None}

@@ -9,6 +9,13 @@ from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
+from wallet.domain.ledger import (
+    BalanceRequest,
+    EntriesRequest,
+    EntryPage,
+    Statement,
+    StatementRequest,
+)
 from wallet.domain.model import (
     HistoryRequest,
     Hold,
@@ -207,6 +214,23 @@ class HistoryQuery(Protocol):
 
     async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
         """A wallet's holds, newest first."""
+        ...
+
+    async def entries(self, request: EntriesRequest) -> EntryPage:
+        """A wallet's ledger entries, newest first."""
+        ...
+
+    async def balances_at(self, requests: Sequence[BalanceRequest]) -> list[int]:
+        """Each wallet's balance at each instant, in minor units, in the order asked: zero
+        before its first entry (and for a wallet that does not exist)."""
+        ...
+
+    async def statements(self, requests: Sequence[StatementRequest]) -> list[Statement]:
+        """Each wallet's statement for each period, in the order asked."""
+        ...
+
+    async def reversals(self, transaction_ids: Sequence[UUID]) -> list[list[Transaction]]:
+        """The reversals of each transaction, oldest first, in the order asked."""
         ...
 
 

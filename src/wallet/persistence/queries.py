@@ -1,5 +1,5 @@
-"""Reads for the API: wallets, transactions and holds by id in one statement each, and pages
-of history and of holds."""
+"""Reads for the API: wallets, transactions and holds by id in one statement each, pages
+of history and of holds, and the ledger's reads (ledger_queries.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from wallet.domain.ledger import (
+    BalanceRequest,
+    EntriesRequest,
+    EntryPage,
+    Statement,
+    StatementRequest,
+)
 from wallet.domain.model import (
     HistoryRequest,
     Hold,
@@ -22,6 +29,13 @@ from wallet.domain.model import (
     WalletPage,
 )
 from wallet.persistence.history_filter import HistoryFilter
+from wallet.persistence.ledger_queries import (
+    balances_statement,
+    entries_statement,
+    entry_from_row,
+    reversals_statement,
+    statements_statement,
+)
 from wallet.persistence.rows import hold_from_row, transaction_from_row, wallet_from_row
 from wallet.persistence.tables import holds, transactions, wallets
 
@@ -85,6 +99,48 @@ class SqlHistoryQuery:
             rows.reverse()
             return Page(rows, has_next=request.before is not None, has_previous=more)
         return Page(rows, has_next=more, has_previous=request.after is not None)
+
+    async def entries(self, request: EntriesRequest) -> EntryPage:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(entries_statement(request))
+            rows = [entry_from_row(r) for r in result.mappings()]
+        return EntryPage(rows[: request.limit], has_next=len(rows) > request.limit)
+
+    async def balances_at(self, requests: Sequence[BalanceRequest]) -> list[int]:
+        if not requests:
+            return []
+        async with self._engine.connect() as connection:
+            result = await connection.execute(balances_statement(requests))
+            return [int(balance) for balance in result.scalars()]
+
+    async def statements(self, requests: Sequence[StatementRequest]) -> list[Statement]:
+        if not requests:
+            return []
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statements_statement(requests))
+            rows = result.mappings().all()
+        return [
+            Statement(
+                wallet_id=request.wallet_id,
+                since=request.since,
+                until=request.until,
+                opening=int(row["opening"]),
+                credits=int(row["credits"]),
+                debits=int(row["debits"]),
+                count=row["count"],
+            )
+            for request, row in zip(requests, rows, strict=True)
+        ]
+
+    async def reversals(self, transaction_ids: Sequence[UUID]) -> list[list[Transaction]]:
+        found: dict[UUID, list[Transaction]] = {i: [] for i in transaction_ids}
+        if not found:
+            return []
+        async with self._engine.connect() as connection:
+            result = await connection.execute(reversals_statement(list(found)))
+            for row in result.mappings():
+                found[row["reversal_of"]].append(transaction_from_row(row))
+        return [found[i] for i in transaction_ids]
 
 
 def history_statement(request: HistoryRequest) -> Select[Any]:

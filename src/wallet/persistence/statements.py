@@ -82,7 +82,9 @@ RELEASE_KEYS = """
 """
 
 # Transactions recorded together are stamped a microsecond apart, in the order given, so
-# that settle() (by created_at, id) decides them in the order they were sent.
+# that settle() (by created_at, id) decides them in the order they were sent. Entries are
+# numbered in the order given, so a wallet's entries of one statement (which share its
+# timestamp) read back, by (created_at, id), in the order its balance went through them.
 #
 # What one step writes goes in one statement, whatever its size: each part (transactions
 # recorded, outcomes decided, balances, ledger entries) travels as arrays. Only the parts a
@@ -157,7 +159,9 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
         """
         INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after, created_at)
         SELECT v.transaction_id, v.wallet_id, v.delta, v.balance_after, now.at
-        FROM now, unnest({}) AS v(transaction_id, wallet_id, delta, balance_after)
+        FROM now, unnest({}) WITH ORDINALITY
+            AS v(transaction_id, wallet_id, delta, balance_after, n)
+        ORDER BY v.n
         """,
     ),
     # What the reversals of these (locked) originals take of them.

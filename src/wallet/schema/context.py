@@ -13,6 +13,13 @@ from strawberry.dataloader import DataLoader
 from wallet.domain import access
 from wallet.domain.callers import Caller
 from wallet.domain.group_commit import Request
+from wallet.domain.ledger import (
+    BalanceRequest,
+    EntriesRequest,
+    EntryPage,
+    Statement,
+    StatementRequest,
+)
 from wallet.domain.model import (
     HistoryRequest,
     Hold,
@@ -60,6 +67,10 @@ class Context:
     history_loader: DataLoader[HistoryRequest, Page] = field(init=False)
     hold_loader: DataLoader[UUID, Hold | None] = field(init=False)
     holds_loader: DataLoader[HoldsRequest, HoldPage] = field(init=False)
+    entries_loader: DataLoader[EntriesRequest, EntryPage] = field(init=False)
+    balance_at_loader: DataLoader[BalanceRequest, int] = field(init=False)
+    statement_loader: DataLoader[StatementRequest, Statement] = field(init=False)
+    reversals_loader: DataLoader[UUID, list[Transaction]] = field(init=False)
 
     def __post_init__(self) -> None:
         # One set of loaders per request: nothing cached outlives the request that read it.
@@ -70,6 +81,11 @@ class Context:
         self.history_loader = DataLoader(load_fn=self._histories, cache=False)
         self.hold_loader = DataLoader(load_fn=self.reads.holds)
         self.holds_loader = DataLoader(load_fn=self._holds, cache=False)
+        # The ledger's reads, uncached for the same reason; a batch is one statement.
+        self.entries_loader = DataLoader(load_fn=self._entries, cache=False)
+        self.balance_at_loader = DataLoader(load_fn=self.reads.balances_at, cache=False)
+        self.statement_loader = DataLoader(load_fn=self.reads.statements, cache=False)
+        self.reversals_loader = DataLoader(load_fn=self.reads.reversals, cache=False)
 
     async def _histories(self, requests: list[HistoryRequest]) -> list[Page]:
         # The same page asked for in many places of one document (the sender's history of
@@ -82,6 +98,12 @@ class Context:
     async def _holds(self, requests: list[HoldsRequest]) -> list[HoldPage]:
         unique = list(dict.fromkeys(requests))
         pages = await asyncio.gather(*(self.reads.wallet_holds(request) for request in unique))
+        read = dict(zip(unique, pages, strict=True))
+        return [read[request] for request in requests]
+
+    async def _entries(self, requests: list[EntriesRequest]) -> list[EntryPage]:
+        unique = list(dict.fromkeys(requests))
+        pages = await asyncio.gather(*(self.reads.entries(request) for request in unique))
         read = dict(zip(unique, pages, strict=True))
         return [read[request] for request in requests]
 

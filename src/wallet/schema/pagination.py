@@ -1,4 +1,6 @@
-"""Opaque history cursors: a position (created_at, id) in base64, with a version tag."""
+"""Opaque cursors: a position (created_at, id) in base64, with a tag naming its kind and
+version. A transaction's, hold's or wallet's id is a UUID; a ledger entry's is a number, and
+its cursors are tagged apart, so neither kind is taken for the other."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from datetime import datetime
 from uuid import UUID
 
 _PREFIX = "v1:"
+_ENTRY_PREFIX = "e1:"
+_MAX_BIGINT = 2**63 - 1
 
 
 class InvalidCursor(ValueError):
@@ -20,14 +24,37 @@ def encode_cursor(created_at: datetime, transaction_id: UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    created_at, ident = _decode(cursor, _PREFIX)
+    try:
+        return created_at, UUID(ident)
+    except ValueError:
+        raise InvalidCursor(f"{cursor!r} is not a cursor this API gave out") from None
+
+
+def encode_entry_cursor(created_at: datetime, entry_id: int) -> str:
+    raw = f"{_ENTRY_PREFIX}{created_at.isoformat()}|{entry_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_entry_cursor(cursor: str) -> tuple[datetime, int]:
+    created_at, ident = _decode(cursor, _ENTRY_PREFIX)
+    # Only the digits an entry's id is written with (int() would take "+1", " 1" or "1_0"),
+    # and within bigint, so PostgreSQL is never handed a number it refuses.
+    digits = ident.isascii() and ident.isdigit() and len(ident) <= 19
+    if not (digits and int(ident) <= _MAX_BIGINT):
+        raise InvalidCursor(f"{cursor!r} is not a cursor this API gave out")
+    return created_at, int(ident)
+
+
+def _decode(cursor: str, prefix: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith(_PREFIX):
+        if not raw.startswith(prefix):
             raise ValueError(raw)
-        when, _, ident = raw.removeprefix(_PREFIX).partition("|")
+        when, _, ident = raw.removeprefix(prefix).partition("|")
         created_at = datetime.fromisoformat(when)
         if created_at.tzinfo is None:
             raise ValueError(when)
-        return created_at, UUID(ident)
+        return created_at, ident
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor(f"{cursor!r} is not a cursor this API gave out") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -11,11 +12,17 @@ from strawberry.types import Info
 from strawberry.utils.str_converters import to_camel_case
 
 from wallet.domain import errors as domain_errors
-from wallet.domain import model
+from wallet.domain import ledger, model
 from wallet.domain.model import MAX_PAGE_SIZE, HistoryRequest, HoldsRequest, OwnedWalletsRequest
-from wallet.domain.money import Money
+from wallet.domain.money import Currency, Money
 from wallet.schema.context import Context
-from wallet.schema.pagination import InvalidCursor, decode_cursor, encode_cursor
+from wallet.schema.pagination import (
+    InvalidCursor,
+    decode_cursor,
+    decode_entry_cursor,
+    encode_cursor,
+    encode_entry_cursor,
+)
 from wallet.schema.scalars import DecimalText
 
 # The domain's enums are the contract's: registered with Strawberry here, not decorated there.
@@ -248,6 +255,78 @@ class Wallet:
             ),
         )
 
+    @strawberry.field(
+        description="Its balance at that instant: every COMPLETED movement up to and including it."
+    )
+    async def balance_at(self, info: Info[Context, None], time: datetime) -> DecimalText:
+        minor = await info.context.balance_at_loader.load(
+            ledger.BalanceRequest(UUID(self.id), time)
+        )
+        return DecimalText(str(Money(minor, Currency.of(self.currency))))
+
+    @strawberry.field(
+        description="Its ledger entries, newest first, optionally only those in [since, until)."
+    )
+    async def entries(
+        self,
+        info: Info[Context, None],
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description=f"How many entries, newest first: at most {MAX_PAGE_SIZE}; "
+                f"a larger number is answered with {MAX_PAGE_SIZE}."
+            ),
+        ] = 20,
+        after: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> LedgerEntryConnection:
+        request = ledger.EntriesRequest(
+            wallet_id=UUID(self.id),
+            limit=_forward_page_size(first),
+            after=_entry_position(after, "after"),
+            since=since,
+            until=until,
+        )
+        page = await info.context.entries_loader.load(request)
+        currency = Currency.of(self.currency)
+        edges = [
+            LedgerEntryEdge(
+                cursor=encode_entry_cursor(*entry.position),
+                node=LedgerEntry.from_domain(entry, currency),
+            )
+            for entry in page.entries
+        ]
+        return LedgerEntryConnection(
+            edges=edges,
+            page_info=PageInfo.of(
+                [e.cursor for e in edges], has_next=page.has_next, has_previous=after is not None
+            ),
+        )
+
+    @strawberry.field(
+        description="The balance at the start and the end of [since, until), and the "
+        "movements between."
+    )
+    async def statement(
+        self, info: Info[Context, None], since: datetime, until: datetime
+    ) -> Statement:
+        try:
+            request = ledger.StatementRequest(UUID(self.id), since, until)
+        except ledger.EmptyPeriod as error:
+            raise InvalidArgumentError(f"`until`: {error}", "until") from None
+        found = await info.context.statement_loader.load(request)
+        return Statement.from_domain(found, Currency.of(self.currency))
+
+
+def _entry_position(cursor: str | None, argument: str) -> ledger.EntryPosition | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_entry_cursor(cursor)
+    except InvalidCursor as error:
+        raise InvalidCursorError(f"`{argument}`: {error}") from None
+
 
 def _id_or_none(value: UUID | None) -> strawberry.ID | None:
     return strawberry.ID(str(value)) if value is not None else None
@@ -285,6 +364,10 @@ class Transaction:
         "receiverWallet is null."
     )
     hold_id: strawberry.Private[UUID | None] = None
+    description: str | None = strawberry.field(
+        default=None, description="Free text from the request that made it."
+    )
+    reversal_of_id: strawberry.Private[UUID | None] = None
 
     @classmethod
     def from_domain(cls, transaction: model.Transaction) -> Transaction:
@@ -303,6 +386,8 @@ class Transaction:
             sender_wallet_id=_id_or_none(transaction.sender_wallet_id),
             receiver_wallet_id=_id_or_none(transaction.receiver_wallet_id),
             hold_id=transaction.hold_id,
+            description=transaction.description,
+            reversal_of_id=transaction.reversal_of,
         )
 
     @strawberry.field(description="The hold it captured, when it is a capture.")
@@ -312,6 +397,28 @@ class Transaction:
         # Whoever sees a capture sees its hold: both belong to the same two wallets.
         hold = await info.context.hold_loader.load(self.hold_id)
         return Hold.from_domain(hold) if hold is not None else None
+
+    @strawberry.field(description="For a REVERSAL: the transaction it reverses.")
+    async def reversal_of(self, info: Info[Context, None]) -> Transaction | None:
+        if self.reversal_of_id is None:
+            return None
+        original = await info.context.transaction_loader.load(self.reversal_of_id)
+        if original is None or not await info.context.sees(original):
+            return None
+        return Transaction.from_domain(original)
+
+    @strawberry.field(description="Its reversals, oldest first.")
+    async def reversals(self, info: Info[Context, None]) -> list[Transaction]:
+        found = await info.context.reversals_loader.load(UUID(self.id))
+        # Together, so their wallets are loaded in one batch.
+        seen = await asyncio.gather(*(info.context.sees(r) for r in found))
+        return [Transaction.from_domain(r) for r, shown in zip(found, seen, strict=True) if shown]
+
+    @strawberry.field(description="What its COMPLETED reversals returned.")
+    async def reversed_amount(self, info: Info[Context, None]) -> DecimalText:
+        found = await info.context.reversals_loader.load(UUID(self.id))
+        returned = sum(r.amount.minor for r in found if r.status is TransactionStatus.COMPLETED)
+        return DecimalText(str(Money(returned, Currency.of(self.currency))))
 
     @strawberry.field(description="Null for a deposit.")
     async def sender_wallet(self, info: Info[Context, None]) -> Wallet | None:
@@ -591,4 +698,88 @@ class Viewer:
             page_info=PageInfo.of(
                 [e.cursor for e in edges], has_next=page.has_next, has_previous=after is not None
             ),
+        )
+
+
+def _signed(minor: int, currency: Currency) -> DecimalText:
+    """An amount with its sign: "-12.50" for money out (Money itself is never negative)."""
+    text = str(Money(abs(minor), currency))
+    return DecimalText(f"-{text}" if minor < 0 else text)
+
+
+@strawberry.type
+class LedgerEntry:
+    id: strawberry.ID
+    amount: DecimalText = strawberry.field(
+        description="Signed: positive for money in, negative for money out."
+    )
+    balance_after: DecimalText
+    created_at: datetime
+    transaction_id: strawberry.Private[UUID]
+
+    @classmethod
+    def from_domain(cls, entry: ledger.PostedEntry, currency: Currency) -> LedgerEntry:
+        return cls(
+            id=strawberry.ID(str(entry.id)),
+            amount=_signed(entry.delta, currency),
+            balance_after=DecimalText(str(Money(entry.balance_after, currency))),
+            created_at=entry.created_at,
+            transaction_id=entry.transaction_id,
+        )
+
+    @strawberry.field
+    async def transaction(self, info: Info[Context, None]) -> Transaction:
+        transaction = await info.context.transaction_loader.load(self.transaction_id)
+        # An entry is read through a wallet the caller sees, and its transaction touches that
+        # wallet, so this never refuses; it is here so no read of a transaction skips it.
+        if transaction is None or not await info.context.sees(transaction):
+            raise TransactionNotFoundError(f"transaction {self.transaction_id} was not found")
+        return Transaction.from_domain(transaction)
+
+
+class TransactionNotFoundError(PublicError):
+    extensions = {"code": ErrorCode.TRANSACTION_NOT_FOUND.value}
+
+
+@strawberry.type
+class LedgerEntryEdge:
+    cursor: str = strawberry.field(
+        description="Opaque; pass it as `after` to get the entries that follow."
+    )
+    node: LedgerEntry
+
+
+@strawberry.type
+class LedgerEntryConnection:
+    edges: list[LedgerEntryEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Statement:
+    since: datetime
+    until: datetime
+    opening_balance: DecimalText
+    closing_balance: DecimalText
+    total_credits: DecimalText = strawberry.field(
+        description="The sum of the positive entries in the period."
+    )
+    total_debits: DecimalText = strawberry.field(
+        description="The sum of the negative entries in the period, as a positive number."
+    )
+    entry_count: int
+
+    @classmethod
+    def from_domain(cls, statement: ledger.Statement, currency: Currency) -> Statement:
+        def money(minor: int) -> DecimalText:
+            return DecimalText(str(Money(minor, currency)))
+
+        return cls(
+            since=statement.since,
+            until=statement.until,
+            opening_balance=money(statement.opening),
+            closing_balance=money(statement.closing),
+            total_credits=money(statement.credits),
+            total_debits=money(statement.debits),
+            entry_count=statement.count,
         )

@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from wallet.domain.ledger import (
+    BalanceRequest,
+    EntriesRequest,
+    EntryPage,
+    Statement,
+    StatementRequest,
+)
 from wallet.domain.model import (
     HistoryRequest,
     Hold,
@@ -65,6 +72,25 @@ class CachedHistoryQuery:
 
     async def wallet_holds(self, request: HoldsRequest) -> HoldPage:
         return await self._inner.wallet_holds(request)
+
+    async def entries(self, request: EntriesRequest) -> EntryPage:
+        # Not cached: pages past the first are read rarely, and the first changes with each
+        # movement; one range of an index answers it.
+        return await self._inner.entries(request)
+
+    # Not cached: an entry's created_at is the clock reading of the statement that wrote it,
+    # and its transaction may commit any time later (no statement or transaction timeout
+    # bounds how long), so no instant is known to be final, and a cached balance at it or a
+    # cached statement ending after it could go stale. Each is one index lookup (or one
+    # range) anyway, no dearer than asking Redis.
+    async def balances_at(self, requests: Sequence[BalanceRequest]) -> list[int]:
+        return await self._inner.balances_at(requests)
+
+    async def statements(self, requests: Sequence[StatementRequest]) -> list[Statement]:
+        return await self._inner.statements(requests)
+
+    async def reversals(self, transaction_ids: Sequence[UUID]) -> list[list[Transaction]]:
+        return await self._inner.reversals(transaction_ids)
 
     async def history(self, request: HistoryRequest) -> Page:
         if not is_first_page(request):
