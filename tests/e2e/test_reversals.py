@@ -31,6 +31,7 @@ from tests.client import (
     TRANSFER,
     WITHDRAW,
     Api,
+    Subscriber,
     key,
 )
 from tests.processes import api_server, worker
@@ -959,6 +960,70 @@ async def test_a_reversal_shows_in_the_history_of_both_wallets_it_touches(
     assert [t["id"] for t in transfers] == [paid]
     body = await shop.api.data(HISTORY, id=shop_wallet, filter={"statuses": ["COMPLETED"]})
     assert refund["id"] in [e["node"]["id"] for e in body["wallet"]["transactions"]["edges"]]
+
+
+# Subscriber sends no variables: the id is written into the document.
+ACTIVITY = 'subscription { walletActivity(walletId: "%s") { id type status amount } }'
+UPDATED = 'subscription { transactionUpdated(id: "%s") { id type status amount } }'
+
+
+async def _heard(activity: Subscriber, ledger: Ledger, wallet: str) -> None:
+    """Until the subscription hears the wallet move: walletActivity sends nothing for what was
+    recorded before it listened, so a withdrawal of a cent is made until one comes through."""
+    for _ in range(100):
+        await ledger.move("withdraw", walletId=wallet, amount="0.01")
+        try:
+            if await activity.next(timeout=0.2) is not None:
+                return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"walletActivity of {wallet} heard none of 100 withdrawals")
+
+
+async def _events_of(activity: Subscriber, transaction_id: str) -> list[dict[str, Any]]:
+    """The walletActivity events of that transaction until it is COMPLETED or FAILED (the
+    probes' withdrawals skipped)."""
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["status"] not in ("COMPLETED", "FAILED"):
+        event = await activity.next()
+        assert event is not None, "walletActivity ended"
+        if event["walletActivity"]["id"] == transaction_id:
+            events.append(event["walletActivity"])
+    return events
+
+
+async def test_a_reversal_is_heard_live_by_both_wallets_it_touches(
+    api: Api, ledger: Ledger, api_url: str
+) -> None:
+    sender, shop, shop_wallet, paid = await _paid(ledger, api)
+
+    async with (
+        Subscriber(api_url, ACTIVITY % sender, token=ledger.api.token) as paying,
+        Subscriber(api_url, ACTIVITY % shop_wallet, token=shop.api.token) as paid_to,
+    ):
+        await _heard(paying, ledger, sender)
+        await _heard(paid_to, shop, shop_wallet)
+        answered = await shop.reverse(paid, "2.00")
+        assert answered["errors"] == []
+        reversal = answered["transaction"]["id"]
+        heard = [await _events_of(paying, reversal), await _events_of(paid_to, reversal)]
+
+    for events in heard:
+        assert events[-1] == {
+            "id": reversal,
+            "type": "REVERSAL",
+            "status": "COMPLETED",
+            "amount": "2.00",
+        }
+        assert {e["status"] for e in events[:-1]} <= {"PENDING"}
+    async with Subscriber(api_url, UPDATED % reversal, token=shop.api.token) as updates:
+        now = await updates.next()
+        assert now is not None
+        assert (now["transactionUpdated"]["id"], now["transactionUpdated"]["status"]) == (
+            reversal,
+            "COMPLETED",
+        )
+        assert await updates.next() is None, "a COMPLETED transaction's updates end at once"
 
 
 # -- PENDING, and the worker's queue -------------------------------------------------------
