@@ -293,6 +293,7 @@ async def assert_audit_clean(
     `pending_after` None skips the PENDING check: the run's shared database holds transactions
     other tests leave PENDING on purpose (submitted with no worker to settle them)."""
     report = await audit(engine, pending_after=pending_after)
+    # The whole database: a discrepancy may be an earlier test's, found here first.
     assert report.discrepancies == 0, "wallet audit:\n" + "\n".join(report.lines())
     return report
 

@@ -321,15 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
         "entries add up to its balance, each entry's balance_after follows from the one "
         "before, no balance, held or available balance is negative, held is what ACTIVE holds "
         "reserve, each transaction has the entries its status calls for, the money in the "
-        "wallets is deposits less withdrawals, corrected by reversals, and nothing is PENDING "
-        "too long. Prints each check with what it read, and each discrepancy (amounts in "
-        "minor units). Exits 0 when there is none, 1 when there is any, 2 when PostgreSQL "
-        "cannot be read. Read only: safe to run against a live database.",
+        "wallets is deposits less withdrawals, corrected by reversals, no transaction is "
+        "reversed for more than it moved, and nothing is PENDING too long. Prints each check "
+        "with what it read, and each discrepancy (amounts in minor units). Exits 0 when there "
+        "is none, 1 when there is any, 2 when PostgreSQL cannot be read. Read only: safe to "
+        "run against a live database.",
         formatter_class=formatter,
     )
     audit.add_argument(
         "--pending-after",
         type=_positive_seconds,
+        metavar="SECONDS",
         # The sweeper queues a stalled transaction again after WALLET_SWEEP_AFTER_SECONDS (5)
         # and a dead worker's job goes to another after WALLET_REDELIVER_AFTER_MS (60 s):
         # one PENDING five minutes is no longer slow, it is stuck.
@@ -339,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--show",
         type=_positive_count,
+        metavar="N",
         default=20,
         help="discrepancies printed per check (all are counted)",
     )

@@ -369,7 +369,9 @@ async def _run(
     ]
     pending = (int(covered["pending"]), "PENDING transactions")
     if pending_after is None:
-        checks.append(CheckResult(PENDING, (pending,), 0, (), skipped="not asked for"))
+        checks.append(
+            CheckResult(PENDING, (pending,), 0, (), skipped="skipped: no threshold given")
+        )
     else:
         over = f"nothing PENDING over {pending_after.total_seconds():g} s"
         checks.append(replace(found.result("pending", PENDING, pending), name=over))
