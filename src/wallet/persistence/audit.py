@@ -208,7 +208,7 @@ _REVERSALS = """
 # only), per currency; a transfer moves money between wallets and changes no total.
 _MONEY = text(
     """
-    WITH held AS (
+    WITH in_wallets AS (
       SELECT currency, sum(balance) AS balances FROM wallets GROUP BY currency
     ),
     flows AS (
@@ -221,9 +221,9 @@ _MONEY = text(
           WHERE type = 'REVERSAL' AND sender_wallet_id IS NULL), 0) AS reversed_in
       FROM transactions WHERE status = 'COMPLETED' GROUP BY currency
     )
-    SELECT currency, coalesce(h.balances, 0), coalesce(f.deposits, 0),
+    SELECT currency, coalesce(w.balances, 0), coalesce(f.deposits, 0),
       coalesce(f.withdrawals, 0), coalesce(f.reversed_out, 0), coalesce(f.reversed_in, 0)
-    FROM held h FULL JOIN flows f USING (currency)
+    FROM in_wallets w FULL JOIN flows f USING (currency)
     ORDER BY currency
     """
 )
@@ -362,7 +362,10 @@ async def _run(
         found.result("entries", ENTRIES, (int(covered["transactions"]), "transactions"), entries),
         CheckResult(
             MONEY,
-            ((int(covered["completed"]), "COMPLETED transactions"), (len(money), "currencies")),
+            (
+                (int(covered["completed"]), "COMPLETED transactions"),
+                (len(money), "currency" if len(money) == 1 else "currencies"),
+            ),
             len(unbalanced),
             unbalanced,
         ),
