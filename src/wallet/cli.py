@@ -69,7 +69,9 @@ def _audit(args: argparse.Namespace) -> int:
         if not is_unavailable(error, schema_behind=True):
             raise
         where = address(settings.database_url)
-        print(f"wallet audit: PostgreSQL at {where}: {describe(error)}", file=sys.stderr)
+        # Reachable, but without the tables: most likely never migrated.
+        hint = "" if is_unavailable(error) else " (not migrated? see `wallet migrate`)"
+        print(f"wallet audit: PostgreSQL at {where}: {describe(error)}{hint}", file=sys.stderr)
         return 2
     database = make_url(settings.database_url).database
     at = report.snapshot_at.isoformat(timespec="seconds")

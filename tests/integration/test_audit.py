@@ -37,7 +37,7 @@ from wallet.domain.group_commit import run_alone
 from wallet.domain.model import TransactionStatus
 from wallet.persistence import audit as checks
 from wallet.persistence.audit import AuditReport, audit
-from wallet.persistence.database import create_engine, drop_database, migrate
+from wallet.persistence.database import create_database, create_engine, drop_database, migrate
 from wallet.persistence.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.timeout(60)
@@ -373,3 +373,29 @@ async def test_the_command_exits_0_on_a_clean_ledger_and_1_printing_what_it_foun
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     assert f"wallet {ledger.alice}: balance 6001, but its" in tampered.stdout
     assert "discrepancies in 3 of 8 checks" in tampered.stdout
+
+
+@pytest.mark.parametrize("missing", ["the database", "its tables"])
+async def test_the_command_exits_2_with_one_line_when_the_ledger_cannot_be_read(
+    database_url: str, missing: str
+) -> None:
+    name = f"{make_url(database_url).database}_audit_{uuid4().hex[:8]}"
+    url = _url(database_url, name)
+    if missing == "its tables":
+        await create_database(url)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "wallet.cli", "audit"],
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        await drop_database(url)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("wallet audit: PostgreSQL at ")
+    assert ("wallet migrate" in line) == (missing == "its tables")
