@@ -59,11 +59,13 @@ _FOUND = """
 
 # One pass over the entries in (wallet, time) order, which ledger_entries_by_wallet_time
 # holds: each entry against the one before it, then each wallet's sum and last entry against
-# its balance. `before + delta` is numeric, so a tampered row cannot overflow the check.
+# its balance. An entry follows when balance_after - before = delta: both balances are >= 0
+# (a CHECK), so their difference cannot overflow a bigint whatever a tampered delta says,
+# where before + delta could; numeric instead cost a third of the pass.
 _LEDGERS = """
     WITH entries AS (
-      SELECT wallet_id, id, delta, balance_after,
-        coalesce(lag(balance_after) OVER w, 0)::numeric + delta AS expected,
+      SELECT wallet_id, id, created_at, delta, balance_after,
+        coalesce(lag(balance_after) OVER w, 0) AS before,
         lead(id) OVER w IS NULL AS last
       FROM ledger_entries
       WINDOW w AS (PARTITION BY wallet_id ORDER BY created_at, id)
@@ -71,10 +73,11 @@ _LEDGERS = """
     ledgers AS (
       SELECT wallet_id, count(*) AS entries, sum(delta) AS total,
         max(balance_after) FILTER (WHERE last) AS last_after,
-        count(*) FILTER (WHERE balance_after <> expected) AS broken,
+        count(*) FILTER (WHERE balance_after - before <> delta) AS broken,
         (array_agg(format('entry %s, has balance_after %s where the entry before and its '
-                          'delta make %s', id, balance_after, expected) ORDER BY id)
-          FILTER (WHERE balance_after <> expected))[1] AS first_broken
+                          'delta make %s', id, balance_after, before::numeric + delta)
+                   ORDER BY created_at, id)
+          FILTER (WHERE balance_after - before <> delta))[1] AS first_broken
       FROM entries GROUP BY wallet_id
     ),
     wallets_ AS (
