@@ -55,6 +55,7 @@ async def _audit_database(database_url: str, pending_after: timedelta, show: int
 
 def _audit(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
 
     from wallet.persistence.database import is_unavailable
     from wallet.persistence.outages import address, describe
@@ -66,12 +67,17 @@ def _audit(args: argparse.Namespace) -> int:
             _audit_database(settings.database_url, timedelta(seconds=args.pending_after), args.show)
         )
     except Exception as error:
-        if not is_unavailable(error, schema_behind=True):
-            raise
         where = address(settings.database_url)
-        # Reachable, but without the tables: most likely never migrated.
-        hint = "" if is_unavailable(error) else " (not migrated? see `wallet migrate`)"
-        print(f"wallet audit: PostgreSQL at {where}: {describe(error)}{hint}", file=sys.stderr)
+        if is_unavailable(error, schema_behind=True):
+            # Reachable, but without the tables: most likely never migrated.
+            hint = "" if is_unavailable(error) else " (not migrated? see `wallet migrate`)"
+            print(f"wallet audit: PostgreSQL at {where}: {describe(error)}{hint}", file=sys.stderr)
+            return 2
+        if not isinstance(error, DBAPIError):
+            raise
+        # Anything else PostgreSQL refused (a role without SELECT on a table, a statement
+        # timeout) is not a finding about the ledger: never the 1 of a discrepancy.
+        print(f"wallet audit: PostgreSQL at {where} refused a check: {error.orig}", file=sys.stderr)
         return 2
     database = make_url(settings.database_url).database
     at = report.snapshot_at.isoformat(timespec="seconds")
@@ -318,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser(
         "audit",
-        help="check every wallet's ledger in DATABASE_URL; exit 1 on any discrepancy",
+        help="check every wallet's ledger in DATABASE_URL; exit 1 on any discrepancy, 2 when "
+        "PostgreSQL cannot be read",
         description="Check, in one snapshot of DATABASE_URL's database, that every wallet's "
         "entries add up to its balance, each entry's balance_after follows from the one "
         "before, no balance, held or available balance is negative, held is what ACTIVE holds "

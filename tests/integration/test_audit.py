@@ -399,3 +399,33 @@ async def test_the_command_exits_2_with_one_line_when_the_ledger_cannot_be_read(
     (line,) = done.stderr.splitlines()
     assert line.startswith("wallet audit: PostgreSQL at ")
     assert ("wallet migrate" in line) == (missing == "its tables")
+
+
+async def test_the_command_exits_2_not_1_when_its_role_may_not_read_a_table(
+    engine_: AsyncEngine, ledger: Ledger, own_database: str
+) -> None:
+    """A least-privilege audit role missing a grant is not a discrepancy in the ledger."""
+    role = f"audit_{uuid4().hex[:8]}"
+    await _run_sql(engine_, f"CREATE ROLE {role} LOGIN")
+    await _run_sql(engine_, f"GRANT SELECT ON wallets, transactions, holds TO {role}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "wallet.cli", "audit"],
+            env={
+                **os.environ,
+                "DATABASE_URL": make_url(own_database)
+                .set(username=role)
+                .render_as_string(hide_password=False),
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        await _run_sql(engine_, f"DROP OWNED BY {role}")
+        await _run_sql(engine_, f"DROP ROLE {role}")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "refused a check" in line
+    assert "permission denied" in line
