@@ -332,8 +332,8 @@ async def test_a_reversal_is_counted_in_the_money_and_held_to_its_original(
           SELECT :r, 'REVERSAL', 'COMPLETED', 200, 'USD', :w, id, clock_timestamp()
           FROM original RETURNING id
         ),
-        claimed AS (UPDATE transactions SET reversal_claimed = 200 WHERE id IN
-          (SELECT id FROM original)),
+        claimed AS (UPDATE transactions SET reversal_claimed = 200, reversal_count = 1
+          WHERE id IN (SELECT id FROM original)),
         wallet AS (UPDATE wallets SET balance = balance - 200 WHERE id = :w RETURNING balance)
         INSERT INTO ledger_entries (transaction_id, wallet_id, delta, balance_after)
         SELECT reversal.id, :w, -200, wallet.balance FROM reversal, wallet

@@ -38,7 +38,7 @@ _COVERED = text(
       SELECT count(*) AS transactions,
         count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
         count(*) FILTER (WHERE status = 'PENDING') AS pending,
-        count(*) FILTER (WHERE reversal_claimed > 0 OR id IN (
+        count(*) FILTER (WHERE reversal_claimed > 0 OR reversal_count > 0 OR id IN (
             SELECT reversal_of FROM transactions WHERE reversal_of IS NOT NULL
         )) AS reversed
       FROM transactions
@@ -186,16 +186,20 @@ _REVERSALS = """
       GROUP BY r.reversal_of
     ),
     originals AS (
-      SELECT o.id, o.type, o.status, o.amount, o.reversal_claimed,
+      SELECT o.id, o.type, o.status, o.amount, o.reversal_claimed, o.reversal_count,
         coalesce(r.reversals, 0) AS reversals, coalesce(r.claimed, 0) AS claimed,
         coalesce(r.misdirected, 0) AS misdirected
       FROM transactions o LEFT JOIN reversals r ON r.id = o.id
-      WHERE o.reversal_claimed > 0 OR r.id IS NOT NULL
+      WHERE o.reversal_claimed > 0 OR o.reversal_count > 0 OR r.id IS NOT NULL
     )
     SELECT 'reversals' AS check_name, 'transaction ' || id AS subject,
       format('%s %s of %s: reversal_claimed %s, but its %s reversals not FAILED take %s',
              status, type, amount, reversal_claimed, reversals, claimed) AS problem
     FROM originals WHERE claimed <> reversal_claimed OR claimed > amount
+    UNION ALL
+    SELECT 'reversals', 'transaction ' || id,
+      format('reversal_count %s, but it has %s reversals', reversal_count, reversals)
+    FROM originals WHERE reversal_count <> reversals
     UNION ALL
     SELECT 'reversals', 'transaction ' || id,
       format('%s %s reversed, though only a COMPLETED deposit, withdrawal or transfer may be',

@@ -31,6 +31,9 @@ _UPGRADE = [
     "ALTER TABLE transactions ADD COLUMN reversal_claimed bigint NOT NULL DEFAULT 0",
     "ALTER TABLE transactions ADD CONSTRAINT reversals_within_original"
     " CHECK (reversal_claimed >= 0 AND reversal_claimed <= amount)",
+    # Reversals are listed under their original, unpaged: their number is bounded.
+    "ALTER TABLE transactions ADD COLUMN reversal_count integer NOT NULL DEFAULT 0"
+    " CONSTRAINT reversals_bounded CHECK (reversal_count >= 0 AND reversal_count <= 50)",
     "ALTER TABLE transactions DROP CONSTRAINT transactions_type_check",
     "ALTER TABLE transactions ADD CONSTRAINT transactions_type_check"
     " CHECK (type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER', 'REVERSAL'))",
@@ -85,6 +88,7 @@ _DOWNGRADE = [
     "ALTER TABLE transactions DROP CONSTRAINT transactions_type_check",
     "ALTER TABLE transactions ADD CONSTRAINT transactions_type_check"
     " CHECK (type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER'))",
+    "ALTER TABLE transactions DROP COLUMN reversal_count",
     "ALTER TABLE transactions DROP COLUMN reversal_claimed",
     "ALTER TABLE transactions DROP COLUMN reversal_of",
     "ALTER TABLE transactions DROP COLUMN description",
