@@ -19,9 +19,12 @@ down_revision: str | None = "0005"
 branch_labels = None
 depends_on = None
 
-# As in 0004: a lock not had within LOCK_TIMEOUT fails the migration, to be run again. The
-# new CHECKs on transactions scan it under its lock, and the entries' index is built under
-# a lock that holds writes back: on a large deployment, migrate at a quiet time.
+# As in 0004: a lock not had within LOCK_TIMEOUT fails the migration, to be run again. Once
+# had, it is held to the end: `wallet migrate` runs every step in one transaction, so from the
+# first ALTER on, `transactions` is closed to reads and writes until the new CHECKs have
+# scanned it and the entries' index is built (3.1 s with a million transactions and a
+# million entries, on 2 cores). On a large deployment, migrate at a quiet time. A downgrade
+# forgets every description.
 LOCK_TIMEOUT = "5s"
 
 _UPGRADE = [
