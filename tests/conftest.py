@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests import tokens
+from tests.invariants import assert_audit_clean
 from tests.processes import forget_redis_prefix
 from wallet.dev import Started, start_postgres, start_redis
 from wallet.domain.ports import UnitOfWorkFactory
@@ -83,7 +84,22 @@ async def database_url(services: tuple[str, str]) -> AsyncIterator[str]:
     rendered = url.render_as_string(hide_password=False)
     await migrate(rendered)
     yield rendered
-    await drop_database(rendered)
+    try:
+        await _audit_the_run(rendered)
+    finally:
+        await drop_database(rendered)
+
+
+async def _audit_the_run(database_url: str) -> None:
+    """`wallet audit` over everything the run wrote, before its database is dropped: a test
+    that left the ledger inconsistent fails the run here (an error at the teardown of the
+    last test), whichever test it was."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        # Without the PENDING check: tests submit transactions with no worker to settle them.
+        await assert_audit_clean(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet.persistence.audit import AuditReport, audit
 
 LEDGER_TABLES = ("wallets", "transactions", "ledger_entries", "idempotency_keys")
 
@@ -282,6 +285,20 @@ async def assert_ledger_holds(engine: AsyncEngine) -> LedgerFigures:
     assert dangling_keys == [], "every recorded key names what it recorded"
     assert pending == 0, f"{pending} transactions still PENDING"
     return LedgerFigures(float(slowest))
+
+
+async def assert_audit_clean(
+    engine: AsyncEngine, *, pending_after: timedelta | None = None
+) -> AuditReport:
+    """`wallet audit` over the whole database: every wallet's ledger, not only a test's own.
+    Fails with the audit's report on any discrepancy.
+
+    `pending_after` None skips the PENDING check: the run's shared database holds transactions
+    other tests leave PENDING on purpose (submitted with no worker to settle them)."""
+    report = await audit(engine, pending_after=pending_after)
+    # The whole database: a discrepancy may be an earlier test's, found here first.
+    assert report.discrepancies == 0, "wallet audit:\n" + "\n".join(report.lines())
+    return report
 
 
 async def transaction_rows(

@@ -1,4 +1,4 @@
-"""`wallet migrate | serve | worker | dev | token | ...`: the service's one entry point."""
+"""`wallet migrate | serve | worker | dev | token | audit | ...`: the service's one entry point."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -14,6 +15,8 @@ from wallet.config import LogLevel, Settings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from wallet.persistence.audit import AuditReport
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -36,6 +39,60 @@ def _migrate(_args: argparse.Namespace) -> int:
         print(f"wallet migrate: PostgreSQL at {where}: {describe(error)}", file=sys.stderr)
         return 1
     print(f"wallet migrate: {migrated.summary()}")
+    return 0
+
+
+async def _audit_database(database_url: str, pending_after: timedelta, show: int) -> AuditReport:
+    from wallet.persistence.audit import audit
+    from wallet.persistence.database import create_engine
+
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        return await audit(engine, pending_after=pending_after, show=show)
+    finally:
+        await engine.dispose()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from wallet.persistence.database import is_unavailable
+    from wallet.persistence.outages import address, describe
+
+    settings = Settings()
+    started = time.perf_counter()
+    try:
+        report = asyncio.run(
+            _audit_database(settings.database_url, timedelta(seconds=args.pending_after), args.show)
+        )
+    except Exception as error:
+        where = address(settings.database_url)
+        if is_unavailable(error, schema_behind=True):
+            # Reachable, but without the tables: most likely never migrated.
+            hint = "" if is_unavailable(error) else " (not migrated? see `wallet migrate`)"
+            print(f"wallet audit: PostgreSQL at {where}: {describe(error)}{hint}", file=sys.stderr)
+            return 2
+        if not isinstance(error, DBAPIError):
+            raise
+        # Anything else PostgreSQL refused (a role without SELECT on a table, a statement
+        # timeout) is not a finding about the ledger: never the 1 of a discrepancy.
+        print(f"wallet audit: PostgreSQL at {where} refused a check: {error.orig}", file=sys.stderr)
+        return 2
+    database = make_url(settings.database_url).database
+    at = report.snapshot_at.isoformat(timespec="seconds")
+    print(f"wallet audit: database {database} at {address(settings.database_url)}, as of {at}")
+    for line in report.lines():
+        print(line)
+    took = time.perf_counter() - started
+    if report.discrepancies:
+        failed = sum(1 for check in report.checks if not check.ok)
+        print(
+            f"wallet audit: {report.discrepancies:,} discrepancies in {failed} of "
+            f"{len(report.checks)} checks ({took:.1f} s)"
+        )
+        return 1
+    print(f"wallet audit: no discrepancies ({took:.1f} s)")
     return 0
 
 
@@ -158,6 +215,13 @@ def _positive_seconds(text: str) -> int:
     return seconds
 
 
+def _positive_count(text: str) -> int:
+    count = int(text)
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +321,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=_positive_seconds, default=3600, help="seconds until the token expires"
     )
     token.set_defaults(run=_token)
+
+    audit = commands.add_parser(
+        "audit",
+        help="check every wallet's ledger in DATABASE_URL; exit 1 on any discrepancy, 2 when "
+        "PostgreSQL cannot be read",
+        description="Check, in one snapshot of DATABASE_URL's database, that every wallet's "
+        "entries add up to its balance, each entry's balance_after follows from the one "
+        "before, no balance, held or available balance is negative, held is what ACTIVE holds "
+        "reserve, each transaction has the entries its status calls for, the money in the "
+        "wallets is deposits less withdrawals, corrected by reversals, no transaction is "
+        "reversed for more than it moved, and nothing is PENDING too long. Prints each check "
+        "with what it read, and each discrepancy (amounts in minor units). Exits 0 when there "
+        "is none, 1 when there is any, 2 when PostgreSQL cannot be read. Read only: safe to "
+        "run against a live database.",
+        formatter_class=formatter,
+    )
+    audit.add_argument(
+        "--pending-after",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        # The sweeper queues a stalled transaction again after WALLET_SWEEP_AFTER_SECONDS (5)
+        # and a dead worker's job goes to another after WALLET_REDELIVER_AFTER_MS (60 s):
+        # one PENDING five minutes is no longer slow, it is stuck.
+        default=300,
+        help="seconds after which a PENDING transaction is a discrepancy",
+    )
+    audit.add_argument(
+        "--show",
+        type=_positive_count,
+        metavar="N",
+        default=20,
+        help="discrepancies printed per check (all are counted)",
+    )
+    audit.set_defaults(run=_audit)
 
     export = commands.add_parser(
         "export-schema",

@@ -202,6 +202,16 @@ async def test_a_statement_that_ends_where_or_before_it_starts_is_invalid_input(
     assert error["path"] == ["wallet", "statement"]
 
 
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_an_instant_outside_the_utc_calendar_is_invalid_input_not_internal(
+    api: Api, story: Story, instant: str
+) -> None:
+    (error,) = await api.graphql_errors(BALANCE_AT, id=story.wallet, time=instant)
+
+    assert error["extensions"]["code"] == "INVALID_INPUT", error
+    assert "years 1 to 9999" in error["message"]
+
+
 @pytest.mark.parametrize("cursor", ["nonsense", "transaction"])
 async def test_a_cursor_that_is_not_an_entrys_is_invalid_cursor(
     api: Api, story: Story, cursor: str

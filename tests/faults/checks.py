@@ -4,13 +4,15 @@ its client saw it, and the API telling the same story as the tables."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests import tokens
 from tests.faults.load import Load, Request, minor_units, post
-from tests.invariants import LedgerFigures, assert_ledger_holds
+from tests.invariants import LedgerFigures, assert_audit_clean, assert_ledger_holds
 from tests.waits import eventually
 
 _TYPES = {
@@ -41,6 +43,8 @@ async def wait_quiet(engine: AsyncEngine, timeout: float) -> None:
 
 async def assert_all_holds(engine: AsyncEngine, url: str, load: Load) -> LedgerFigures:
     figures = await assert_ledger_holds(engine)
+    # The scenario's own database, quiet: nothing may be PENDING at all.
+    await assert_audit_clean(engine, pending_after=timedelta(0))
     await assert_requests_kept(engine, load.requests)
     await assert_api_agrees(engine, url, load.requests)
     return figures

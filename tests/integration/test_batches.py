@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet
-from tests.invariants import assert_balances_explained, status_counts
+from tests.invariants import assert_audit_clean, assert_balances_explained, status_counts
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode
 from wallet.domain.group_commit import run_transfer_batch, run_unattended
@@ -69,6 +69,7 @@ async def test_settling_one_transfer_of_an_atomic_batch_settles_all_of_it(
     expected = [10_00, 10_00, 10_00] if short else [1_00, 13_00, 16_00]
     assert [balances[str(w)] for w in (a, b, c)] == expected
     assert await run_unattended(uow_factory, services.settle, ids) == []
+    await assert_audit_clean(engine)
 
 
 async def test_an_atomic_batch_sent_twice_at_once_is_recorded_once_and_both_get_it(
@@ -86,6 +87,7 @@ async def test_an_atomic_batch_sent_twice_at_once_is_recorded_once_and_both_get_
     await run_unattended(uow_factory, services.settle, list(recorded))
     balances = await assert_balances_explained(engine, [a, b])
     assert (balances[str(a)], balances[str(b)]) == (7_50, 12_50)
+    await assert_audit_clean(engine)
 
 
 async def test_atomic_batches_over_the_same_wallets_at_once_each_end_whole(
@@ -110,3 +112,4 @@ async def test_atomic_batches_over_the_same_wallets_at_once_each_end_whole(
         assert statuses in ({TransactionStatus.COMPLETED}, {TransactionStatus.FAILED})
     balances = await assert_balances_explained(engine, wallets)
     assert sum(balances.values()) == 40_00
+    await assert_audit_clean(engine)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.moves import new_wallet, transfer, withdraw
-from tests.invariants import assert_balances_explained
+from tests.invariants import assert_audit_clean, assert_balances_explained
 from wallet.domain.errors import ErrorCode
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
@@ -81,6 +81,7 @@ async def test_200_concurrent_transfers_among_5_wallets_lose_and_double_nothing(
     moved = await _entry_sums(engine, [t.id for t in results])
     assert {w: INITIAL_MINOR + moved.get(w, 0) for w in expected} == balances
     assert sum(balances.values()) == 5 * INITIAL_MINOR
+    await assert_audit_clean(engine)
 
 
 @pytest.mark.parametrize("way", ["withdrawals", "transfers out"])
@@ -111,3 +112,4 @@ async def test_concurrent_debits_racing_to_overdraw_a_wallet_complete_only_what_
     assert balances[str(wallet)] == 2_00
     if way == "transfers out":
         assert sum(balances.values()) == INITIAL_MINOR
+    await assert_audit_clean(engine)

@@ -31,7 +31,7 @@ from tests.integration.moves import (
     void_hold,
     withdraw,
 )
-from tests.invariants import assert_balances_explained, assert_holds_explained
+from tests.invariants import assert_audit_clean, assert_balances_explained, assert_holds_explained
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode, HoldNotActive, InsufficientFunds
 from wallet.domain.group_commit import run_alone
@@ -225,6 +225,7 @@ async def test_available_balance_never_goes_below_zero_under_50_concurrent_holds
     balances = await assert_balances_explained(engine, [wallet, *receivers])
     withdrawn = sum(t.amount.minor for t in debits + captures if t.receiver_wallet_id is None)
     assert sum(balances.values()) == 100_00 - withdrawn
+    await assert_audit_clean(engine)
 
 
 @pytest.mark.parametrize("receiver", [True, False], ids=["to a receiver", "out"])
@@ -256,6 +257,7 @@ async def test_a_capture_racing_a_void_ends_the_hold_once_and_moves_the_money_at
         await assert_balances_explained(engine, [wallet, to])
         await assert_holds_explained(engine, [wallet, to])
     print(f"capture vs void, 20 rounds: {dict(winners)}")
+    await assert_audit_clean(engine)
 
 
 @pytest.mark.parametrize(
@@ -299,6 +301,7 @@ async def test_a_capture_racing_the_expiry_of_a_due_hold_is_refused_and_the_hold
         assert wallets[to].balance == 0
         await assert_balances_explained(engine, [wallet, to])
         await assert_holds_explained(engine, [wallet, to])
+    await assert_audit_clean(engine)
 
 
 async def test_a_hold_captured_as_it_expires_is_either_captured_or_expired_never_both(
@@ -363,6 +366,7 @@ async def test_a_hold_captured_as_it_expires_is_either_captured_or_expired_never
     print(f"captured as they expire: {dict(ended)}")
     await assert_balances_explained(engine, wallets + receivers)
     await assert_holds_explained(engine, wallets + receivers)
+    await assert_audit_clean(engine)
 
 
 @pytest.mark.parametrize("amounts", [(None, None), ("1.00", "3.00")], ids=["whole", "parts"])
@@ -388,6 +392,7 @@ async def test_two_captures_racing_with_different_keys_capture_once(
         assert rows[to].balance == winner.amount.minor
         await assert_balances_explained(engine, [wallet, to])
         await assert_holds_explained(engine, [wallet, to])
+    await assert_audit_clean(engine)
 
 
 async def test_a_capture_sent_twice_at_once_with_one_key_replays_and_moves_the_money_once(
@@ -413,6 +418,7 @@ async def test_a_capture_sent_twice_at_once_with_one_key_replays_and_moves_the_m
         assert (rows[wallet].balance, rows[wallet].held, rows[to].balance) == (7_50, 0, 2_50)
         await assert_balances_explained(engine, [wallet, to])
         await assert_holds_explained(engine, [wallet, to])
+    await assert_audit_clean(engine)
 
 
 async def test_a_hold_placed_twice_at_once_with_one_key_reserves_once(
@@ -431,6 +437,7 @@ async def test_a_hold_placed_twice_at_once_with_one_key_reserves_once(
         rows = await _wallets(engine, [wallet])
         assert (rows[wallet].balance, rows[wallet].held) == (10_00, 6_00)
         await assert_holds_explained(engine, [wallet])
+    await assert_audit_clean(engine)
 
 
 async def test_a_void_sent_twice_at_once_with_one_key_replays_and_releases_once(
@@ -453,6 +460,7 @@ async def test_a_void_sent_twice_at_once_with_one_key_replays_and_releases_once(
         assert (rows[wallet].balance, rows[wallet].held) == (10_00, 1_00)
         assert (await _holds(engine, [other.id]))[other.id].status is HoldStatus.ACTIVE
         await assert_holds_explained(engine, [wallet])
+    await assert_audit_clean(engine)
 
 
 async def test_concurrent_expirers_expire_each_of_200_due_holds_exactly_once(
@@ -483,6 +491,7 @@ async def test_concurrent_expirers_expire_each_of_200_due_holds_exactly_once(
     await assert_balances_explained(engine, wallets)
     await assert_holds_explained(engine, wallets)
     print(f"holds expired by each expirer: {[sum(c.values()) for c in expirers]}")
+    await assert_audit_clean(engine)
 
 
 async def test_a_hold_on_a_wallet_kept_busy_still_expires_within_seconds(
@@ -529,6 +538,7 @@ async def test_a_hold_on_a_wallet_kept_busy_still_expires_within_seconds(
     assert figures[str(wallet)].held == 0
     await assert_balances_explained(engine, [wallet])
     print(f"released {waited:.2f} s after its expiry")
+    await assert_audit_clean(engine)
 
 
 async def test_a_wallet_locked_elsewhere_keeps_no_other_wallet_s_holds_from_expiring(
@@ -580,6 +590,7 @@ async def test_a_wallet_locked_elsewhere_keeps_no_other_wallet_s_holds_from_expi
     assert {(r.balance, r.held) for r in rows.values()} == {(10_00, 0)}
     await assert_holds_explained(engine, [stuck, *others])
     await assert_balances_explained(engine, [stuck, *others])
+    await assert_audit_clean(engine)
 
 
 @pytest.mark.parametrize("way", ["withdrawal", "transfer"])
@@ -609,6 +620,7 @@ async def test_a_hold_then_a_debit_of_the_whole_balance_fails_with_insufficient_
     assert debit.status is TransactionStatus.COMPLETED
     rows = await _wallets(engine, [wallet])
     assert (rows[wallet].balance, rows[wallet].held) == (30_00, 30_00)
+    await assert_audit_clean(engine)
 
 
 async def test_a_hold_refused_for_insufficient_funds_records_nothing(

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.callers import ADMIN
 from tests.integration.moves import fresh_key, new_wallet
-from tests.invariants import assert_balances_explained
+from tests.invariants import assert_audit_clean, assert_balances_explained
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode
 from wallet.domain.group_commit import run_alone, run_unattended
@@ -34,3 +34,4 @@ async def test_of_two_debits_settled_together_that_only_one_fits_the_earlier_rec
         later.id: (TransactionStatus.FAILED, ErrorCode.INSUFFICIENT_FUNDS),
     }
     assert await assert_balances_explained(engine, [wallet]) == {wallet: 40_00}
+    await assert_audit_clean(engine)

@@ -100,20 +100,22 @@ async def test_a_wallet_locked_by_one_unit_of_work_waits_for_it_to_end(
 ) -> None:
     wallet_id = (await new_wallet(uow_factory, "10.00")).id
 
-    async def balance_under_lock() -> int:
+    async def version_under_lock() -> int:
         async with uow_factory() as uow:
-            return (await uow.wallets.lock([wallet_id]))[wallet_id].balance.minor
+            return (await uow.wallets.lock([wallet_id]))[wallet_id].version
 
     async with uow_factory() as first:
         wallet = (await first.wallets.lock([wallet_id]))[wallet_id]
-        wallet.credit(Money(5_00, USD))
+        before = wallet.version
+        # A write that moves the row's version and no money: a balance changed here would be
+        # one no ledger entry explains, which the run's closing audit rightly reports.
         await first.write(balances=[wallet])
-        second = asyncio.create_task(balance_under_lock())
+        second = asyncio.create_task(version_under_lock())
         await asyncio.sleep(0.3)  # the point: for this long, the second lock is not granted
         assert not second.done(), "the second lock must wait for the first transaction"
         if outcome == "commit":
             await first.commit()
-    assert await asyncio.wait_for(second, 5) == (15_00 if outcome == "commit" else 10_00)
+    assert await asyncio.wait_for(second, 5) == (before + 1 if outcome == "commit" else before)
 
 
 async def test_settling_one_transaction_many_times_at_once_applies_it_once(

@@ -136,6 +136,8 @@ class FakeUnitOfWork:
             claimed = original.reversal_claimed
             assert 0 <= claimed <= stored.amount.minor, "the database keeps reversals within it"
             stored.reversal_claimed = claimed
+            assert 0 <= original.reversal_count <= 50, "and their number bounded"
+            stored.reversal_count = original.reversal_count
         return [replace(self._working.transactions[t.id]) for t in (*recorded, *decided)]
 
     async def submit_and_commit(

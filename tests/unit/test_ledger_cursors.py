@@ -54,3 +54,8 @@ def test_anything_but_an_entry_cursor_is_refused(cursor: str) -> None:
 def test_an_entry_cursor_is_no_transaction_cursor() -> None:
     with pytest.raises(InvalidCursor):
         decode_cursor(encode_entry_cursor(WHEN, 7))
+
+
+def test_a_cursor_whose_instant_leaves_the_utc_calendar_is_refused() -> None:
+    with pytest.raises(InvalidCursor):
+        decode_entry_cursor(raw("e1:0001-01-01T00:00:00+05:00|1"))

@@ -50,6 +50,9 @@ FINAL_STATUSES = frozenset({TransactionStatus.COMPLETED, TransactionStatus.FAILE
 MAX_PAGE_SIZE = 100
 # The most transfers one batch may hold.
 MAX_BATCH_TRANSFERS = 1_000
+# The most reversals one transaction may have, FAILED ones included: each is listed under it
+# (Transaction.reversals, which is not paged), so their number bounds what a read returns.
+MAX_REVERSALS = 50
 
 
 @dataclass(slots=True)
@@ -161,6 +164,8 @@ class Transaction:
     # What its reversals take of it, in minor units: those PENDING or COMPLETED. A FAILED one
     # gives its share back, so this never exceeds the amount.
     reversal_claimed: int = 0
+    # How many reversals it has had, FAILED ones included: at most MAX_REVERSALS.
+    reversal_count: int = 0
 
     @classmethod
     def deposit(
@@ -240,6 +245,11 @@ class Transaction:
                 "COMPLETED deposit, withdrawal or transfer can be reversed",
                 field="transaction_id",
             )
+        if self.reversal_count >= MAX_REVERSALS:
+            raise NotReversible(
+                f"transaction {self.id} has had {MAX_REVERSALS} reversals, the most one may have",
+                field="transaction_id",
+            )
         left = self.reversible
         amount = amount if amount is not None else left
         if amount.currency != left.currency:
@@ -253,6 +263,7 @@ class Transaction:
                 field="amount",
             )
         self.reversal_claimed += amount.minor
+        self.reversal_count += 1
         reversal = Transaction._new(
             TransactionType.REVERSAL,
             amount,

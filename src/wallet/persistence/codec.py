@@ -80,6 +80,7 @@ def transaction_data(t: Transaction) -> dict[str, Any]:
         "description": t.description,
         "reversal_of": str(t.reversal_of) if t.reversal_of else None,
         "reversal_claimed": t.reversal_claimed,
+        "reversal_count": t.reversal_count,
     }
 
 
@@ -107,6 +108,7 @@ def transaction_of(data: dict[str, Any]) -> Transaction:
         description=data.get("description"),
         reversal_of=UUID(of) if (of := data.get("reversal_of")) is not None else None,
         reversal_claimed=data.get("reversal_claimed", 0),
+        reversal_count=data.get("reversal_count", 0),
     )
 
 

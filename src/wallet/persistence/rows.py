@@ -63,6 +63,7 @@ def transaction_from_row(row: Row) -> Transaction:
         description=row["description"],
         reversal_of=row["reversal_of"],
         reversal_claimed=row["reversal_claimed"],
+        reversal_count=row["reversal_count"],
     )
 
 
@@ -120,6 +121,7 @@ TRANSACTION_COLUMNS: Mapping[str, Callable[[Transaction], Any]] = {
     "description": attrgetter("description"),
     "reversal_of": attrgetter("reversal_of"),
     "reversal_claimed": attrgetter("reversal_claimed"),
+    "reversal_count": attrgetter("reversal_count"),
 }
 HOLD_COLUMNS: Mapping[str, Callable[[Hold], Any]] = {
     "id": attrgetter("id"),

@@ -166,10 +166,10 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     ),
     # What the reversals of these (locked) originals take of them.
     "originals": (
-        (("id", "uuid"), ("reversal_claimed", "bigint")),
+        (("id", "uuid"), ("reversal_claimed", "bigint"), ("reversal_count", "integer")),
         """
-        UPDATE transactions AS t SET reversal_claimed = v.claimed
-        FROM unnest({}) AS v(id, claimed)
+        UPDATE transactions AS t SET reversal_claimed = v.claimed, reversal_count = v.count
+        FROM unnest({}) AS v(id, claimed, count)
         WHERE t.id = v.id
         """,
     ),

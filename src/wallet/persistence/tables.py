@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -117,6 +118,7 @@ class TransactionRow(SQLModel, table=True):
         CheckConstraint(
             "(type = 'REVERSAL') = (reversal_of IS NOT NULL)", name="reversal_names_its_original"
         ),
+        CheckConstraint("reversal_count >= 0 AND reversal_count <= 50", name="reversals_bounded"),
         # Transaction.reversals and reversedAmount, oldest first.
         Index(
             "reversals_by_original",
@@ -163,6 +165,8 @@ class TransactionRow(SQLModel, table=True):
     reversal_of: UUID | None = Field(default=None, foreign_key="transactions.id")
     # What its reversals take of it, PENDING or COMPLETED: never more than its amount.
     reversal_claimed: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    # How many reversals it has had, FAILED ones included: at most 50 (MAX_REVERSALS).
+    reversal_count: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class HoldRow(SQLModel, table=True):

@@ -9,6 +9,8 @@ import binascii
 from datetime import datetime
 from uuid import UUID
 
+from wallet.schema.scalars import in_utc
+
 _PREFIX = "v1:"
 _ENTRY_PREFIX = "e1:"
 _MAX_BIGINT = 2**63 - 1
@@ -55,6 +57,6 @@ def _decode(cursor: str, prefix: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(when)
         if created_at.tzinfo is None:
             raise ValueError(when)
-        return created_at, ident
+        return in_utc(created_at), ident
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor(f"{cursor!r} is not a cursor this API gave out") from None

@@ -7,7 +7,7 @@ A JSON or GraphQL float is refused outright: a float never touches money.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NewType
 
 import strawberry
@@ -46,7 +46,17 @@ def _parse_datetime(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("a DateTime needs its UTC offset")
-    return parsed
+    return in_utc(parsed)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The instant in UTC, as PostgreSQL is handed it. One whose UTC date falls outside years
+    1 to 9999 (0001-01-01T00:00:00+05:00) is refused here, as the client's mistake, rather
+    than by the driver, as a failure of the server's."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 # The contract's wording for DateTime, with Strawberry's ISO 8601 behaviour.

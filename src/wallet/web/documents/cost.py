@@ -22,11 +22,13 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
-from wallet.domain.model import MAX_BATCH_TRANSFERS, MAX_PAGE_SIZE
+from wallet.domain.model import MAX_BATCH_TRANSFERS, MAX_PAGE_SIZE, MAX_REVERSALS
 from wallet.web.documents.operation import fragments
 
 # How long a list is taken to be when no page argument bounds it (a payload's `errors`).
 UNPAGED_LIST = 20
+# Unpaged lists the domain bounds otherwise: a transaction's reversals.
+UNPAGED_LISTS = {"reversals": MAX_REVERSALS}
 # Fields answering once for each transfer of their batch: each is taken to hold the most a
 # batch may (MAX_BATCH_TRANSFERS), whatever it was sent with, and one operation may run one.
 BATCH_FIELDS = frozenset({"transferBatch"})
@@ -116,8 +118,9 @@ class _Costs:
         if size is not None:
             count, page = 1, size
         elif is_list_type(get_nullable_type(definition.type)):
-            # The list holds `page` items; the lists in each one are bounded on their own.
-            count, page = page, UNPAGED_LIST
+            # The list holds `page` items (or what the domain bounds it to); the lists in each
+            # one are bounded on their own.
+            count, page = UNPAGED_LISTS.get(name, page), UNPAGED_LIST
         else:
             count = 1
         inner = self.of(node.selection_set, get_named_type(definition.type), page)
