@@ -49,7 +49,6 @@ from wallet.resolvers.mutations import Mutation
 from wallet.resolvers.queries import Query
 from wallet.resolvers.subscriptions import Subscription
 from wallet.schema.context import Context, Depositor, Dispatch, Submitter
-from wallet.schema.execution import WalletExecution
 from wallet.schema.scalars import DATETIME, DECIMAL, DecimalText
 from wallet.tasks.settlement import settle_transaction, settle_transactions
 from wallet.web import graphiql
@@ -114,7 +113,6 @@ def build_schema(
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=WalletExecution,
         scalar_overrides={DecimalText: DECIMAL, datetime: DATETIME},
     )
     schema.postgres = postgres
