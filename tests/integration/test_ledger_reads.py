@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.callers import ADMIN
@@ -328,9 +328,10 @@ async def test_a_period_with_only_an_upper_bound_pages_from_it(
 async def test_reversals_come_back_oldest_first_for_each_transaction_asked(
     story: Story, engine: AsyncEngine
 ) -> None:
-    # No use case makes reversals yet on this branch: written as rows, to read them back.
-    # FAILED ones, which move nothing, so the database still holds every rule of the ledger
-    # for the tests that check it whole (tests/invariants.py).
+    # Written as rows, at times of the test's choosing, to read them back in time order:
+    # FAILED ones, which move nothing, each counted on its original as reverse_transaction
+    # counts it, so the database still holds every rule of the ledger for the tests (and the
+    # audit) that check it whole.
     deposits = [t for t in story.moved if t.type is TransactionType.DEPOSIT][:2]
     start = datetime.fromisoformat("2030-01-01T00:00:00+00:00")
     rows = [
@@ -356,6 +357,13 @@ async def test_reversals_come_back_oldest_first_for_each_transaction_asked(
     ]
     async with engine.begin() as connection:
         await connection.execute(insert(transactions), rows)
+        await connection.execute(
+            text(
+                "UPDATE transactions AS o SET reversal_count = (SELECT count(*) FROM transactions"
+                " AS r WHERE r.reversal_of = o.id) WHERE o.id IN (:a, :b)"
+            ),
+            {"a": deposits[0].id, "b": deposits[1].id},
+        )
 
     reads = SqlHistoryQuery(engine)
     without = story.moved[1].id

@@ -30,25 +30,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from wallet.domain.ledger import (
     BalanceRequest,
     EntriesRequest,
-    PostedEntry,
     StatementRequest,
 )
-from wallet.persistence.rows import Row
 from wallet.persistence.tables import ledger_entries, transactions
 
 _entries = ledger_entries.c
 _newest_first = (_entries.created_at.desc(), _entries.id.desc())
-
-
-def entry_from_row(row: Row) -> PostedEntry:
-    return PostedEntry(
-        id=row["id"],
-        transaction_id=row["transaction_id"],
-        wallet_id=row["wallet_id"],
-        delta=row["delta"],
-        balance_after=row["balance_after"],
-        created_at=row["created_at"],
-    )
 
 
 def entries_statement(request: EntriesRequest) -> Select[Any]:

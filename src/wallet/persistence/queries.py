@@ -32,11 +32,15 @@ from wallet.persistence.history_filter import HistoryFilter
 from wallet.persistence.ledger_queries import (
     balances_statement,
     entries_statement,
-    entry_from_row,
     reversals_statement,
     statements_statement,
 )
-from wallet.persistence.rows import hold_from_row, transaction_from_row, wallet_from_row
+from wallet.persistence.rows import (
+    entry_from_row,
+    hold_from_row,
+    transaction_from_row,
+    wallet_from_row,
+)
 from wallet.persistence.tables import holds, transactions, wallets
 
 

@@ -1,5 +1,6 @@
 """Rows to records and records to columns, by column name: the one place that knows how a
-Wallet, a Transaction, a Hold, a LedgerEntry or an IdempotencyRecord is laid out in its table
+Wallet, a Transaction, a Hold, a LedgerEntry (and a PostedEntry, one read back) or an
+IdempotencyRecord is laid out in its table
 (tables.py)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from wallet.domain.errors import ErrorCode
+from wallet.domain.ledger import PostedEntry
 from wallet.domain.model import (
     Hold,
     HoldStatus,
@@ -81,6 +83,17 @@ def hold_from_row(row: Row) -> Hold:
         description=row["description"],
         created_at=row["created_at"],
         closed_at=row["closed_at"],
+    )
+
+
+def entry_from_row(row: Row) -> PostedEntry:
+    return PostedEntry(
+        id=row["id"],
+        transaction_id=row["transaction_id"],
+        wallet_id=row["wallet_id"],
+        delta=row["delta"],
+        balance_after=row["balance_after"],
+        created_at=row["created_at"],
     )
 
 

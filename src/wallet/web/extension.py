@@ -24,7 +24,7 @@ from wallet.persistence.outages import PostgresOutage
 from wallet.schema.types import PublicError
 from wallet.web.codes import INTERNAL, SERVICE_UNAVAILABLE
 from wallet.web.documents import Cost, admission
-from wallet.web.documents.operation import client_code
+from wallet.web.documents.operation import client_code, request_refusal
 from wallet.web.operations import Metrics
 
 # Shared by every request: the same few documents come again and again. Validation is keyed
@@ -103,11 +103,14 @@ def edge_extension(
 
         def on_parse(self) -> Iterator[None]:
             context = self.execution_context
-            # A document that does not parse is left to Strawberry, which parses it again
-            # and reports it as a result, so that it is coded like every other mistake.
-            with contextlib.suppress(GraphQLError):
-                assert context.query is not None
-                context.graphql_document = _parse(context.query, **context.parse_options)
+            assert context.query is not None
+            # A document the edge already found refused (over the token limit, say: its
+            # parse is remembered, refusals too) is left to Strawberry, which parses it and
+            # reports it as a result, coded like every other mistake: parsing it here as well
+            # would cost a third pass over up to max_tokens tokens (20 ms each on a Xeon).
+            if request_refusal(context.query, context.operation_name, max_tokens) is None:
+                with contextlib.suppress(GraphQLError):
+                    context.graphql_document = _parse(context.query, **context.parse_options)
             yield
 
         def on_validate(self) -> Iterator[None]:
