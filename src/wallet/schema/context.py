@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from uuid import UUID
 
 from strawberry.dataloader import DataLoader
@@ -31,6 +32,9 @@ from wallet.domain.model import (
 )
 from wallet.domain.ports import HistoryQuery, TransactionFeed, UnitOfWorkFactory
 from wallet.domain.services import Deposit, Transfer, Withdraw
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Hands PENDING transactions on to be settled, as one job; returns each as it stands
 # afterwards (settled at once when run inline, still PENDING when queued for a worker).
@@ -88,24 +92,13 @@ class Context:
         self.reversals_loader = DataLoader(load_fn=self.reads.reversals, cache=False)
 
     async def _histories(self, requests: list[HistoryRequest]) -> list[Page]:
-        # The same page asked for in many places of one document (the sender's history of
-        # each of a hundred transactions) is read once.
-        unique = list(dict.fromkeys(requests))
-        pages = await asyncio.gather(*(self.reads.history(request) for request in unique))
-        read = dict(zip(unique, pages, strict=True))
-        return [read[request] for request in requests]
+        return await _each_once(self.reads.history, requests)
 
     async def _holds(self, requests: list[HoldsRequest]) -> list[HoldPage]:
-        unique = list(dict.fromkeys(requests))
-        pages = await asyncio.gather(*(self.reads.wallet_holds(request) for request in unique))
-        read = dict(zip(unique, pages, strict=True))
-        return [read[request] for request in requests]
+        return await _each_once(self.reads.wallet_holds, requests)
 
     async def _entries(self, requests: list[EntriesRequest]) -> list[EntryPage]:
-        unique = list(dict.fromkeys(requests))
-        pages = await asyncio.gather(*(self.reads.entries(request) for request in unique))
-        read = dict(zip(unique, pages, strict=True))
-        return [read[request] for request in requests]
+        return await _each_once(self.reads.entries, requests)
 
     @property
     def caller(self) -> Caller:
@@ -140,3 +133,12 @@ class Context:
         for wallet_id in wallet_ids:
             with contextlib.suppress(KeyError):  # it was never loaded
                 self.wallet_loader.clear(wallet_id)
+
+
+async def _each_once(read: Callable[[K], Awaitable[V]], requests: list[K]) -> list[V]:
+    """Each page asked for, read at once with the others; the same page asked for in many
+    places of one document (the sender's history of each of a hundred transactions) once."""
+    unique = list(dict.fromkeys(requests))
+    pages = await asyncio.gather(*(read(request) for request in unique))
+    found = dict(zip(unique, pages, strict=True))
+    return [found[request] for request in requests]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 import strawberry
@@ -24,6 +25,9 @@ from wallet.schema.pagination import (
     encode_entry_cursor,
 )
 from wallet.schema.scalars import DecimalText
+
+# A cursor's position: a transaction's (created_at, id), or an entry's.
+P = TypeVar("P")
 
 # The domain's enums are the contract's: registered with Strawberry here, not decorated there.
 strawberry.enum(domain_errors.ErrorCode)
@@ -112,11 +116,16 @@ class TransactionConnection:
     page_info: PageInfo
 
 
-def _position(cursor: str | None, argument: str) -> tuple[datetime, UUID] | None:
+def _position(
+    cursor: str | None,
+    argument: str,
+    decode: Callable[[str], P],
+) -> P | None:
+    """Where a page starts, from the cursor the client sent back, read by `decode`."""
     if cursor is None:
         return None
     try:
-        return decode_cursor(cursor)
+        return decode(cursor)
     except InvalidCursor as error:
         raise InvalidCursorError(f"`{argument}`: {error}") from None
 
@@ -168,7 +177,7 @@ class Wallet:
         request = HoldsRequest(
             wallet_id=UUID(self.id),
             limit=_forward_page_size(first),
-            after=_position(after, "after"),
+            after=_position(after, "after", decode_cursor),
             statuses=frozenset(statuses) if statuses else None,
         )
         page = await info.context.holds_loader.load(request)
@@ -230,8 +239,8 @@ class Wallet:
         request = HistoryRequest(
             wallet_id=UUID(self.id),
             limit=min(size, MAX_PAGE_SIZE),
-            after=_position(after, "after"),
-            before=_position(before, "before"),
+            after=_position(after, "after", decode_cursor),
+            before=_position(before, "before", decode_cursor),
             backward=backward,
             types=frozenset(filter.types) if filter and filter.types else None,
             statuses=frozenset(filter.statuses) if filter and filter.statuses else None,
@@ -284,7 +293,7 @@ class Wallet:
         request = ledger.EntriesRequest(
             wallet_id=UUID(self.id),
             limit=_forward_page_size(first),
-            after=_entry_position(after, "after"),
+            after=_position(after, "after", decode_entry_cursor),
             since=since,
             until=until,
         )
@@ -317,15 +326,6 @@ class Wallet:
             raise InvalidArgumentError(f"`until`: {error}", "until") from None
         found = await info.context.statement_loader.load(request)
         return Statement.from_domain(found, Currency.of(self.currency))
-
-
-def _entry_position(cursor: str | None, argument: str) -> ledger.EntryPosition | None:
-    if cursor is None:
-        return None
-    try:
-        return decode_entry_cursor(cursor)
-    except InvalidCursor as error:
-        raise InvalidCursorError(f"`{argument}`: {error}") from None
 
 
 def _id_or_none(value: UUID | None) -> strawberry.ID | None:
@@ -580,6 +580,14 @@ class HoldPayload:
     errors: list[UserError]
 
 
+def _description() -> str | None:
+    """The optional free text of a request's input (each input needs a field of its own)."""
+    description: str | None = strawberry.field(
+        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
+    )
+    return description
+
+
 @strawberry.input
 class PlaceHoldInput:
     wallet_id: strawberry.ID
@@ -594,9 +602,7 @@ class PlaceHoldInput:
         default=model.DEFAULT_HOLD_SECONDS,
         description="From 1 second to 30 days (2,592,000); 7 days by default.",
     )
-    description: str | None = strawberry.field(
-        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
-    )
+    description: str | None = _description()
 
 
 @strawberry.input
@@ -621,9 +627,7 @@ class ReverseTransactionInput:
         default=None, description="At most what is left to reverse; all of it when omitted."
     )
     client_transaction_id: str
-    description: str | None = strawberry.field(
-        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
-    )
+    description: str | None = _description()
 
 
 @strawberry.input
@@ -631,9 +635,7 @@ class DepositInput:
     wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
-    description: str | None = strawberry.field(
-        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
-    )
+    description: str | None = _description()
 
 
 @strawberry.input
@@ -641,9 +643,7 @@ class WithdrawInput:
     wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
-    description: str | None = strawberry.field(
-        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
-    )
+    description: str | None = _description()
 
 
 @strawberry.input
@@ -652,9 +652,7 @@ class TransferInput:
     to_wallet_id: strawberry.ID
     amount: DecimalText
     client_transaction_id: str
-    description: str | None = strawberry.field(
-        default=None, description=f"At most {model.MAX_DESCRIPTION_LENGTH} characters."
-    )
+    description: str | None = _description()
 
 
 @strawberry.type
@@ -681,7 +679,7 @@ class Viewer:
         request = OwnedWalletsRequest(
             owner_id=str(self.id),
             limit=_forward_page_size(first),
-            after=_position(after, "after"),
+            after=_position(after, "after", decode_cursor),
         )
         page = await info.context.reads.owned_wallets(request)
         edges = []
