@@ -174,7 +174,6 @@ EXPIRY_BATCH = 500
 # A hold due this long is worth waiting for its wallet's lock (up to EXPIRY_WAIT); until
 # then, wallets another worker (or a request) holds are left for the next round.
 EXPIRY_PATIENCE = timedelta(seconds=2)
-FAILED = TransactionStatus.FAILED
 EXPIRY_WAIT = timedelta(seconds=1)
 
 
@@ -781,8 +780,7 @@ async def _to_reverse(caller: Caller, uow: UnitOfWork, transaction_id: UUID) -> 
     may not see is refused exactly as an unknown one."""
     transaction = await uow.transactions.get(transaction_id)
     if transaction is not None:
-        facts = await uow.wallets.facts(transaction.wallet_ids)
-        owners = {i: f.owner_id for i, f in facts.items()}
+        owners = await _owners(uow, transaction)
         if access.may_see_transaction(caller, transaction, owners):
             access.check_reversal(caller, transaction, owners)
             return transaction
@@ -792,7 +790,9 @@ async def _to_reverse(caller: Caller, uow: UnitOfWork, transaction_id: UUID) -> 
 async def _given_back(uow: UnitOfWork, decided: Sequence[Transaction]) -> list[Transaction]:
     """The originals of the FAILED reversals among `decided`, locked, each given back the
     share its reversals took: what they did not move may be reversed again."""
-    failed = [t for t in decided if t.reversal_of is not None and t.status is FAILED]
+    failed = [
+        t for t in decided if t.reversal_of is not None and t.status is TransactionStatus.FAILED
+    ]
     if not failed:
         return []
     originals = await uow.transactions.lock({t.reversal_of for t in failed if t.reversal_of})
@@ -806,11 +806,15 @@ async def _seen_hold(caller: Caller, uow: UnitOfWork, hold_id: UUID) -> Hold:
     """The hold, read without locking; one the caller may not see is refused exactly as an
     unknown one."""
     hold = await uow.holds.get(hold_id)
-    if hold is not None:
-        facts = await uow.wallets.facts(hold.wallet_ids)
-        if access.may_see_transaction(caller, hold, {i: f.owner_id for i, f in facts.items()}):
-            return hold
+    if hold is not None and access.may_see_transaction(caller, hold, await _owners(uow, hold)):
+        return hold
     raise HoldNotFound(f"there is no hold {hold_id}", field="hold_id")
+
+
+async def _owners(uow: UnitOfWork, moved: Transaction | Hold) -> dict[UUID, str]:
+    """The owner of each wallet the transaction or hold touches, as access.py asks for them."""
+    facts = await uow.wallets.facts(moved.wallet_ids)
+    return {wallet_id: f.owner_id for wallet_id, f in facts.items()}
 
 
 async def _locked_hold(uow: UnitOfWork, hold_id: UUID) -> Hold:
