@@ -210,6 +210,14 @@ class _Transactions:
         working = self._uow.working.transactions
         return {i: replace(working[i]) for i in sorted(transaction_ids) if i in working}
 
+    async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
+        working = self._uow.working.transactions
+        return {
+            i
+            for i in transaction_ids
+            if i in working and working[i].status is TransactionStatus.PENDING
+        }
+
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:

@@ -24,7 +24,8 @@ class Batcher(Generic[T, R]):
     A lone call waits for nobody: it runs at the next turn of the event loop, once the calls
     made in this same turn have joined it. Under load, calls pile up while one batch is at the
     database (or Redis) and go together in the next, so batches grow with the load, and so
-    does what each round trip is shared by. One batch runs at a time.
+    does what each round trip is shared by. One batch runs at a time, or up to `parallel`:
+    then, while one waits on the database, the next is already on its way.
 
     `run` answers each item of a batch, in order, with its result or the exception to raise
     for it; an exception `run` itself raises is raised for every item of the batch.
@@ -35,32 +36,46 @@ class Batcher(Generic[T, R]):
         run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
         max_batch: int = 64,
         name: str = "batch",
+        parallel: int = 1,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
         self._name = name
+        self._parallel = parallel
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        # Flushes still in their loop: a done task may wait a turn to leave the set.
+        self._running = 0
 
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._flushing is None or self._flushing.done():
+        if self._running < self._parallel:
+            self._running += 1
             # A task of its own: a caller that goes away does not take the batch with it.
-            self._flushing = asyncio.create_task(self._flush(), name=self._name)
+            flushing = asyncio.create_task(self._flush(), name=self._name)
+            self._flushing.add(flushing)
+            flushing.add_done_callback(self._flushing.discard)
         return await future
 
     async def close(self) -> None:
-        """Stop the batch under way; whoever waits on it or on the next is cancelled."""
-        if self._flushing is not None and not self._flushing.done():
-            self._flushing.cancel()
+        """Stop the batches under way; whoever waits on them or on the next is cancelled."""
+        for flushing in list(self._flushing):
+            flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._flushing
+                await flushing
+        self._running = 0  # one cancelled before it began never ran its `finally`
         for _, future in self._waiting:
             future.cancel()
         self._waiting.clear()
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_waiting()
+        finally:
+            self._running -= 1
+
+    async def _flush_waiting(self) -> None:
         await asyncio.sleep(0)  # let the calls made in this same turn of the loop join in
         while self._waiting:
             batch = self._waiting[: self._max_batch]

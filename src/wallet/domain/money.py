@@ -52,6 +52,9 @@ class Currency:
 
     @classmethod
     def of(cls, code: str) -> Currency:
+        known = _KNOWN.get(code)
+        if known is not None:
+            return known  # every stored row names one: this is on the path of each
         if not _CURRENCY_CODE.fullmatch(code):
             raise UnsupportedCurrency(
                 f"{code!r} is not an ISO 4217 currency code (three capital letters)",
@@ -60,7 +63,11 @@ class Currency:
         exponent = currency_exponents().get(code)
         if exponent is None:
             raise UnsupportedCurrency(f"{code} is not a supported currency", field="currency")
-        return cls(code, exponent)
+        return _KNOWN.setdefault(code, cls(code, exponent))
+
+
+# The currencies met so far: at most the table's few hundred, so never evicted.
+_KNOWN: dict[str, Currency] = {}
 
 
 @dataclass(frozen=True, slots=True, order=True)

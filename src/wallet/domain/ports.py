@@ -75,6 +75,12 @@ class TransactionRepository(Protocol):
         atomic batches, in the order they were recorded."""
         ...
 
+    async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
+        """Lock those of the transactions that are still PENDING, in the order they were
+        recorded; their ids. What a PENDING one holds never changes until it is decided, so
+        what was read of it unlocked needs no reading again."""
+        ...
+
 
 class HoldRepository(Protocol):
     """Holds. A hold's row is locked only by one who holds its wallet's lock, so locking it

@@ -310,8 +310,9 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
         if not unlocked:
             return []
         wallets = await uow.wallets.lock({i for t in unlocked for i in t.wallet_ids})
-        # Read again under the wallets' locks: another worker may have settled some meanwhile.
-        pending = await uow.transactions.pending(transaction_ids, lock=True)
+        # Asked again under the wallets' locks: another worker may have settled some meanwhile.
+        still = await uow.transactions.lock_pending([t.id for t in unlocked])
+        pending = [t for t in unlocked if t.id in still]
         entries: list[LedgerEntry] = []
         for linked in _linked(pending):
             entries += apply_all_or_none(linked, wallets)

@@ -378,6 +378,12 @@ class _Transactions:
         )
         return found
 
+    async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
+        locked: set[UUID] = await self._member.call(
+            lambda u: u.transactions.lock_pending(transaction_ids), writes=True
+        )
+        return locked
+
 
 class _Keys:
     __slots__ = ("_member",)

@@ -133,6 +133,11 @@ class SqlTransactions:
         rows = await connection.fetch(sql.LOCK_TRANSACTIONS, list(transaction_ids))
         return {row["id"]: transaction_from_row(row) for row in rows}
 
+    async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
+        connection = await self._uow.begun()
+        rows = await connection.fetch(sql.LOCK_PENDING, list(transaction_ids))
+        return {row["id"] for row in rows}
+
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:

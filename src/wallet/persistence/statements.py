@@ -38,6 +38,12 @@ PENDING = """
     WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
     ORDER BY created_at, id
 """
+LOCK_PENDING = """
+    SELECT id FROM transactions
+    WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+    ORDER BY created_at, id
+    FOR UPDATE
+"""
 # The rest of these atomic batches (by the transactions_by_batch index). Asked for apart, and
 # only when a batch is there: folded into PENDING, it made the planner walk every PENDING
 # transaction (13 ms instead of 2 for 256 with 60,000 PENDING).

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
+from strawberry.types.arguments import InputContext
+from strawberry.types.base import StrawberryOptional
 from strawberry.utils.str_converters import to_camel_case
 
 from wallet.domain import errors as domain_errors
@@ -28,6 +31,43 @@ from wallet.schema.scalars import DecimalText
 
 # A cursor's position: a transaction's (created_at, id), or an entry's.
 P = TypeVar("P")
+InputT = TypeVar("InputT")
+
+# What graphql-core has parsed already, and Strawberry hands on as it is.
+_SCALARS = (str, bool, int, strawberry.ID, DecimalText)
+
+
+def _of_scalars(cls: type[InputT]) -> type[InputT]:
+    """Build this input in one call (Strawberry's `from_input` hook). Left to Strawberry, each
+    field of each value is converted on its own, its type resolved and its name converted
+    again every time: a sixth of an API process's CPU on batches of 100 transfers (py-spy).
+    Only for inputs of scalars, which need no converting: refused for any other."""
+    definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+    for field in definition.fields:
+        kind = field.type.of_type if isinstance(field.type, StrawberryOptional) else field.type
+        if kind not in _SCALARS:
+            raise TypeError(f"{cls.__name__}.{field.python_name} is not a scalar")
+    # As Strawberry does: graphql-core has checked that the required ones are there.
+    nulls = {
+        field.python_name: None
+        for field in definition.fields
+        if field.default_value is MISSING and field.default_factory is MISSING
+    }
+    names: list[tuple[str, str]] = []
+
+    def from_input(built: type[InputT], value: Mapping[str, Any], context: InputContext) -> InputT:
+        if not names:  # the schema's naming, known once it is built
+            convert = context.config.name_converter.from_field
+            names.extend((convert(field), field.python_name) for field in definition.fields)
+        fields = dict(nulls)
+        for graphql_name, python_name in names:
+            if graphql_name in value:
+                fields[python_name] = value[graphql_name]
+        return built(**fields)
+
+    definition.from_input = from_input
+    return cls
+
 
 # The domain's enums are the contract's: registered with Strawberry here, not decorated there.
 strawberry.enum(domain_errors.ErrorCode)
@@ -543,6 +583,7 @@ class TransactionPayload:
     errors: list[UserError]
 
 
+@_of_scalars
 @strawberry.input
 class CreateWalletInput:
     currency: str = "USD"
@@ -588,6 +629,7 @@ def _description() -> str | None:
     return description
 
 
+@_of_scalars
 @strawberry.input
 class PlaceHoldInput:
     wallet_id: strawberry.ID
@@ -605,6 +647,7 @@ class PlaceHoldInput:
     description: str | None = _description()
 
 
+@_of_scalars
 @strawberry.input
 class CaptureHoldInput:
     hold_id: strawberry.ID
@@ -614,12 +657,14 @@ class CaptureHoldInput:
     client_transaction_id: str
 
 
+@_of_scalars
 @strawberry.input
 class VoidHoldInput:
     hold_id: strawberry.ID
     client_transaction_id: str
 
 
+@_of_scalars
 @strawberry.input
 class ReverseTransactionInput:
     transaction_id: strawberry.ID
@@ -630,6 +675,7 @@ class ReverseTransactionInput:
     description: str | None = _description()
 
 
+@_of_scalars
 @strawberry.input
 class DepositInput:
     wallet_id: strawberry.ID
@@ -638,6 +684,7 @@ class DepositInput:
     description: str | None = _description()
 
 
+@_of_scalars
 @strawberry.input
 class WithdrawInput:
     wallet_id: strawberry.ID
@@ -646,6 +693,7 @@ class WithdrawInput:
     description: str | None = _description()
 
 
+@_of_scalars
 @strawberry.input
 class TransferInput:
     from_wallet_id: strawberry.ID

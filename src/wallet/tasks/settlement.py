@@ -126,7 +126,7 @@ class SettlementBatcher:
 
     def __init__(self, deps: TaskDeps) -> None:
         self._deps = deps
-        self._batches: Batcher[UUID, None] = Batcher(self._settle_batch, deps.max_batch)
+        self._batches: Batcher[UUID, None] = Batcher(self._settle_batch, deps.max_batch, parallel=2)
 
     async def settle(self, transaction_id: UUID) -> None:
         await self._batches(transaction_id)
