@@ -24,6 +24,7 @@ from wallet.domain.ports import CommitListener, UnitOfWork
 from wallet.persistence.cache import ReadCache
 from wallet.persistence.database import create_engine
 from wallet.persistence.events import RedisTransactionFeed
+from wallet.persistence.redis_client import connect
 from wallet.persistence.redis_commits import RedisCommitListener
 from wallet.persistence.repositories import FactBook
 from wallet.persistence.unit_of_work import SqlUnitOfWork
@@ -60,7 +61,7 @@ def _key(settings: Settings, *parts: str) -> str:
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    redis = Redis.from_url(
+    redis = connect(
         settings.redis_url,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,

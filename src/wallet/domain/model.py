@@ -84,16 +84,24 @@ class Wallet:
         return WalletFacts(self.currency, self.owner_id)
 
     def credit(self, amount: Money) -> None:
+        self.check_credit(amount)
+        self.balance = Money(self.balance.minor + amount.minor, self.currency)
+
+    def debit(self, amount: Money) -> None:
+        self.check_debit(amount)
+        self.balance = Money(self.balance.minor - amount.minor, self.currency)
+
+    def check_credit(self, amount: Money) -> None:
+        """Raise what credit() would, changing nothing."""
         self._check_currency(amount)
         if self.balance.minor + amount.minor > MAX_BALANCE_MINOR:
             raise InvalidAmount(
                 "the balance would exceed the largest amount a wallet can hold", field="amount"
             )
-        self.balance = Money(self.balance.minor + amount.minor, self.currency)
 
-    def debit(self, amount: Money) -> None:
+    def check_debit(self, amount: Money) -> None:
+        """Raise what debit() would, changing nothing."""
         self._check_available(amount)
-        self.balance = Money(self.balance.minor - amount.minor, self.currency)
 
     def reserve(self, amount: Money) -> None:
         """Set `amount` aside for a hold: it stays in the balance, out of what is available."""
@@ -300,20 +308,20 @@ class Transaction:
         """
         sender = wallets[self.sender_wallet_id] if self.sender_wallet_id else None
         receiver = wallets[self.receiver_wallet_id] if self.receiver_wallet_id else None
-        # Check everything before changing anything, so a refusal leaves no half-move behind.
-        trial = {w.id: replace(w) for w in (sender, receiver) if w is not None}
+        # Check everything before changing anything, so a refusal leaves no half-move behind
+        # (the two are never one wallet).
         if sender is not None:
-            trial[sender.id].debit(self.amount)
+            sender.check_debit(self.amount)
         if receiver is not None:
-            trial[receiver.id].credit(self.amount)
+            receiver.check_credit(self.amount)
         entries = []
         if sender is not None:
-            sender.balance = trial[sender.id].balance
+            sender.debit(self.amount)
             entries.append(
                 LedgerEntry(self.id, sender.id, -self.amount.minor, sender.balance.minor)
             )
         if receiver is not None:
-            receiver.balance = trial[receiver.id].balance
+            receiver.credit(self.amount)
             entries.append(
                 LedgerEntry(self.id, receiver.id, self.amount.minor, receiver.balance.minor)
             )

@@ -143,7 +143,7 @@ PARTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
             completed_at = coalesce(t.completed_at, now.at)
         FROM now, unnest({}) AS v(id, status, code, message)
         WHERE t.id = v.id
-        RETURNING t.*
+        RETURNING t.id
         """,
     ),
     "balances": (
@@ -199,18 +199,16 @@ def write_statement(parts: tuple[str, ...]) -> str:
             number += 1
             arrays.append(f"${number}::{sql_type}[]")
         ctes.append(f"{name} AS ({body.format(', '.join(arrays))})")
+    # Only the recorded rows come back whole (the rest of a decided row is what its writer
+    # holds): read back and decoded before the commit, a settlement's 256 rows held its
+    # wallets' locks a millisecond longer. Decided rows are counted, that none was missed.
     # S608: every piece is one of the constants above; the values travel as parameters.
-    stored = [
-        f"SELECT {n} AS part, * FROM {name}"  # noqa: S608
-        for n, name in enumerate(parts, 1)
-        if name in ("recorded", "decided")
-    ]
-    if stored:
-        union = " UNION ALL ".join(stored)
-        joined = f"LEFT JOIN ({union}) AS stored ON true"
-        tail = f"SELECT now.at AS written_at, stored.* FROM now {joined}"  # noqa: S608
+    decided = "(SELECT count(*) FROM decided)" if "decided" in parts else "NULL::bigint"
+    head = f"SELECT now.at AS written_at, {decided} AS decided"
+    if "recorded" in parts:
+        tail = f"{head}, recorded.* FROM now LEFT JOIN recorded ON true"
     else:
-        tail = "SELECT now.at AS written_at, NULL::int AS part FROM now"
+        tail = f"{head}, NULL::uuid AS id FROM now"
     return f"WITH {', '.join(ctes)} {tail}"
 
 

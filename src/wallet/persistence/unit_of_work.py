@@ -176,11 +176,17 @@ class SqlUnitOfWork:
             statement, *(a for part in arrays.values() for a in part)
         )
         written_at = rows[0]["written_at"]
+        # Each was locked and PENDING when read: the update cannot miss one.
+        assert rows[0]["decided"] in (None, len(decided)), "a decided transaction was missed"
         for wallet in {w.id: w for w in balances}.values():
             wallet.version += 1
             wallet.updated_at = written_at
             self.wallets_changed[wallet.id] = wallet
-        stored = {row["id"]: transaction_from_row(row) for row in rows if row["part"] is not None}
+        for transaction in decided:
+            # All else in its row is what it holds: it was read whole, and only decided since.
+            transaction.completed_at = transaction.completed_at or written_at
+        stored = {row["id"]: transaction_from_row(row) for row in rows if row["id"] is not None}
+        stored |= {t.id: t for t in decided}
         self.transactions_changed.update(stored)
         return [stored[t.id] for t in (*recorded, *decided)]
 

@@ -16,6 +16,7 @@ from taskiq_redis import RedisStreamBroker
 
 from wallet.config import Settings
 from wallet.domain.batching import Batcher
+from wallet.persistence.redis_client import connection_options
 
 
 class SettlementBroker(RedisStreamBroker):
@@ -101,4 +102,5 @@ def make_broker(settings: Settings, *, read_count: int = 1) -> RedisStreamBroker
         maxlen=1_000_000,
         socket_timeout=max(settings.redis_timeout, 2.0),
         socket_connect_timeout=settings.redis_timeout,
+        **connection_options(settings.redis_url),
     )
