@@ -229,7 +229,6 @@ class HoldRow(SQLModel, table=True):
 class LedgerEntryRow(SQLModel, table=True):
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        Index("ledger_entries_by_wallet", "wallet_id", "id"),
         # balanceAt, statements and Wallet.entries: one lookup or one range scan by time.
         Index("ledger_entries_by_wallet_time", "wallet_id", "created_at", "id"),
         UniqueConstraint(
