@@ -197,6 +197,7 @@ async def run_worker(settings: Settings, concurrency: int, heartbeat: Path | Non
             uow_factory=resources.unit_of_work,
             redis=resources.redis,
             prefix=settings.redis_prefix,
+            max_batch=settings.settle_batch_size,
             postgres=servers.postgres,
         )
         log.info(

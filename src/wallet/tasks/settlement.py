@@ -49,7 +49,7 @@ class TaskDeps:
     redis: Redis
     prefix: str
     # Jobs that run at the same time in one worker are settled together, up to this many.
-    max_batch: int = 256
+    max_batch: int = 1024
     # Told when PostgreSQL is found away, so the worker says so once, naming it by address.
     postgres: Outage | None = None
     batcher: SettlementBatcher = field(init=False)
@@ -122,7 +122,9 @@ async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
 
 class SettlementBatcher:
     """Gathers the jobs running at once in this worker and settles them in one unit of work,
-    a batch at a time (domain/batching.py): while one talks to PostgreSQL the next fills up."""
+    two batches at a time (domain/batching.py): while one holds its wallets' locks, the next
+    reads what it will settle and waits for them, and the rest fill up. One at a time, the
+    worker sat idle a third of the time under batches of transfers (bench)."""
 
     def __init__(self, deps: TaskDeps) -> None:
         self._deps = deps
