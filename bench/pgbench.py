@@ -117,6 +117,7 @@ async def run_baseline(
                 accounts,
             )
             await conn.execute("VACUUM ANALYZE")
+            await conn.execute("CHECKPOINT")  # as before each of the stack's phases
         finally:
             await conn.close()
         script = scratch / "pgbench-transfer.sql"

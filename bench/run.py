@@ -24,7 +24,7 @@ from bench.pgbench import Baseline, run_baseline, scratch_name
 from bench.report import machine
 from bench.service_layer import measure as measure_service_layer
 from bench.settle_latency import Settlement, settled_since, wait_settled
-from bench.stack import BASE_URL, Stack, fresh_database, running
+from bench.stack import BASE_URL, Stack, fresh_database, quiesce, running
 from bench.stats import per_unit_ms, ratio
 
 PHASES = ("pgbench", "service", "deposits", "transfers", "batches", "reads", "pages")
@@ -505,13 +505,16 @@ class Run:
                     try:
                         await self.create_wallets(stack)
                         if "deposits" in args.only:
+                            await quiesce(database_url)
                             await self.deposits(stack)
                         if "transfers" in args.only:
-                            await self.transfers(stack, hot=False)
-                            await self.transfers(stack, hot=True)
+                            for hot in (False, True):
+                                await quiesce(database_url)
+                                await self.transfers(stack, hot=hot)
                         if "batches" in args.only:
-                            await self.batches(stack, atomic=False)
-                            await self.batches(stack, atomic=True)
+                            for atomic in (False, True):
+                                await quiesce(database_url)
+                                await self.batches(stack, atomic=atomic)
                         if "reads" in args.only:
                             await self.reads(stack)
                         if "pages" in args.only:

@@ -65,42 +65,38 @@ async def test_closing_cancels_the_waiting_calls_and_runs_none_of_them_later() -
     assert ran == [[1], [3]]
 
 
-async def test_with_two_in_parallel_the_next_batch_runs_while_one_waits() -> None:
+async def test_with_two_in_parallel_a_backlog_runs_beside_the_batch_that_waits() -> None:
     running: list[list[int]] = []
-    most = 0
     gates = {1: asyncio.Event(), 2: asyncio.Event()}
 
     async def run(items: list[int]) -> list[int]:
-        nonlocal most
         running.append(items)
-        most = max(most, len(running))
         if items[0] in gates:
             await gates[items[0]].wait()
         running.remove(items)
         return items
 
-    batcher: Batcher[int, int] = Batcher(run, parallel=2)
+    batcher: Batcher[int, int] = Batcher(run, max_batch=2, parallel=2)
     first = asyncio.ensure_future(batcher(1))
     await asyncio.sleep(0.01)
     second = asyncio.ensure_future(batcher(2))
     await asyncio.sleep(0.01)
-    assert running == [[1], [2]]  # the second did not wait for the first
+    assert running == [[1]]  # no more waiting than one batch takes: it waits for the next
     later = [asyncio.ensure_future(batcher(n)) for n in (3, 4)]
     await asyncio.sleep(0.01)
-    assert running == [[1], [2]]  # a third waits, and goes with the ones beside it
+    assert running == [[1], [2, 3]]  # more than a batch waits: the next runs beside the first
     gates[2].set()
-    assert await asyncio.wait_for(second, 1) == 2
-    assert [await asyncio.wait_for(f, 1) for f in later] == [3, 4]
+    assert [await asyncio.wait_for(f, 1) for f in (second, *later)] == [2, 3, 4]
+    assert not first.done()
     gates[1].set()
     assert await asyncio.wait_for(first, 1) == 1
-    assert most == 2
 
 
 async def test_a_call_made_as_a_batch_ends_is_never_left_waiting() -> None:
     async def run(items: list[int]) -> list[int]:
         return items
 
-    batcher: Batcher[int, int] = Batcher(run, parallel=2)
+    batcher: Batcher[int, int] = Batcher(run, max_batch=1, parallel=2)
     for round_ in range(200):
         # Calls made at every point of the batches' ends: each must be answered.
         calls = [asyncio.ensure_future(batcher(n)) for n in range(round_ % 3 + 1)]

@@ -24,8 +24,9 @@ class Batcher(Generic[T, R]):
     A lone call waits for nobody: it runs at the next turn of the event loop, once the calls
     made in this same turn have joined it. Under load, calls pile up while one batch is at the
     database (or Redis) and go together in the next, so batches grow with the load, and so
-    does what each round trip is shared by. One batch runs at a time, or up to `parallel`:
-    then, while one waits on the database, the next is already on its way.
+    does what each round trip is shared by. One batch runs at a time, or, while more wait than
+    one batch takes, up to `parallel`: then, while one waits on the database, the next is
+    already on its way.
 
     `run` answers each item of a batch, in order, with its result or the exception to raise
     for it; an exception `run` itself raises is raised for every item of the batch.
@@ -50,7 +51,11 @@ class Batcher(Generic[T, R]):
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._running < self._parallel:
+        # Another batch beside the one running only when more wait than it could take: a
+        # light load is better served by fewer, fuller batches (fewer commits and lock waits).
+        if self._running == 0 or (
+            self._running < self._parallel and len(self._waiting) > self._max_batch
+        ):
             self._running += 1
             # A task of its own: a caller that goes away does not take the batch with it.
             flushing = asyncio.create_task(self._flush(), name=self._name)

@@ -15,6 +15,7 @@ from wallet.domain.model import (
     IdempotencyRecord,
     ScopedKey,
     Transaction,
+    TransactionStatus,
     Wallet,
     WalletFacts,
 )
@@ -135,22 +136,30 @@ class SqlTransactions:
 
     async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
         connection = await self._uow.begun()
-        rows = await connection.fetch(sql.LOCK_PENDING, list(transaction_ids))
-        return {row["id"] for row in rows}
+        rows = await connection.fetch(sql.LOCK_ASKED, list(dict.fromkeys(transaction_ids)))
+        return {row["id"] for row in rows if row["status"] == _PENDING}
 
     async def pending(
         self, transaction_ids: Sequence[UUID], *, lock: bool = False
     ) -> list[Transaction]:
-        suffix = " FOR UPDATE" if lock else ""
+        suffix = " FOR UPDATE OF t" if lock else ""
         connection = await (self._uow.begun() if lock else self._uow.reading())
-        rows = await connection.fetch(sql.PENDING + suffix, list(transaction_ids))
+        asked = list(dict.fromkeys(transaction_ids))
+        rows = _pending(await connection.fetch(sql.ASKED + suffix, asked))
         batches = list({row["batch_id"] for row in rows if row["batch_id"] is not None})
         if batches:
-            asked = {row["id"] for row in rows}
-            linked = await connection.fetch(sql.PENDING_IN_BATCHES + suffix, batches)
-            rows += [row for row in linked if row["id"] not in asked]
+            found = {row["id"] for row in rows}
+            linked = _pending(await connection.fetch(sql.ASKED_BATCHES + suffix, batches))
+            rows += [row for row in linked if row["id"] not in found]
             rows.sort(key=lambda row: (row["created_at"], row["id"]))
         return [transaction_from_row(row) for row in rows]
+
+
+_PENDING = TransactionStatus.PENDING.value
+
+
+def _pending(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    return [row for row in rows if row["status"] == _PENDING]
 
 
 class SqlHolds:
