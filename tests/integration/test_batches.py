@@ -15,7 +15,7 @@ from tests.integration.moves import fresh_key, new_wallet
 from tests.invariants import assert_audit_clean, assert_balances_explained, status_counts
 from wallet.domain import services
 from wallet.domain.errors import ErrorCode
-from wallet.domain.group_commit import run_transfer_batch, run_unattended
+from wallet.domain.group_commit import run_alone, run_transfer_batch, run_unattended
 from wallet.domain.model import Transaction, TransactionStatus
 from wallet.domain.ports import UnitOfWorkFactory
 
@@ -112,4 +112,35 @@ async def test_atomic_batches_over_the_same_wallets_at_once_each_end_whole(
         assert statuses in ({TransactionStatus.COMPLETED}, {TransactionStatus.FAILED})
     balances = await assert_balances_explained(engine, wallets)
     assert sum(balances.values()) == 40_00
+    await assert_audit_clean(engine)
+
+
+async def test_settlements_racing_over_the_same_transactions_apply_each_once(
+    uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """settle() reads its transactions unlocked, then locks those still PENDING: whichever
+    of several units of work asked for the same ones (a worker's two batches at once, or
+    several workers) comes second finds them decided and leaves them."""
+    wallets = [(await new_wallet(uow_factory, "20.00")).id for _ in range(5)]
+    for round_ in range(4):
+        batch = await atomically(
+            uow_factory, [move(wallets[n], wallets[(n + 1) % 5], "1.00") for n in range(5)]
+        )
+        alone = [
+            await run_alone(
+                uow_factory,
+                services.transfer,
+                ADMIN,
+                move(wallets[n % 5], wallets[(n + 2) % 5], "0.50"),
+            )
+            for n in range(10)
+        ]
+        ids = [t.id for t in batch + alone]
+        # Overlapping asks in different orders; some name one transfer of the batch only.
+        asks = [ids[k::3] + ids[: k + 1] for k in range(3)] + [ids[::-1], ids[1:2], ids]
+        await asyncio.gather(*(run_unattended(uow_factory, services.settle, a) for a in asks))
+
+        assert await status_counts(engine, ids) == {"COMPLETED": 15}, round_
+    balances = await assert_balances_explained(engine, wallets)
+    assert balances == {str(w): 20_00 for w in wallets}  # every wallet paid and was paid alike
     await assert_audit_clean(engine)

@@ -349,7 +349,8 @@ async def test_one_write_records_decides_and_moves_together(
     async with SqlUnitOfWork(engine) as uow:
         wallets = await uow.wallets.lock([sender, receiver])
         versions = {i: w.version for i, w in wallets.items()}
-        (decided,) = await uow.transactions.pending([pending.id], lock=True)
+        (decided,) = await uow.transactions.pending([pending.id])
+        assert await uow.transactions.lock_pending([pending.id]) == {pending.id}
         entries = decided.apply(wallets)
         locked = list(wallets.values())
         stored = await uow.write(decided=[decided], balances=locked, entries=entries)

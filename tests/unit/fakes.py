@@ -218,9 +218,7 @@ class _Transactions:
             if i in working and working[i].status is TransactionStatus.PENDING
         }
 
-    async def pending(
-        self, transaction_ids: Sequence[UUID], *, lock: bool = False
-    ) -> list[Transaction]:
+    async def pending(self, transaction_ids: Sequence[UUID]) -> list[Transaction]:
         working = self._uow.working.transactions
         found = [working[i] for i in dict.fromkeys(transaction_ids) if i in working]
         # With the rest of each one's atomic batch, as PostgreSQL's PENDING statement finds.

@@ -105,3 +105,22 @@ async def test_a_call_made_as_a_batch_ends_is_never_left_waiting() -> None:
         calls.append(asyncio.ensure_future(batcher(-1)))
         results = await asyncio.wait_for(asyncio.gather(*calls), 1)
         assert results == [*range(round_ % 3 + 1), -1]
+
+
+async def test_calls_made_at_any_point_of_a_close_leave_the_batcher_working() -> None:
+    async def run(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.005)
+        return items
+
+    for turns in range(8):
+        batcher: Batcher[int, int] = Batcher(run, parallel=2)
+        running = asyncio.ensure_future(batcher(1))
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(batcher.close())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        during = asyncio.ensure_future(batcher(2))  # at some point of the close
+        await closing
+        await asyncio.gather(running, during, return_exceptions=True)
+        # Whatever the close did to those, the batcher takes calls again.
+        assert await asyncio.wait_for(batcher(3), 1) == 3, turns

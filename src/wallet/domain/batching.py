@@ -44,23 +44,19 @@ class Batcher(Generic[T, R]):
         self._name = name
         self._parallel = parallel
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        # The flushes still in their loop, each leaving as it ends (not a turn later, as a done
+        # callback would: a call made meanwhile would find none to take it).
         self._flushing: set[asyncio.Task[None]] = set()
-        # Flushes still in their loop: a done task may wait a turn to leave the set.
-        self._running = 0
 
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         # Another batch beside the one running only when more wait than it could take: a
         # light load is better served by fewer, fuller batches (fewer commits and lock waits).
-        if self._running == 0 or (
-            self._running < self._parallel and len(self._waiting) > self._max_batch
-        ):
-            self._running += 1
+        running = len(self._flushing)
+        if not running or (running < self._parallel and len(self._waiting) > self._max_batch):
             # A task of its own: a caller that goes away does not take the batch with it.
-            flushing = asyncio.create_task(self._flush(), name=self._name)
-            self._flushing.add(flushing)
-            flushing.add_done_callback(self._flushing.discard)
+            self._flushing.add(asyncio.create_task(self._flush(), name=self._name))
         return await future
 
     async def close(self) -> None:
@@ -69,7 +65,7 @@ class Batcher(Generic[T, R]):
             flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flushing
-        self._running = 0  # one cancelled before it began never ran its `finally`
+            self._flushing.discard(flushing)  # cancelled before it began, it never left
         for _, future in self._waiting:
             future.cancel()
         self._waiting.clear()
@@ -78,7 +74,9 @@ class Batcher(Generic[T, R]):
         try:
             await self._flush_waiting()
         finally:
-            self._running -= 1
+            flushing = asyncio.current_task()
+            assert flushing is not None
+            self._flushing.discard(flushing)
 
     async def _flush_waiting(self) -> None:
         await asyncio.sleep(0)  # let the calls made in this same turn of the loop join in

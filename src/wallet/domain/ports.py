@@ -68,17 +68,15 @@ class TransactionRepository(Protocol):
         originals of reversals, after their reversals' wallets and keys."""
         ...
 
-    async def pending(
-        self, transaction_ids: Sequence[UUID], *, lock: bool = False
-    ) -> list[Transaction]:
+    async def pending(self, transaction_ids: Sequence[UUID]) -> list[Transaction]:
         """Those of the transactions that are still PENDING, with the PENDING rest of their
-        atomic batches, in the order they were recorded."""
+        atomic batches, in the order they were recorded; unlocked."""
         ...
 
     async def lock_pending(self, transaction_ids: Sequence[UUID]) -> set[UUID]:
-        """Lock those of the transactions that are still PENDING, in the order they were
-        recorded; their ids. What a PENDING one holds never changes until it is decided, so
-        what was read of it unlocked needs no reading again."""
+        """Lock those of the transactions that are still PENDING, in the order given (the
+        order they were recorded); their ids. Nothing the domain reads of a PENDING one
+        changes until it is decided, so what was read of it unlocked needs no reading again."""
         ...
 
 

@@ -310,9 +310,8 @@ async def settle(uow: UnitOfWork, transaction_ids: Sequence[UUID]) -> list[Trans
         if not unlocked:
             return []
         wallets = await uow.wallets.lock({i for t in unlocked for i in t.wallet_ids})
-        # Asked again under the wallets' locks: another worker may have settled some meanwhile.
-        still = await uow.transactions.lock_pending([t.id for t in unlocked])
-        pending = [t for t in unlocked if t.id in still]
+        # Under the wallets' locks: another worker may have settled some meanwhile.
+        pending = await _locked(uow, unlocked)
         entries: list[LedgerEntry] = []
         for linked in _linked(pending):
             entries += apply_all_or_none(linked, wallets)
@@ -332,7 +331,7 @@ async def fail_pending(
     batch (LINKED_TRANSFER_FAILED): none of it may then be applied. A final one is left as
     it is."""
     async with uow:
-        pending = await uow.transactions.pending([transaction_id], lock=True)
+        pending = await _locked(uow, await uow.transactions.pending([transaction_id]))
         if not pending:
             return await uow.transactions.get(transaction_id)
         linked = LinkedTransferFailed(f"transaction {transaction_id} of its batch failed")
@@ -513,6 +512,13 @@ def check_batch(command: TransferBatch) -> None:
         raise InvalidInput(
             f"a batch holds from 1 to {MAX_BATCH_TRANSFERS:,} transfers", field="transfers"
         )
+
+
+async def _locked(uow: UnitOfWork, unlocked: Sequence[Transaction]) -> list[Transaction]:
+    """Those of the PENDING transactions read unlocked that still are, locked in the order
+    they were recorded (as by every settlement: never in a cycle)."""
+    still = await uow.transactions.lock_pending([t.id for t in unlocked])
+    return [t for t in unlocked if t.id in still]
 
 
 def _linked(pending: Sequence[Transaction]) -> list[list[Transaction]]:

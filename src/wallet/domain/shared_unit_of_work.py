@@ -370,11 +370,9 @@ class _Transactions:
         )
         return locked
 
-    async def pending(
-        self, transaction_ids: Sequence[UUID], *, lock: bool = False
-    ) -> list[Transaction]:
+    async def pending(self, transaction_ids: Sequence[UUID]) -> list[Transaction]:
         found: list[Transaction] = await self._member.call(
-            lambda u: u.transactions.pending(transaction_ids, lock=lock)
+            lambda u: u.transactions.pending(transaction_ids)
         )
         return found
 

@@ -121,12 +121,16 @@ def to_json(data: Any) -> str:
     return _compact(data)
 
 
+def from_json(text: str | bytes) -> Any:
+    return orjson.loads(text)
+
+
 def wallet_to_json(wallet: Wallet) -> str:
     return _compact(wallet_data(wallet))
 
 
 def wallet_from_json(text: str | bytes) -> Wallet:
-    return wallet_of(orjson.loads(text))
+    return wallet_of(from_json(text))
 
 
 def transaction_to_json(transaction: Transaction) -> str:
@@ -134,4 +138,4 @@ def transaction_to_json(transaction: Transaction) -> str:
 
 
 def transaction_from_json(text: str | bytes) -> Transaction:
-    return transaction_of(orjson.loads(text))
+    return transaction_of(from_json(text))

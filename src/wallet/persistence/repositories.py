@@ -139,17 +139,14 @@ class SqlTransactions:
         rows = await connection.fetch(sql.LOCK_ASKED, list(dict.fromkeys(transaction_ids)))
         return {row["id"] for row in rows if row["status"] == _PENDING}
 
-    async def pending(
-        self, transaction_ids: Sequence[UUID], *, lock: bool = False
-    ) -> list[Transaction]:
-        suffix = " FOR UPDATE OF t" if lock else ""
-        connection = await (self._uow.begun() if lock else self._uow.reading())
+    async def pending(self, transaction_ids: Sequence[UUID]) -> list[Transaction]:
+        connection = await self._uow.reading()
         asked = list(dict.fromkeys(transaction_ids))
-        rows = _pending(await connection.fetch(sql.ASKED + suffix, asked))
+        rows = _pending(await connection.fetch(sql.ASKED, asked))
         batches = list({row["batch_id"] for row in rows if row["batch_id"] is not None})
         if batches:
             found = {row["id"] for row in rows}
-            linked = _pending(await connection.fetch(sql.ASKED_BATCHES + suffix, batches))
+            linked = _pending(await connection.fetch(sql.ASKED_BATCHES, batches))
             rows += [row for row in linked if row["id"] not in found]
             rows.sort(key=lambda row: (row["created_at"], row["id"]))
         return [transaction_from_row(row) for row in rows]

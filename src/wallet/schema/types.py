@@ -44,7 +44,9 @@ def _of_scalars(cls: type[InputT]) -> type[InputT]:
     Only for inputs of scalars, which need no converting: refused for any other."""
     definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
     for field in definition.fields:
-        kind = field.type.of_type if isinstance(field.type, StrawberryOptional) else field.type
+        # Exactly Optional: a Maybe (its subclass) wants its value wrapped, and nulls refused.
+        optional = type(field.type) is StrawberryOptional
+        kind = field.type.of_type if optional else field.type
         if kind not in _SCALARS:
             raise TypeError(f"{cls.__name__}.{field.python_name} is not a scalar")
     # As Strawberry does: graphql-core has checked that the required ones are there.
@@ -53,14 +55,17 @@ def _of_scalars(cls: type[InputT]) -> type[InputT]:
         for field in definition.fields
         if field.default_value is MISSING and field.default_factory is MISSING
     }
-    names: list[tuple[str, str]] = []
+    # Each schema's names of the fields (its config names them), learnt on its first input.
+    names: dict[int, list[tuple[str, str]]] = {}
 
     def from_input(built: type[InputT], value: Mapping[str, Any], context: InputContext) -> InputT:
-        if not names:  # the schema's naming, known once it is built
+        named = names.get(id(context.config))
+        if named is None:
             convert = context.config.name_converter.from_field
-            names.extend((convert(field), field.python_name) for field in definition.fields)
+            named = [(convert(field), field.python_name) for field in definition.fields]
+            names[id(context.config)] = named
         fields = dict(nulls)
-        for graphql_name, python_name in names:
+        for graphql_name, python_name in named:
             if graphql_name in value:
                 fields[python_name] = value[graphql_name]
         return built(**fields)

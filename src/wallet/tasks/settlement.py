@@ -48,8 +48,9 @@ class TaskDeps:
     uow_factory: UnitOfWorkFactory
     redis: Redis
     prefix: str
-    # Jobs that run at the same time in one worker are settled together, up to this many.
-    max_batch: int = 1024
+    # Jobs that run at the same time in one worker are settled together, up to this many
+    # (WALLET_SETTLE_BATCH_SIZE).
+    max_batch: int
     # Told when PostgreSQL is found away, so the worker says so once, naming it by address.
     postgres: Outage | None = None
     batcher: SettlementBatcher = field(init=False)

@@ -4,12 +4,17 @@ the codec writes it (persistence/codec.py); a history's, the head of the wallet'
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 from uuid import UUID
 
 from wallet.domain.model import Page, Transaction, Wallet
-from wallet.persistence.codec import to_json, transaction_data, transaction_of, wallet_from_json
+from wallet.persistence.codec import (
+    from_json,
+    to_json,
+    transaction_data,
+    transaction_of,
+    wallet_from_json,
+)
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -42,7 +47,7 @@ class HeadTable:
     """A cached head parsed, its transactions made one at a time, only those asked for."""
 
     def __init__(self, entry: bytes | str) -> None:
-        data = json.loads(entry)
+        data = from_json(entry)
         self.complete = bool(data["complete"])
         self._columns: dict[str, list[Any]] = data["transactions"]
 
