@@ -123,9 +123,10 @@ async def _give_up(deps: TaskDeps, transaction_id: UUID, failures: int) -> None:
 
 class SettlementBatcher:
     """Gathers the jobs running at once in this worker and settles them in one unit of work,
-    two batches at a time (domain/batching.py): while one holds its wallets' locks, the next
-    reads what it will settle and waits for them, and the rest fill up. One at a time, the
-    worker sat idle a third of the time under batches of transfers (bench)."""
+    a batch at a time, or two while more wait than one takes (domain/batching.py): while one
+    holds its wallets' locks, the next reads what it will settle and waits for them, and the
+    rest fill up. One at a time, the worker sat idle a third of the time under batches of
+    transfers (bench)."""
 
     def __init__(self, deps: TaskDeps) -> None:
         self._deps = deps
