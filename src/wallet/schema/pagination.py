@@ -21,8 +21,7 @@ class InvalidCursor(ValueError):
 
 
 def encode_cursor(created_at: datetime, transaction_id: UUID) -> str:
-    raw = f"{_PREFIX}{created_at.isoformat()}|{transaction_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return _encode(_PREFIX, created_at, transaction_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
@@ -34,8 +33,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def encode_entry_cursor(created_at: datetime, entry_id: int) -> str:
-    raw = f"{_ENTRY_PREFIX}{created_at.isoformat()}|{entry_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return _encode(_ENTRY_PREFIX, created_at, entry_id)
 
 
 def decode_entry_cursor(cursor: str) -> tuple[datetime, int]:
@@ -46,6 +44,11 @@ def decode_entry_cursor(cursor: str) -> tuple[datetime, int]:
     if not (digits and int(ident) <= _MAX_BIGINT):
         raise InvalidCursor(f"{cursor!r} is not a cursor this API gave out")
     return created_at, int(ident)
+
+
+def _encode(prefix: str, created_at: datetime, ident: UUID | int) -> str:
+    raw = f"{prefix}{created_at.isoformat()}|{ident}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode(cursor: str, prefix: str) -> tuple[datetime, str]:

@@ -138,6 +138,11 @@ class PageInfo:
         )
 
 
+def _decimal(minor: int, currency: Currency) -> DecimalText:
+    """An amount in minor units as the API writes it ("12.50")."""
+    return DecimalText(str(Money(minor, currency)))
+
+
 def _forward_page_size(first: int | None) -> int:
     """How many items a forward-only page (`first`, `after`) holds."""
     if first is None:
@@ -200,7 +205,7 @@ class Wallet:
             currency=wallet.currency.code,
             balance=DecimalText(str(wallet.balance)),
             available_balance=DecimalText(str(wallet.available)),
-            held_balance=DecimalText(str(Money(wallet.held, wallet.currency))),
+            held_balance=_decimal(wallet.held, wallet.currency),
             created_at=wallet.created_at,
             updated_at=wallet.updated_at,
         )
@@ -316,7 +321,7 @@ class Wallet:
         minor = await info.context.balance_at_loader.load(
             ledger.BalanceRequest(UUID(self.id), time)
         )
-        return DecimalText(str(Money(minor, Currency.of(self.currency))))
+        return _decimal(minor, Currency.of(self.currency))
 
     @strawberry.field(
         description="Its ledger entries, newest first, optionally only those in [since, until)."
@@ -463,7 +468,7 @@ class Transaction:
     async def reversed_amount(self, info: Info[Context, None]) -> DecimalText:
         found = await info.context.reversals_loader.load(UUID(self.id))
         returned = sum(r.amount.minor for r in found if r.status is TransactionStatus.COMPLETED)
-        return DecimalText(str(Money(returned, Currency.of(self.currency))))
+        return _decimal(returned, Currency.of(self.currency))
 
     @strawberry.field(description="Null for a deposit.")
     async def sender_wallet(self, info: Info[Context, None]) -> Wallet | None:
@@ -504,7 +509,7 @@ class Hold:
             wallet_id=strawberry.ID(str(hold.wallet_id)),
             receiver_wallet_id=_id_or_none(hold.receiver_wallet_id),
             amount=DecimalText(str(hold.amount)),
-            captured_amount=DecimalText(str(Money(hold.captured, currency))),
+            captured_amount=_decimal(hold.captured, currency),
             currency=currency.code,
             client_transaction_id=hold.client_transaction_id,
             description=hold.description,
@@ -754,7 +759,7 @@ class Viewer:
 
 def _signed(minor: int, currency: Currency) -> DecimalText:
     """An amount with its sign: "-12.50" for money out (Money itself is never negative)."""
-    text = str(Money(abs(minor), currency))
+    text = _decimal(abs(minor), currency)
     return DecimalText(f"-{text}" if minor < 0 else text)
 
 
@@ -773,7 +778,7 @@ class LedgerEntry:
         return cls(
             id=strawberry.ID(str(entry.id)),
             amount=_signed(entry.delta, currency),
-            balance_after=DecimalText(str(Money(entry.balance_after, currency))),
+            balance_after=_decimal(entry.balance_after, currency),
             created_at=entry.created_at,
             transaction_id=entry.transaction_id,
         )
@@ -822,15 +827,12 @@ class Statement:
 
     @classmethod
     def from_domain(cls, statement: ledger.Statement, currency: Currency) -> Statement:
-        def money(minor: int) -> DecimalText:
-            return DecimalText(str(Money(minor, currency)))
-
         return cls(
             since=statement.since,
             until=statement.until,
-            opening_balance=money(statement.opening),
-            closing_balance=money(statement.closing),
-            total_credits=money(statement.credits),
-            total_debits=money(statement.debits),
+            opening_balance=_decimal(statement.opening, currency),
+            closing_balance=_decimal(statement.closing, currency),
+            total_credits=_decimal(statement.credits, currency),
+            total_debits=_decimal(statement.debits, currency),
             entry_count=statement.count,
         )
