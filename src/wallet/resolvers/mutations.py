@@ -61,6 +61,17 @@ async def _hold_payload(
     return HoldPayload(hold=Hold.from_domain(hold), errors=[])
 
 
+def _transfer(input: TransferInput) -> services.Transfer:
+    """The transfer asked for, alone or in a batch."""
+    return services.Transfer(
+        input.from_wallet_id,
+        input.to_wallet_id,
+        input.amount,
+        input.client_transaction_id,
+        input.description,
+    )
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation
@@ -106,13 +117,7 @@ class Mutation:
 
     @strawberry.mutation
     async def transfer(self, info: Info[Context, None], input: TransferInput) -> TransactionPayload:
-        command = services.Transfer(
-            input.from_wallet_id,
-            input.to_wallet_id,
-            input.amount,
-            input.client_transaction_id,
-            input.description,
-        )
+        command = _transfer(input)
         try:
             transaction = await info.context.submit(Request(info.context.caller, command))
         except WalletError as error:
@@ -124,19 +129,7 @@ class Mutation:
     async def transfer_batch(
         self, info: Info[Context, None], input: TransferBatchInput
     ) -> TransferBatchPayload:
-        batch = services.TransferBatch(
-            [
-                services.Transfer(
-                    t.from_wallet_id,
-                    t.to_wallet_id,
-                    t.amount,
-                    t.client_transaction_id,
-                    t.description,
-                )
-                for t in input.transfers
-            ],
-            atomic=input.atomic,
-        )
+        batch = services.TransferBatch([_transfer(t) for t in input.transfers], atomic=input.atomic)
         context = info.context
         try:
             outcomes = await run_transfer_batch(context.uow_factory, context.caller, batch)
