@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
+from pydantic import ValidationError
+
 from wallet.config import LogLevel, Settings
 
 if TYPE_CHECKING:
@@ -369,7 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ValidationError as error:
+        if error.title != Settings.__name__:
+            raise
+        # A setting the environment got wrong: one line each, as for every other start-up
+        # problem, not pydantic's traceback. The value is not repeated: it may be a secret.
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            variable = name if name.isupper() else f"WALLET_{name.upper()}"  # or an alias's
+            print(f"wallet: {variable}: {problem['msg']}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

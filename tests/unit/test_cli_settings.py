@@ -100,3 +100,19 @@ def test_the_worker_logs_as_the_environment_says_unless_told_otherwise(
     [settings] = ran
     assert settings.log_level == level
     assert os.environ["WALLET_LOG_LEVEL"] == "debug"
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve"], ["audit"]])
+def test_a_setting_the_environment_got_wrong_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    monkeypatch.setenv("WALLET_SETTLE_BATCH_SIZE", "0")
+    monkeypatch.setenv("WALLET_SWEEP_AFTER_SECONDS", "soon")
+
+    assert cli.main(command) == 2
+
+    assert capsys.readouterr().err.splitlines() == [
+        "wallet: WALLET_SWEEP_AFTER_SECONDS: Input should be a valid number, unable to parse "
+        "string as a number",
+        "wallet: WALLET_SETTLE_BATCH_SIZE: Input should be greater than 0",
+    ]
